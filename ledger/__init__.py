@@ -1,0 +1,1 @@
+"""An event-sourced, double-entry ledger service on PostgreSQL."""

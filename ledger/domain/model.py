@@ -1,0 +1,72 @@
+"""The ledger's state: accounts with their balances, and transfers."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from .money import ZERO
+
+
+@dataclass(slots=True)
+class Balance:
+    """An account's four running totals. Posted amounts are final; pending
+    amounts are held by two-phase transfers not yet decided."""
+
+    debits_posted: Decimal = ZERO
+    credits_posted: Decimal = ZERO
+    debits_pending: Decimal = ZERO
+    credits_pending: Decimal = ZERO
+
+    def copy(self) -> Balance:
+        return dataclasses.replace(self)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountFlags:
+    #: Refuse a transfer that would leave ``debits_posted + debits_pending >
+    #: credits_posted``: the account can never be overdrawn.
+    debits_must_not_exceed_credits: bool = False
+    #: Refuse a transfer that would leave ``credits_posted + credits_pending >
+    #: debits_posted``.
+    credits_must_not_exceed_debits: bool = False
+
+
+@dataclass(slots=True)
+class Account:
+    id: UUID
+    currency: str
+    scale: int
+    flags: AccountFlags
+    metadata: dict[str, Any]
+    created_at: datetime
+    closed: bool = False
+    balance: Balance = field(default_factory=Balance)
+
+
+class TransferStatus:
+    POSTED = "posted"
+    PENDING = "pending"
+    VOIDED = "voided"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    id: UUID
+    debit_account_id: UUID
+    credit_account_id: UUID
+    amount: Decimal
+    currency: str
+    code: str | None
+    metadata: dict[str, Any]
+    pending: bool
+    timeout_seconds: int | None
+    status: str
+    #: Position in the event log of the event that recorded the transfer.
+    seq: int
+    created_at: datetime

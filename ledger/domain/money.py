@@ -1,0 +1,70 @@
+"""Amounts: exact decimals, parsed from strings and presented at a scale.
+
+Arithmetic runs in :data:`MONEY` so that a sum can never be silently rounded:
+Python's default context keeps only 28 significant digits, which a balance of
+38-digit amounts would exceed. Any inexact operation raises instead.
+"""
+
+from __future__ import annotations
+
+import decimal
+import re
+from decimal import Decimal
+
+from .codes import InvalidField
+
+MAX_DIGITS = 38
+MAX_SCALE = 18
+
+MONEY = decimal.Context(
+    prec=200,
+    traps=[decimal.InvalidOperation, decimal.Inexact, decimal.Overflow],
+)
+
+ZERO = Decimal(0)
+
+_AMOUNT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+
+
+def parse_amount(text: str) -> Decimal:
+    """Parse a decimal string (``"12.50"``) into an exact :class:`Decimal`.
+
+    Refuses (:class:`InvalidField`) anything but an optional minus sign, digits
+    and an optional fraction, with at most :data:`MAX_DIGITS` digits in all: so
+    exponents, ``NaN``, ``Infinity``, blanks and non-ASCII digits never pass.
+    The sign is kept; whether the amount is positive is a decision, not syntax.
+    """
+    if not _AMOUNT.fullmatch(text):
+        raise InvalidField('must be a decimal string such as "12.50"')
+    digits = sum(c.isdigit() for c in text)
+    if digits > MAX_DIGITS:
+        raise InvalidField(f"has {digits} digits; at most {MAX_DIGITS} are allowed")
+    return Decimal(text)
+
+
+def fractional_digits(amount: Decimal) -> int:
+    """How many digits after the point ``amount`` needs (``5.10`` needs 1)."""
+    exponent = amount.normalize(MONEY).as_tuple().exponent
+    assert isinstance(exponent, int)
+    return max(0, -exponent)
+
+
+def quantum(scale: int) -> Decimal:
+    return Decimal(1).scaleb(-scale)
+
+
+def format_amount(amount: Decimal, scale: int) -> str:
+    """``amount`` with exactly ``scale`` fractional digits, in plain notation.
+
+    Raises :class:`decimal.Inexact` if that would round: the ledger never
+    holds an amount finer than its account's scale.
+    """
+    return format(amount.quantize(quantum(scale), context=MONEY), "f")
+
+
+def add(a: Decimal, b: Decimal) -> Decimal:
+    return MONEY.add(a, b)
+
+
+def sub(a: Decimal, b: Decimal) -> Decimal:
+    return MONEY.subtract(a, b)
