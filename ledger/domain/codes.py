@@ -72,6 +72,8 @@ class Code(enum.StrEnum):
     #: The database is unreachable, or serialization retries ran out. Retry
     #: later (``Retry-After``); with the same id a retry can never apply twice.
     UNAVAILABLE = "unavailable"
+    #: A fault of the service itself; logged with the request id.
+    INTERNAL_ERROR = "internal_error"
 
 
 class LedgerError(Exception):

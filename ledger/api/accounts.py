@@ -1,0 +1,53 @@
+"""``/v1/accounts``: open, read and list accounts."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..domain.codes import Code, LedgerError
+from ..domain.ledger import Recorded
+from ..store import reads
+from . import codec
+from .execute import execute_one
+from .keys import POOL
+from .paths import uuid_param
+from .schemas import AccountIn, AccountsQuery, account_out
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/v1/accounts")
+async def create_account(request: web.Request) -> web.Response:
+    """201 with a new account; 200 with the existing one on a same-id replay."""
+    body = await codec.decode(request, AccountIn)
+    outcome = await execute_one(request, body.to_command())
+    status = 201 if isinstance(outcome, Recorded) else 200
+    return codec.respond(request, account_out(outcome.subject), status=status)
+
+
+@routes.get("/v1/accounts/{id}")
+async def get_account(request: web.Request) -> web.Response:
+    account_id = uuid_param(request)
+    account = await reads.get_account(request.app[POOL], account_id)
+    if account is None:
+        raise LedgerError(Code.ACCOUNT_NOT_FOUND, f"account {account_id} does not exist")
+    return codec.respond(request, account_out(account))
+
+
+@routes.get("/v1/accounts")
+async def list_accounts(request: web.Request) -> web.Response:
+    """Keyset pagination by id: pass the previous page's ``next`` as ``after``."""
+    query = codec.convert(dict(request.query), AccountsQuery)
+    # One more than asked for tells whether another page exists.
+    page = await reads.list_accounts(
+        request.app[POOL], currency=query.currency, after=query.after, limit=query.limit + 1
+    )
+    more = len(page) > query.limit
+    page = page[: query.limit]
+    return codec.respond(
+        request,
+        {
+            "accounts": [account_out(a) for a in page],
+            "next": str(page[-1].id) if more else None,
+        },
+    )

@@ -1,0 +1,86 @@
+"""The application factory and the resources whose lifetime is the app's."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+
+from aiohttp import web
+
+from ..config import Settings
+from ..store import migrations
+from ..store.connection import connect, create_pool
+from ..store.embedded import EmbeddedPostgres
+from ..store.writer import Clock, Writer
+from . import accounts, health, transfers
+from .keys import CLOCK, DSN, POOL, SETTINGS, WRITER
+from .middlewares import error_middleware, request_id_middleware
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(RuntimeError):
+    """The service cannot start; the message says why and what to do."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application:
+    app = web.Application(
+        middlewares=[request_id_middleware, error_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[CLOCK] = clock
+    app.cleanup_ctx.extend([database_ctx, pool_ctx, writer_ctx])
+    for module in (accounts, transfers, health):
+        app.router.add_routes(module.routes)
+    return app
+
+
+async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The database: the embedded server (started and migrated here, stopped
+    on cleanup) or ``LEDGER_DATABASE_URL``, whose schema must be at head."""
+    settings = app[SETTINGS]
+    if settings.database_url is None:
+        server = EmbeddedPostgres(settings.data_dir)
+        app[DSN] = await asyncio.to_thread(server.start)
+        try:
+            await asyncio.to_thread(migrations.upgrade, app[DSN])
+            yield
+        finally:
+            await asyncio.to_thread(server.stop)
+        return
+    app[DSN] = settings.database_url
+    conn = await connect(settings.database_url)
+    try:
+        revision = await migrations.current_revision(conn)
+    finally:
+        await conn.close()
+    head = migrations.head_revision()
+    if revision != head:
+        raise StartupError(
+            f"the database schema is at revision {revision or 'none'}, this service needs {head}: "
+            "run `ledger migrate` first"
+        )
+    yield
+
+
+async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    async with await create_pool(
+        app[DSN], min_size=settings.pool_min_size, max_size=settings.pool_max_size
+    ) as pool:
+        app[POOL] = pool
+        yield
+
+
+async def writer_ctx(app: web.Application) -> AsyncIterator[None]:
+    writer = Writer(app[DSN], policy=app[SETTINGS].retry, clock=app[CLOCK])
+    app[WRITER] = writer
+    yield
+    await writer.close()

@@ -1,0 +1,101 @@
+"""Bodies in and out: JSON or MessagePack, by ``Content-Type`` and ``Accept``.
+
+Decoding is strict: msgspec checks types, patterns and unknown fields, and
+its complaint becomes a 422 ``invalid_field`` naming the field's path
+(``transfers[3].amount``); a body that is not JSON/MessagePack at all is 400.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import hdrs, web
+
+from ..domain.codes import Code, InvalidField, LedgerError
+from .errors import error_body, status_of
+
+T = TypeVar("T")
+
+JSON = "application/json"
+MSGPACK = "application/msgpack"
+_MSGPACK_TYPES = frozenset({MSGPACK, "application/x-msgpack", "application/vnd.msgpack"})
+
+_json_encoder = msgspec.json.Encoder()
+_msgpack_encoder = msgspec.msgpack.Encoder()
+
+# msgspec ends a validation message with " - at `$.transfers[3].amount`".
+_AT_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+_UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `(?P<name>[^`]*)`")
+
+
+async def decode(request: web.Request, type_: type[T]) -> T:
+    """The request body as ``type_``, or a :class:`LedgerError` saying why not."""
+    content_type = request.content_type if hdrs.CONTENT_TYPE in request.headers else JSON
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge as error:
+        raise LedgerError(Code.BODY_TOO_LARGE, f"the body is too large: {error.text}") from None
+    if content_type == JSON:
+        decode_ = msgspec.json.decode
+    elif content_type in _MSGPACK_TYPES:
+        decode_ = msgspec.msgpack.decode
+    else:
+        raise LedgerError(
+            Code.UNSUPPORTED_MEDIA_TYPE,
+            f"Content-Type {content_type!r} is not supported: send {JSON} or {MSGPACK}",
+        )
+    try:
+        return decode_(body, type=type_)
+    except msgspec.ValidationError as error:
+        raise invalid_field(str(error)) from None
+    except msgspec.DecodeError as error:
+        kind = "JSON" if content_type == JSON else "MessagePack"
+        raise LedgerError(Code.MALFORMED_BODY, f"the body is not valid {kind}: {error}") from None
+
+
+def convert(values: dict[str, Any], type_: type[T]) -> T:
+    """Query parameters (strings) as ``type_``, with the same errors as bodies."""
+    try:
+        return msgspec.convert(values, type_, strict=False)
+    except msgspec.ValidationError as error:
+        raise invalid_field(str(error)) from None
+
+
+def invalid_field(message: str) -> InvalidField:
+    """msgspec's message as an ``invalid_field`` error with the field's path."""
+    at = _AT_PATH.search(message)
+    path = at["path"] if at else ""
+    message = message[: at.start()] if at else message
+    unknown = _UNKNOWN_FIELD.match(message)
+    if unknown:
+        path = f"{path}.{unknown['name']}" if path else unknown["name"]
+    if path.endswith("amount") and message.startswith("Expected `str`"):
+        message += ': amounts are decimal strings such as "12.50"'
+    return InvalidField(message, path or None)
+
+
+def respond(
+    request: web.Request,
+    payload: Any,
+    *,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """``payload`` encoded as the request's ``Accept`` asks (MessagePack, else JSON)."""
+    accept = request.headers.get(hdrs.ACCEPT, "")
+    if any(media.split(";")[0].strip() in _MSGPACK_TYPES for media in accept.split(",")):
+        body, content_type = _msgpack_encoder.encode(payload), MSGPACK
+    else:
+        body, content_type = _json_encoder.encode(payload), JSON
+    return web.Response(body=body, status=status, content_type=content_type, headers=headers)
+
+
+def error_response(request: web.Request, error: LedgerError, headers: dict[str, str] | None = None) -> web.Response:
+    return respond(
+        request,
+        error_body(error.code, error.message, error.field),
+        status=status_of(error.code),
+        headers=headers,
+    )

@@ -1,0 +1,39 @@
+"""Errors as HTTP: each code's status, and the one error body shape."""
+
+from __future__ import annotations
+
+from ..domain.codes import Code, LedgerError
+
+__all__ = ["Code", "LedgerError", "STATUS", "error_body"]
+
+STATUS: dict[Code, int] = {
+    Code.MALFORMED_BODY: 400,
+    Code.UNAUTHORIZED: 401,
+    Code.FORBIDDEN: 403,
+    Code.ACCOUNT_NOT_FOUND: 404,
+    Code.TRANSFER_NOT_FOUND: 404,
+    Code.NOT_FOUND: 404,
+    Code.METHOD_NOT_ALLOWED: 405,
+    Code.EXISTS_WITH_DIFFERENT_FIELDS: 409,
+    Code.ACCOUNT_HAS_PENDING: 409,
+    Code.TRANSFER_ALREADY_POSTED: 409,
+    Code.TRANSFER_ALREADY_VOIDED: 409,
+    Code.TRANSFER_EXPIRED: 409,
+    Code.BODY_TOO_LARGE: 413,
+    Code.UNSUPPORTED_MEDIA_TYPE: 415,
+    Code.UNAVAILABLE: 503,
+    Code.INTERNAL_ERROR: 500,
+}
+#: Every other code refuses the request's content: 422.
+UNPROCESSABLE = 422
+
+
+def status_of(code: Code) -> int:
+    return STATUS.get(code, UNPROCESSABLE)
+
+
+def error_body(code: Code, message: str, field: str | None = None) -> dict[str, object]:
+    error: dict[str, object] = {"code": str(code), "message": message}
+    if field is not None:
+        error["field"] = field
+    return {"error": error}

@@ -1,0 +1,38 @@
+"""Handing a request's commands to the writer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+
+from ..domain.codes import LedgerError
+from ..domain.commands import Command
+from ..domain.ledger import Outcome, Refused
+from ..store.append import AppendRequest
+from .keys import WRITER
+from .middlewares import request_id
+
+
+def event_metadata(request: web.Request) -> dict[str, Any]:
+    """What the log records about who caused an event."""
+    return {"request_id": request_id(request)}
+
+
+async def execute(
+    request: web.Request, commands: Sequence[Command], *, atomic: bool = False
+) -> list[Outcome]:
+    """Decide and record ``commands`` for ``request``; one outcome each."""
+    [outcomes] = await request.app[WRITER].append(
+        [AppendRequest(commands, atomic=atomic, metadata=event_metadata(request))]
+    )
+    return outcomes
+
+
+async def execute_one(request: web.Request, command: Command) -> Outcome:
+    """Like :func:`execute` for a single command; a refusal is raised as an error."""
+    [outcome] = await execute(request, [command])
+    if isinstance(outcome, Refused):
+        raise LedgerError(outcome.code, outcome.message)
+    return outcome

@@ -1,0 +1,47 @@
+"""``/health``: liveness, and readiness (database answers, schema at head)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..store import migrations
+from ..store.retry import CONNECTION_LOST
+from . import codec
+from .keys import POOL, WRITER
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/health/live")
+async def live(request: web.Request) -> web.Response:
+    return codec.respond(request, {"status": "ok"})
+
+
+@routes.get("/health/ready")
+async def ready(request: web.Request) -> web.Response:
+    pool = request.app[POOL]
+    database = {
+        "pool_size": pool.get_size(),
+        "pool_idle": pool.get_idle_size(),
+        "pool_max": pool.get_max_size(),
+        "head_revision": migrations.head_revision(),
+        "append_retries": request.app[WRITER].retries,
+    }
+    try:
+        async with pool.acquire(timeout=2) as conn:
+            revision = await migrations.current_revision(conn)
+            database["head_seq"] = await conn.fetchval("SELECT seq FROM ledger_head")
+    except (TimeoutError, *CONNECTION_LOST) as error:
+        return codec.respond(
+            request,
+            {"status": "unavailable", "reason": f"database unreachable: {error}", "database": database},
+            status=503,
+        )
+    database["schema_revision"] = revision
+    if revision != database["head_revision"]:
+        return codec.respond(
+            request,
+            {"status": "unavailable", "reason": "schema is not at head: run `ledger migrate`", "database": database},
+            status=503,
+        )
+    return codec.respond(request, {"status": "ok", "database": database})

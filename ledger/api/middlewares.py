@@ -1,0 +1,83 @@
+"""Cross-cutting concerns: the request id, and errors in the one documented shape."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from ..domain.codes import Code, LedgerError
+from ..store.retry import CONNECTION_LOST, Unavailable
+from .codec import error_response
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+REQUEST_ID = "X-Request-ID"
+# A caller's id is echoed only if it is short printable ASCII: it goes into
+# logs, headers and the event log.
+_VALID_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
+
+_HTTP_CODES = {
+    404: (Code.NOT_FOUND, "no such endpoint"),
+    405: (Code.METHOD_NOT_ALLOWED, "method not allowed on this endpoint"),
+    413: (Code.BODY_TOO_LARGE, "the body is too large"),
+}
+
+
+def request_id(request: web.Request) -> str:
+    return request["request_id"]
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    given = request.headers.get(REQUEST_ID, "")
+    request["request_id"] = given if _VALID_REQUEST_ID.fullmatch(given) else str(uuid.uuid4())
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers[REQUEST_ID] = request["request_id"]
+        raise
+    if not response.prepared:
+        response.headers[REQUEST_ID] = request["request_id"]
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure into ``{"error": {"code", "message", "field"?}}``."""
+    try:
+        return await handler(request)
+    except LedgerError as error:
+        return error_response(request, error)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code, message = _HTTP_CODES.get(exc.status, (Code.NOT_FOUND, exc.reason))
+        return error_response(request, LedgerError(code, message), headers=_allow(exc))
+    except Unavailable as error:
+        return _unavailable(request, str(error), error.retry_after)
+    except CONNECTION_LOST as error:
+        log.warning("database unreachable: %s", error)
+        return _unavailable(request, "the database is unreachable", 1)
+    except Exception:
+        log.exception("request %s failed", request.get("request_id"))
+        return error_response(
+            request,
+            LedgerError(Code.INTERNAL_ERROR, f"internal error; request id {request.get('request_id')}"),
+        )
+
+
+def _unavailable(request: web.Request, message: str, retry_after: int) -> web.Response:
+    return error_response(
+        request, LedgerError(Code.UNAVAILABLE, message), headers={"Retry-After": str(retry_after)}
+    )
+
+
+def _allow(exc: web.HTTPException) -> dict[str, str] | None:
+    allow = exc.headers.get("Allow")
+    return {"Allow": allow} if allow else None

@@ -1,0 +1,176 @@
+"""The wire format: request structs (decoded strictly by msgspec), their
+translation into domain commands, and the objects the API answers with.
+
+Structural checks (types, patterns, ranges, unknown fields) are msgspec's;
+what msgspec cannot express (amount syntax, metadata size, NUL characters,
+fields that only make sense together) is checked in ``to_command`` methods,
+which name the offending field by its full path.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from msgspec import Meta, Struct
+
+from ..domain import money
+from ..domain.chain import format_timestamp
+from ..domain.codes import InvalidField
+from ..domain.commands import MakeTransfer, OpenAccount
+from ..domain.model import Account, AccountFlags, Balance, Transfer
+
+MAX_BATCH = 8190
+ACCOUNT_METADATA_BYTES = 4096
+TRANSFER_METADATA_BYTES = 1024
+
+Currency = Annotated[str, Meta(pattern=r"^[A-Z][A-Z0-9_]{0,15}$")]
+Scale = Annotated[int, Meta(ge=0, le=money.MAX_SCALE)]
+TransferCode = Annotated[str, Meta(min_length=1, max_length=255)]
+TimeoutSeconds = Annotated[int, Meta(ge=1, le=366 * 24 * 3600)]
+
+_json = msgspec.json.Encoder()
+
+
+class _Request(Struct, forbid_unknown_fields=True):
+    """Request bodies: exactly the documented fields, nothing else."""
+
+
+class FlagsIn(_Request, kw_only=True):
+    debits_must_not_exceed_credits: bool = False
+    credits_must_not_exceed_debits: bool = False
+
+
+class AccountIn(_Request, kw_only=True):
+    id: UUID | None = None
+    currency: Currency
+    scale: Scale
+    flags: FlagsIn = msgspec.field(default_factory=FlagsIn)
+    metadata: dict[str, Any] = {}
+
+    def to_command(self) -> OpenAccount:
+        return OpenAccount(
+            id=self.id or uuid.uuid4(),
+            currency=self.currency,
+            scale=self.scale,
+            flags=AccountFlags(
+                debits_must_not_exceed_credits=self.flags.debits_must_not_exceed_credits,
+                credits_must_not_exceed_debits=self.flags.credits_must_not_exceed_debits,
+            ),
+            metadata=metadata(self.metadata, ACCOUNT_METADATA_BYTES, "metadata"),
+        )
+
+
+class TransferIn(_Request, kw_only=True):
+    id: UUID
+    debit_account_id: UUID
+    credit_account_id: UUID
+    amount: str
+    currency: Currency
+    code: TransferCode | None = None
+    metadata: dict[str, Any] = {}
+    pending: bool = False
+    timeout_seconds: TimeoutSeconds | None = None
+
+    def to_command(self, path: str = "") -> MakeTransfer:
+        if self.pending:
+            raise InvalidField("pending (two-phase) transfers are not supported yet", f"{path}pending")
+        if self.timeout_seconds is not None and not self.pending:
+            raise InvalidField("timeout_seconds is allowed only with pending: true", f"{path}timeout_seconds")
+        if self.code is not None and "\x00" in self.code:
+            raise InvalidField("must not contain NUL characters", f"{path}code")
+        return MakeTransfer(
+            id=self.id,
+            debit_account_id=self.debit_account_id,
+            credit_account_id=self.credit_account_id,
+            amount=amount(self.amount, f"{path}amount"),
+            currency=self.currency,
+            code=self.code,
+            metadata=metadata(self.metadata, TRANSFER_METADATA_BYTES, f"{path}metadata"),
+            pending=self.pending,
+            timeout_seconds=self.timeout_seconds,
+        )
+
+
+class BatchIn(_Request, kw_only=True):
+    transfers: Annotated[list[TransferIn], Meta(min_length=1, max_length=MAX_BATCH)]
+    atomic: bool = False
+
+    def to_commands(self) -> list[MakeTransfer]:
+        return [t.to_command(f"transfers[{i}].") for i, t in enumerate(self.transfers)]
+
+
+class AccountsQuery(_Request, kw_only=True):
+    currency: Currency | None = None
+    after: UUID | None = None
+    limit: Annotated[int, Meta(ge=1, le=1000)] = 100
+
+
+def amount(text: str, path: str) -> Decimal:
+    try:
+        return money.parse_amount(text)
+    except InvalidField as error:
+        raise InvalidField(f"amount {error.message}", path) from None
+
+
+def metadata(value: dict[str, Any], limit: int, path: str) -> dict[str, Any]:
+    """``value`` as stored: the JSON it encodes to, at most ``limit`` bytes.
+
+    Round-tripping through JSON gives MessagePack bodies the same metadata a
+    JSON body would have, so an idempotent replay compares like with like.
+    """
+    encoded = _json.encode(value)
+    if len(encoded) > limit:
+        raise InvalidField(f"metadata is {len(encoded)} bytes as JSON; at most {limit} are allowed", path)
+    if b"\\u0000" in encoded:
+        raise InvalidField("metadata must not contain NUL characters", path)
+    return msgspec.json.decode(encoded)
+
+
+# -- responses -------------------------------------------------------------
+
+
+def balance_out(balance: Balance, scale: int) -> dict[str, str]:
+    return {
+        "debits_posted": money.format_amount(balance.debits_posted, scale),
+        "credits_posted": money.format_amount(balance.credits_posted, scale),
+        "debits_pending": money.format_amount(balance.debits_pending, scale),
+        "credits_pending": money.format_amount(balance.credits_pending, scale),
+    }
+
+
+def account_out(account: Account) -> dict[str, Any]:
+    return {
+        "id": str(account.id),
+        "currency": account.currency,
+        "scale": account.scale,
+        "flags": {
+            "debits_must_not_exceed_credits": account.flags.debits_must_not_exceed_credits,
+            "credits_must_not_exceed_debits": account.flags.credits_must_not_exceed_debits,
+        },
+        "metadata": account.metadata,
+        "created_at": format_timestamp(account.created_at),
+        "closed": account.closed,
+        "balance": balance_out(account.balance, account.scale),
+    }
+
+
+def transfer_out(transfer: Transfer) -> dict[str, Any]:
+    return {
+        "id": str(transfer.id),
+        "debit_account_id": str(transfer.debit_account_id),
+        "credit_account_id": str(transfer.credit_account_id),
+        # The amount was stored at the accounts' scale when it was recorded.
+        "amount": format(transfer.amount, "f"),
+        "currency": transfer.currency,
+        "code": transfer.code,
+        "metadata": transfer.metadata,
+        "pending": transfer.pending,
+        "timeout_seconds": transfer.timeout_seconds,
+        "status": transfer.status,
+        "seq": transfer.seq,
+        "created_at": format_timestamp(transfer.created_at),
+    }

@@ -1,0 +1,55 @@
+"""Settings, read from the environment (see the table in README.md)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .store.retry import RetryPolicy
+
+
+class ConfigError(ValueError):
+    """A setting has a value the service cannot start with."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    #: PostgreSQL DSN; ``None`` starts the embedded server in ``data_dir``.
+    database_url: str | None = None
+    data_dir: Path = Path(".ledger")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 16 * 1024 * 1024
+    #: Connections for point reads (the writer has its own).
+    pool_min_size: int = 2
+    pool_max_size: int = 16
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        def integer(name: str, default: int, minimum: int = 0) -> int:
+            raw = env.get(name)
+            if raw is None or raw == "":
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+            if value < minimum:
+                raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+            return value
+
+        return cls(
+            database_url=env.get("LEDGER_DATABASE_URL") or None,
+            data_dir=Path(env.get("LEDGER_DATA_DIR") or ".ledger"),
+            host=env.get("LEDGER_HOST") or "127.0.0.1",
+            port=integer("LEDGER_PORT", 8080),
+            max_body_bytes=integer("LEDGER_MAX_BODY_BYTES", 16 * 1024 * 1024, 1024),
+            pool_min_size=integer("LEDGER_POOL_MIN_SIZE", 2, 1),
+            pool_max_size=integer("LEDGER_POOL_MAX_SIZE", 16, 1),
+            retry=RetryPolicy(
+                attempts=integer("LEDGER_RETRY_ATTEMPTS", RetryPolicy().attempts, 1),
+            ),
+        )
