@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 REQUEST_ID = "X-Request-ID"
+REQUEST_ID_KEY = web.RequestKey("request_id", str)
 # A caller's id is echoed only if it is short printable ASCII: it goes into
 # logs, headers and the event log.
 _VALID_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
@@ -30,20 +31,20 @@ _HTTP_CODES = {
 
 
 def request_id(request: web.Request) -> str:
-    return request["request_id"]
+    return request[REQUEST_ID_KEY]
 
 
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     given = request.headers.get(REQUEST_ID, "")
-    request["request_id"] = given if _VALID_REQUEST_ID.fullmatch(given) else str(uuid.uuid4())
+    request[REQUEST_ID_KEY] = given if _VALID_REQUEST_ID.fullmatch(given) else str(uuid.uuid4())
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        exc.headers[REQUEST_ID] = request["request_id"]
+        exc.headers[REQUEST_ID] = request[REQUEST_ID_KEY]
         raise
     if not response.prepared:
-        response.headers[REQUEST_ID] = request["request_id"]
+        response.headers[REQUEST_ID] = request[REQUEST_ID_KEY]
     return response
 
 
@@ -65,10 +66,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.warning("database unreachable: %s", error)
         return _unavailable(request, "the database is unreachable", 1)
     except Exception:
-        log.exception("request %s failed", request.get("request_id"))
+        log.exception("request %s failed", request.get(REQUEST_ID_KEY))
         return error_response(
             request,
-            LedgerError(Code.INTERNAL_ERROR, f"internal error; request id {request.get('request_id')}"),
+            LedgerError(Code.INTERNAL_ERROR, f"internal error; request id {request.get(REQUEST_ID_KEY)}"),
         )
 
 

@@ -1,0 +1,181 @@
+"""Shared fixtures: a real PostgreSQL, a database per test, the real app.
+
+PostgreSQL is the embedded server (started once per session) or the one in
+``LEDGER_TEST_DATABASE_URL``. A template database is migrated once; each test
+gets its own database cloned from it, so tests are isolated and cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from ledger.api.app import create_app
+from ledger.config import Settings
+from ledger.store import migrations
+from ledger.store.connection import connect
+from ledger.store.embedded import EmbeddedPostgres
+from ledger.store.replay import fold_log
+
+USD = "USD"
+
+
+def with_database(dsn: str, name: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    given = os.environ.get("LEDGER_TEST_DATABASE_URL")
+    if given:
+        yield given
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("postgres") / "data")
+    dsn = server.start()
+
+    async def tune() -> None:
+        # Durability is not under test; speed is welcome.
+        conn = await asyncpg.connect(dsn)
+        for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+            await conn.execute(f"ALTER SYSTEM SET {setting} = off")
+        await conn.execute("SELECT pg_reload_conf()")
+        await conn.close()
+
+    asyncio.run(tune())
+    try:
+        yield dsn
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def template_database(server_dsn: str) -> Iterator[str]:
+    name = f"ledger_template_{uuid.uuid4().hex[:12]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(server_dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    migrations.upgrade(with_database(server_dsn, name))
+    try:
+        yield name
+    finally:
+        asyncio.run(admin(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def database_url(server_dsn: str, template_database: str) -> AsyncIterator[str]:
+    """A fresh, migrated database of this test's own."""
+    name = f"test_{uuid.uuid4().hex}"
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}" STRATEGY FILE_COPY')
+        yield with_database(server_dsn, name)
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url)
+
+
+@pytest.fixture
+async def client(aiohttp_client: Callable[..., Awaitable[TestClient]], settings: Settings) -> TestClient:
+    return await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of the test's own, to look behind the API."""
+    conn = await connect(database_url)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def open_account(client: TestClient) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """Open an account over HTTP; return it."""
+
+    async def open_(currency: str = USD, scale: int = 2, **fields: Any) -> dict[str, Any]:
+        response = await client.post("/v1/accounts", json={"currency": currency, "scale": scale, **fields})
+        assert response.status == 201, await response.text()
+        return await response.json()
+
+    return open_
+
+
+def transfer_body(debit: dict[str, Any], credit: dict[str, Any], amount: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "debit_account_id": debit["id"],
+        "credit_account_id": credit["id"],
+        "amount": amount,
+        "currency": debit["currency"],
+        **fields,
+    }
+
+
+@pytest.fixture
+def fund(client: TestClient, open_account: Callable[..., Awaitable[dict[str, Any]]]):
+    """Give ``account`` posted credits of ``amount`` from an unrestricted source."""
+
+    async def fund_(account: dict[str, Any], amount: str) -> None:
+        source = await open_account(account["currency"], account["scale"])
+        response = await client.post("/v1/transfers", json=transfer_body(source, account, amount))
+        assert response.status == 201, await response.text()
+
+    return fund_
+
+
+async def ledger_snapshot(db: asyncpg.Connection) -> dict[str, Any]:
+    """Everything a refused request must leave as it was."""
+    return {
+        "head": await db.fetchval("SELECT seq FROM ledger_head"),
+        "events": await db.fetchval("SELECT count(*) FROM events"),
+        "balances": [tuple(r) for r in await db.fetch("SELECT * FROM balances ORDER BY account_id")],
+        "accounts": await db.fetchval("SELECT count(*) FROM accounts"),
+        "transfers": await db.fetchval("SELECT count(*) FROM transfers"),
+        "entries": await db.fetchval("SELECT count(*) FROM entries"),
+    }
+
+
+async def assert_log_matches_projections(db: asyncpg.Connection) -> None:
+    """The fold of the log (hash chain verified) equals every stored balance,
+    seq runs 1..N without a gap, and posted debits equal credits per currency."""
+    ledger = await fold_log(db)
+    seqs = [r["seq"] for r in await db.fetch("SELECT seq FROM events ORDER BY seq")]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert await db.fetchval("SELECT seq FROM ledger_head") == len(seqs)
+    stored = {
+        r["account_id"]: (r["debits_posted"], r["credits_posted"], r["debits_pending"], r["credits_pending"])
+        for r in await db.fetch("SELECT * FROM balances")
+    }
+    folded = {
+        a.id: (b.debits_posted, b.credits_posted, b.debits_pending, b.credits_pending)
+        for a in ledger.accounts.values()
+        for b in [a.balance]
+    }
+    assert stored == folded
+    totals: dict[str, list[Decimal]] = {}
+    for account in ledger.accounts.values():
+        debit_credit = totals.setdefault(account.currency, [Decimal(0), Decimal(0)])
+        debit_credit[0] += account.balance.debits_posted
+        debit_credit[1] += account.balance.credits_posted
+    for currency, (debits, credits) in totals.items():
+        assert debits == credits, currency

@@ -1,0 +1,96 @@
+"""``POST /v1/transfer-batches``: many transfers, decided in order."""
+
+import uuid
+from decimal import Decimal
+
+from tests.conftest import assert_log_matches_projections, ledger_snapshot, transfer_body
+
+
+async def test_each_item_is_decided_in_order_against_earlier_items(client, open_account, fund, db):
+    protected = await open_account(flags={"debits_must_not_exceed_credits": True})
+    other = await open_account()
+    await fund(protected, "10.00")
+    items = [
+        transfer_body(protected, other, "6.00"),
+        transfer_body(protected, other, "6.00"),  # only 4.00 left: refused
+        transfer_body(protected, other, "4.00"),
+    ]
+    response = await client.post("/v1/transfer-batches", json={"transfers": items})
+    assert response.status == 200
+    results = (await response.json())["results"]
+    assert [r["id"] for r in results] == [i["id"] for i in items]
+    assert results[0]["status"] == "created"
+    assert results[1]["error"]["code"] == "exceeds_credits"
+    assert results[2]["status"] == "created"
+    assert results[2]["seq"] == results[0]["seq"] + 1
+    await assert_log_matches_projections(db)
+
+
+async def test_a_repeated_id_in_a_batch_is_an_existing_transfer(client, open_account, db):
+    a, b = await open_account(), await open_account()
+    item = transfer_body(a, b, "1.00")
+    response = await client.post("/v1/transfer-batches", json={"transfers": [item, item]})
+    results = (await response.json())["results"]
+    assert results[0] == {"id": item["id"], "status": "created", "seq": results[0]["seq"]}
+    assert results[1] == {"id": item["id"], "status": "exists", "seq": results[0]["seq"]}
+    assert await db.fetchval("SELECT count(*) FROM transfers") == 1
+
+
+async def test_atomic_batch_records_all_when_all_succeed(client, open_account, db):
+    a, b = await open_account(), await open_account()
+    items = [transfer_body(a, b, "1.00"), transfer_body(b, a, "2.00")]
+    response = await client.post("/v1/transfer-batches", json={"transfers": items, "atomic": True})
+    assert response.status == 200
+    assert [r["status"] for r in (await response.json())["results"]] == ["created", "created"]
+    await assert_log_matches_projections(db)
+
+
+async def test_atomic_batch_records_nothing_when_one_fails(client, open_account, db):
+    a, b = await open_account(), await open_account()
+    items = [
+        transfer_body(a, b, "1.00"),
+        transfer_body(a, b, "1.00", debit_account_id=str(uuid.uuid4())),
+        transfer_body(b, a, "1.00"),
+    ]
+    before = await ledger_snapshot(db)
+    response = await client.post("/v1/transfer-batches", json={"transfers": items, "atomic": True})
+    assert response.status == 422
+    results = (await response.json())["results"]
+    assert [r["error"]["code"] for r in results] == [
+        "linked_transfer_failed", "debit_account_not_found", "linked_transfer_failed"
+    ]
+    assert await ledger_snapshot(db) == before
+
+
+async def test_the_first_failing_item_of_an_atomic_batch_carries_its_code(client, open_account, fund):
+    protected = await open_account(flags={"debits_must_not_exceed_credits": True})
+    other = await open_account()
+    await fund(protected, "5.00")
+    items = [
+        transfer_body(protected, other, "3.00"),
+        transfer_body(protected, other, "3.00"),  # fails only because of item 0
+        transfer_body(protected, other, "0"),
+    ]
+    response = await client.post("/v1/transfer-batches", json={"transfers": items, "atomic": True})
+    codes = [r["error"]["code"] for r in (await response.json())["results"]]
+    assert codes == ["linked_transfer_failed", "exceeds_credits", "linked_transfer_failed"]
+
+
+async def test_a_malformed_item_refuses_the_whole_batch_naming_its_path(client, open_account, db):
+    a, b = await open_account(), await open_account()
+    items = [transfer_body(a, b, "1.00"), transfer_body(a, b, "1.00"), transfer_body(a, b, "1.001e2")]
+    before = await ledger_snapshot(db)
+    response = await client.post("/v1/transfer-batches", json={"transfers": items})
+    assert response.status == 422
+    error = (await response.json())["error"]
+    assert (error["code"], error["field"]) == ("invalid_field", "transfers[2].amount")
+    assert await ledger_snapshot(db) == before
+
+
+async def test_a_batch_of_8190_is_accepted(client, open_account, db):
+    a, b = await open_account(), await open_account()
+    items = [transfer_body(a, b, "0.01") for _ in range(8190)]
+    response = await client.post("/v1/transfer-batches", json={"transfers": items})
+    assert response.status == 200
+    assert all(r["status"] == "created" for r in (await response.json())["results"])
+    assert await db.fetchval("SELECT debits_posted FROM balances WHERE account_id = $1", uuid.UUID(a["id"])) == Decimal("81.90")
