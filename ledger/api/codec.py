@@ -27,7 +27,7 @@ _msgpack_encoder = msgspec.msgpack.Encoder()
 
 # msgspec ends a validation message with " - at `$.transfers[3].amount`".
 _AT_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
-_UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `(?P<name>[^`]*)`")
+_NAMED_FIELD = re.compile(r"^Object (?:contains unknown|missing required) field `(?P<name>[^`]*)`")
 
 
 async def decode(request: web.Request, type_: type[T]) -> T:
@@ -68,9 +68,9 @@ def invalid_field(message: str) -> InvalidField:
     at = _AT_PATH.search(message)
     path = at["path"] if at else ""
     message = message[: at.start()] if at else message
-    unknown = _UNKNOWN_FIELD.match(message)
-    if unknown:
-        path = f"{path}.{unknown['name']}" if path else unknown["name"]
+    named = _NAMED_FIELD.match(message)
+    if named:
+        path = f"{path}.{named['name']}" if path else named["name"]
     if path.endswith("amount") and message.startswith("Expected `str`"):
         message += ': amounts are decimal strings such as "12.50"'
     return InvalidField(message, path or None)

@@ -1,0 +1,145 @@
+"""Bad input of every kind gets its documented error and changes nothing."""
+
+import uuid
+
+import msgspec
+import pytest
+
+from ledger.api.app import create_app
+from ledger.config import Settings
+from tests.conftest import ledger_snapshot, transfer_body
+
+MISSING = str(uuid.uuid4())
+
+
+@pytest.fixture
+async def accounts(open_account):
+    return {
+        "a": await open_account("USD", 2),
+        "b": await open_account("USD", 2),
+        "eur": await open_account("EUR", 2),
+        "usd3": await open_account("USD", 3),
+    }
+
+
+def transfer(**override):
+    """A transfer from a to b, with fields replaced (or removed, with None-valued `drop`)."""
+
+    def build(acc):
+        body = transfer_body(acc["a"], acc["b"], "1.00")
+        body.update(override)
+        return {"json": body}
+
+    return build
+
+
+def raw(data: bytes, content_type: str = "application/json"):
+    return lambda acc: {"data": data, "headers": {"Content-Type": content_type}}
+
+
+def account(**fields):
+    return lambda acc: {"json": {"currency": "USD", "scale": 2, **fields}}
+
+
+# (method, path, request, status, code, field)
+CASES = {
+    "float amount": ("POST", "/v1/transfers", transfer(amount=12.5), 422, "invalid_field", "amount"),
+    "integer amount": ("POST", "/v1/transfers", transfer(amount=12), 422, "invalid_field", "amount"),
+    "exponent amount": ("POST", "/v1/transfers", transfer(amount="1e3"), 422, "invalid_field", "amount"),
+    "NaN amount": ("POST", "/v1/transfers", transfer(amount="NaN"), 422, "invalid_field", "amount"),
+    "39-digit amount": ("POST", "/v1/transfers", transfer(amount="1" * 37 + ".00"), 422, "invalid_field", "amount"),
+    "negative amount": ("POST", "/v1/transfers", transfer(amount="-5.00"), 422, "amount_must_be_positive", None),
+    "zero amount": ("POST", "/v1/transfers", transfer(amount="0.00"), 422, "amount_must_be_positive", None),
+    "too many decimals": ("POST", "/v1/transfers", transfer(amount="1.001"), 422, "amount_scale_exceeded", None),
+    "unknown debit account": (
+        "POST", "/v1/transfers", transfer(debit_account_id=MISSING), 422, "debit_account_not_found", None),
+    "unknown credit account": (
+        "POST", "/v1/transfers", transfer(credit_account_id=MISSING), 422, "credit_account_not_found", None),
+    "same account both sides": (
+        "POST", "/v1/transfers",
+        lambda acc: {"json": transfer_body(acc["a"], acc["a"], "1.00")}, 422, "accounts_must_be_different", None),
+    "currency differs from accounts": (
+        "POST", "/v1/transfers", transfer(currency="EUR"), 422, "currency_mismatch", None),
+    "accounts in two currencies": (
+        "POST", "/v1/transfers",
+        lambda acc: {"json": transfer_body(acc["a"], acc["eur"], "1.00", currency="USD")}, 422,
+        "currency_mismatch", None),
+    "accounts with two scales": (
+        "POST", "/v1/transfers",
+        lambda acc: {"json": transfer_body(acc["a"], acc["usd3"], "1.00")}, 422, "currency_mismatch", None),
+    "malformed JSON": ("POST", "/v1/transfers", raw(b'{"id": '), 400, "malformed_body", None),
+    "malformed MessagePack": ("POST", "/v1/transfers", raw(b"\xc1\xc1", "application/msgpack"), 400,
+                              "malformed_body", None),
+    "wrong type": ("POST", "/v1/transfers", transfer(pending="yes"), 422, "invalid_field", "pending"),
+    "unknown field": ("POST", "/v1/transfers", transfer(pendng=True), 422, "invalid_field", "pendng"),
+    "missing field": (
+        "POST", "/v1/transfers", lambda acc: {"json": {"id": str(uuid.uuid4())}}, 422, "invalid_field",
+        "debit_account_id"),
+    "body not an object": ("POST", "/v1/transfers", raw(b"[1, 2]"), 422, "invalid_field", None),
+    "id not a UUID": ("POST", "/v1/transfers", transfer(id="tx-1"), 422, "invalid_field", "id"),
+    "account id not a UUID": (
+        "POST", "/v1/transfers", transfer(credit_account_id="42"), 422, "invalid_field", "credit_account_id"),
+    "path id not a UUID": ("GET", "/v1/accounts/not-a-uuid", lambda acc: {}, 422, "invalid_field", "id"),
+    "transfer metadata over 1 KiB": (
+        "POST", "/v1/transfers", transfer(metadata={"note": "x" * 1100}), 422, "invalid_field", "metadata"),
+    "account metadata over 4 KiB": (
+        "POST", "/v1/accounts", account(metadata={"note": "x" * 4100}), 422, "invalid_field", "metadata"),
+    "NUL in metadata": (
+        "POST", "/v1/transfers", transfer(metadata={"note": "a\x00b"}), 422, "invalid_field", "metadata"),
+    "NUL in code": ("POST", "/v1/transfers", transfer(code="card\x00"), 422, "invalid_field", "code"),
+    "NUL in currency": ("POST", "/v1/accounts", account(currency="US\x00"), 422, "invalid_field", "currency"),
+    "lower-case currency": ("POST", "/v1/accounts", account(currency="usd"), 422, "invalid_field", "currency"),
+    "scale over 18": ("POST", "/v1/accounts", account(scale=19), 422, "invalid_field", "scale"),
+    "negative scale": ("POST", "/v1/accounts", account(scale=-1), 422, "invalid_field", "scale"),
+    "unknown flag": (
+        "POST", "/v1/accounts", account(flags={"no_overdraft": True}), 422, "invalid_field", "flags.no_overdraft"),
+    "timeout without pending": (
+        "POST", "/v1/transfers", transfer(timeout_seconds=60), 422, "invalid_field", "timeout_seconds"),
+    "pending before two-phase exists": (
+        "POST", "/v1/transfers", transfer(pending=True), 422, "invalid_field", "pending"),
+    "batch of 8191": (
+        "POST", "/v1/transfer-batches",
+        lambda acc: {"json": {"transfers": [transfer_body(acc["a"], acc["b"], "1.00")] * 8191}},
+        422, "invalid_field", "transfers"),
+    "empty batch": ("POST", "/v1/transfer-batches", lambda acc: {"json": {"transfers": []}}, 422,
+                    "invalid_field", "transfers"),
+    "form body": (
+        "POST", "/v1/transfers", raw(b"amount=1", "application/x-www-form-urlencoded"), 415,
+        "unsupported_media_type", None),
+    "unknown endpoint": ("GET", "/v1/nothing-here", lambda acc: {}, 404, "not_found", None),
+    "wrong method": ("DELETE", "/v1/transfers", lambda acc: {}, 405, "method_not_allowed", None),
+}
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+async def test_bad_request_is_refused_and_changes_nothing(client, db, accounts, case):
+    method, path, build, status, code, field = case
+    before = await ledger_snapshot(db)
+    response = await client.request(method, path, **build(accounts))
+    body = await response.json()
+    assert response.status == status, body
+    assert body["error"]["code"] == code
+    assert body["error"].get("field") == field
+    assert body["error"]["message"]
+    assert await ledger_snapshot(db) == before
+
+
+async def test_float_amount_message_says_amounts_are_strings(client, accounts):
+    response = await client.post("/v1/transfers", json=transfer(amount=1.5)(accounts)["json"])
+    assert "decimal strings" in (await response.json())["error"]["message"]
+
+
+async def test_errors_are_encoded_as_the_caller_accepts(client):
+    response = await client.get("/v1/nothing-here", headers={"Accept": "application/msgpack"})
+    assert msgspec.msgpack.decode(await response.read())["error"]["code"] == "not_found"
+
+
+async def test_body_over_the_size_limit_is_413(aiohttp_client, database_url, db):
+    client = await aiohttp_client(create_app(Settings(database_url=database_url, max_body_bytes=2048)))
+    before = await ledger_snapshot(db)
+    response = await client.post(
+        "/v1/accounts", json={"currency": "USD", "scale": 2, "metadata": {"x": "y" * 3000}}
+    )
+    assert response.status == 413
+    assert (await response.json())["error"]["code"] == "body_too_large"
+    assert await ledger_snapshot(db) == before
