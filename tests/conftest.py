@@ -96,7 +96,9 @@ def settings(database_url: str) -> Settings:
 
 
 @pytest.fixture
-async def client(aiohttp_client: Callable[..., Awaitable[TestClient]], settings: Settings) -> TestClient:
+async def client(settings: Settings, aiohttp_client: Callable[..., Awaitable[TestClient]]) -> TestClient:
+    # aiohttp_client after settings: the app (and its pool) is torn down
+    # before the test's database is dropped.
     return await aiohttp_client(create_app(settings))
 
 

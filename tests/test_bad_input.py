@@ -134,7 +134,7 @@ async def test_errors_are_encoded_as_the_caller_accepts(client):
     assert msgspec.msgpack.decode(await response.read())["error"]["code"] == "not_found"
 
 
-async def test_body_over_the_size_limit_is_413(aiohttp_client, database_url, db):
+async def test_body_over_the_size_limit_is_413(database_url, db, aiohttp_client):
     client = await aiohttp_client(create_app(Settings(database_url=database_url, max_body_bytes=2048)))
     before = await ledger_snapshot(db)
     response = await client.post(
