@@ -1,0 +1,28 @@
+# The two commands a new user needs (see README.md):
+#   make run    start the service on its own embedded PostgreSQL
+#   make test   run the test suite against an embedded PostgreSQL
+# Each creates .venv and installs what it needs on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test migrate clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/ledger serve
+
+test: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+migrate: $(STAMP)
+	$(BIN)/ledger migrate
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,75 @@
+"""`ledger serve` on its embedded PostgreSQL, as a user runs it."""
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+
+import aiohttp
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def wait_ready(url: str, process: asyncio.subprocess.Process, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while True:
+            assert process.returncode is None, "the service exited"
+            try:
+                async with session.get(f"{url}/health/ready") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            assert time.monotonic() < deadline, "the service never became ready"
+            await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+def serve(tmp_path):
+    async def start() -> tuple[asyncio.subprocess.Process, str]:
+        port = free_port()
+        env = {**os.environ, "LEDGER_DATA_DIR": str(tmp_path / "data"), "LEDGER_PORT": str(port)}
+        env.pop("LEDGER_DATABASE_URL", None)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ledger.cli", "serve", env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )
+        url = f"http://127.0.0.1:{port}"
+        await wait_ready(url, process)
+        return process, url
+
+    return start
+
+
+async def stop(process: asyncio.subprocess.Process) -> tuple[int, str]:
+    process.send_signal(signal.SIGTERM)
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    return process.returncode, stderr.decode()
+
+
+async def test_serve_keeps_its_data_across_a_sigterm_and_restart(serve):
+    process, url = await serve()
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{url}/v1/accounts", json={"currency": "USD", "scale": 2}) as response:
+            assert response.status == 201
+            account_id = (await response.json())["id"]
+    code, log = await stop(process)
+    assert code == 0, log
+    assert "embedded PostgreSQL stopped" in log
+
+    process, url = await serve()
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{url}/v1/accounts/{account_id}") as response:
+                assert response.status == 200
+    finally:
+        code, log = await stop(process)
+    assert code == 0, log
