@@ -25,9 +25,13 @@ CONFLICTS: tuple[type[BaseException], ...] = (
 )
 
 #: The connection is gone (server restarted, backend terminated, network).
+#: InternalClientError is here because a backend terminated while the
+#: connection sat idle leaves asyncpg's protocol in a state where the next
+#: query fails with it; the connection is unusable and must be replaced.
 CONNECTION_LOST: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
     ConnectionError,

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
+#: The writer connection's ``application_name``, as ``pg_stat_activity`` shows it.
+WRITER_NAME = "ledger-writer"
+
 
 class Writer:
     def __init__(self, dsn: str, *, policy: RetryPolicy, clock: Clock) -> None:
@@ -62,7 +65,7 @@ class Writer:
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
-            self._conn = await connect(self._dsn)
+            self._conn = await connect(self._dsn, server_settings={"application_name": WRITER_NAME})
         return self._conn
 
     async def close(self) -> None:
