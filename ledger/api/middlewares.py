@@ -24,6 +24,7 @@ REQUEST_ID_KEY = web.RequestKey("request_id", str)
 _VALID_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 
 _HTTP_CODES = {
+    400: (Code.MALFORMED_BODY, "the request could not be read"),
     404: (Code.NOT_FOUND, "no such endpoint"),
     405: (Code.METHOD_NOT_ALLOWED, "method not allowed on this endpoint"),
     413: (Code.BODY_TOO_LARGE, "the body is too large"),
@@ -58,7 +59,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code, message = _HTTP_CODES.get(exc.status, (Code.NOT_FOUND, exc.reason))
+        # Handlers raise LedgerError; only aiohttp itself raises these.
+        code, message = _HTTP_CODES.get(exc.status, (Code.INTERNAL_ERROR, exc.reason))
         return error_response(request, LedgerError(code, message), headers=_allow(exc))
     except Unavailable as error:
         return _unavailable(request, str(error), error.retry_after)
