@@ -18,15 +18,14 @@ def _serve(settings: Settings) -> int:
 
     from .api.app import StartupError, create_app
 
-    if not _is_loopback(settings.host):
-        # API tokens are not implemented yet: without them, only callers on
-        # this machine may reach the service.
-        log.error(
-            "refusing to listen on %s: without API tokens the service listens only on a "
-            "loopback address (127.0.0.1, ::1, localhost)", settings.host
-        )
-        return 2
-    log.warning("authentication is off: listening on loopback %s only", settings.host)
+    if not settings.tokens:
+        if not _is_loopback(settings.host):
+            log.error(
+                "refusing to listen on %s without authentication: set LEDGER_TOKENS, or listen "
+                "on a loopback address (127.0.0.1, ::1, localhost)", settings.host
+            )
+            return 2
+        log.warning("authentication is off (no LEDGER_TOKENS): listening on loopback %s only", settings.host)
     try:
         # run_app stops taking requests on SIGTERM/SIGINT, finishes those in
         # flight, runs the cleanup contexts (stopping the embedded server), exits.

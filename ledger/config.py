@@ -14,6 +14,42 @@ class ConfigError(ValueError):
     """A setting has a value the service cannot start with."""
 
 
+SCOPES = frozenset({"read", "write", "admin"})
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """An API token: its name (recorded with every event it causes), its
+    secret, and its scopes (``admin`` implies ``read`` and ``write``)."""
+
+    name: str
+    secret: str = field(repr=False)
+    scopes: frozenset[str]
+
+    def allows(self, scope: str) -> bool:
+        return scope in self.scopes or "admin" in self.scopes
+
+
+def parse_tokens(raw: str) -> tuple[Token, ...]:
+    """``name:secret:scopes`` entries separated by ``;``, scopes by ``,``."""
+    tokens = []
+    for entry in filter(None, (e.strip() for e in raw.split(";"))):
+        name, sep, rest = entry.partition(":")
+        secret, sep2, scopes = rest.rpartition(":")
+        if not (sep and sep2 and name and secret):
+            raise ConfigError(f"LEDGER_TOKENS entry {name or entry!r} is not name:secret:scopes")
+        wanted = frozenset(s.strip() for s in scopes.split(",") if s.strip())
+        if not wanted or wanted - SCOPES:
+            raise ConfigError(
+                f"LEDGER_TOKENS entry {name!r} has scopes {scopes!r}; use read, write, admin"
+            )
+        tokens.append(Token(name, secret, wanted))
+    names = [t.name for t in tokens]
+    if len(set(names)) != len(names):
+        raise ConfigError("LEDGER_TOKENS names must be unique")
+    return tuple(tokens)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     #: PostgreSQL DSN; ``None`` starts the embedded server in ``data_dir``.
@@ -26,6 +62,8 @@ class Settings:
     pool_min_size: int = 2
     pool_max_size: int = 16
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: Empty: authentication is off (allowed on a loopback address only).
+    tokens: tuple[Token, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -49,6 +87,7 @@ class Settings:
             max_body_bytes=integer("LEDGER_MAX_BODY_BYTES", 16 * 1024 * 1024, 1024),
             pool_min_size=integer("LEDGER_POOL_MIN_SIZE", 2, 1),
             pool_max_size=integer("LEDGER_POOL_MAX_SIZE", 16, 1),
+            tokens=parse_tokens(env.get("LEDGER_TOKENS", "")),
             retry=RetryPolicy(
                 attempts=integer("LEDGER_RETRY_ATTEMPTS", RetryPolicy().attempts, 1),
             ),

@@ -16,6 +16,7 @@ from ..store.embedded import EmbeddedPostgres
 from ..store.writer import Clock, Writer
 from . import accounts, health, transfers
 from .keys import CLOCK, DSN, POOL, SETTINGS, WRITER
+from .auth import auth_middleware
 from .middlewares import error_middleware, request_id_middleware
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ def utc_now() -> datetime:
 
 def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application:
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware],
+        middlewares=[request_id_middleware, error_middleware, auth_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings

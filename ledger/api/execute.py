@@ -11,13 +11,19 @@ from ..domain.codes import LedgerError
 from ..domain.commands import Command
 from ..domain.ledger import Outcome, Refused
 from ..store.append import AppendRequest
+from .auth import TOKEN_KEY
 from .keys import WRITER
 from .middlewares import request_id
 
 
 def event_metadata(request: web.Request) -> dict[str, Any]:
-    """What the log records about who caused an event."""
-    return {"request_id": request_id(request)}
+    """What the log records about who caused an event: the request id, and
+    the calling token's name when authentication is on."""
+    metadata: dict[str, Any] = {"request_id": request_id(request)}
+    token = request.get(TOKEN_KEY)
+    if token is not None:
+        metadata["token"] = token.name
+    return metadata
 
 
 async def execute(

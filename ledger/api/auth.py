@@ -1,0 +1,57 @@
+"""Bearer tokens and their scopes.
+
+Reads (GET) need ``read``, every other method under ``/v1`` needs ``write``,
+``/admin`` needs ``admin`` (which implies the others). Health endpoints are
+open, so that load balancers need no secret. Secrets are compared in constant
+time, against every configured token, so timing tells nothing about them.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from aiohttp import hdrs, web
+
+from ..config import Token
+from ..domain.codes import Code, LedgerError
+from .keys import SETTINGS
+from .middlewares import Handler
+
+TOKEN_KEY = web.RequestKey("token", Token)
+
+_OPEN_PREFIXES = ("/health/",)
+
+
+def required_scope(request: web.Request) -> str | None:
+    path = request.path
+    if path.startswith(_OPEN_PREFIXES):
+        return None
+    if path.startswith("/admin"):
+        return "admin"
+    return "read" if request.method in (hdrs.METH_GET, hdrs.METH_HEAD) else "write"
+
+
+def find_token(tokens: tuple[Token, ...], secret: str) -> Token | None:
+    found = None
+    given = secret.encode()
+    for token in tokens:
+        # No early exit: every token is compared, whichever matches.
+        if hmac.compare_digest(token.secret.encode(), given):
+            found = token
+    return found
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    tokens = request.app[SETTINGS].tokens
+    scope = required_scope(request)
+    if not tokens or scope is None:
+        return await handler(request)
+    scheme, _, secret = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+    token = find_token(tokens, secret.strip()) if scheme.lower() == "bearer" else None
+    if token is None:
+        raise LedgerError(Code.UNAUTHORIZED, "send Authorization: Bearer <token> with a known token")
+    if not token.allows(scope):
+        raise LedgerError(Code.FORBIDDEN, f"token {token.name!r} lacks the {scope!r} scope")
+    request[TOKEN_KEY] = token
+    return await handler(request)
