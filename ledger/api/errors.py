@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from ..domain.codes import Code, LedgerError
-
-__all__ = ["Code", "LedgerError", "STATUS", "error_body"]
+from ..domain.codes import Code
 
 STATUS: dict[Code, int] = {
     Code.MALFORMED_BODY: 400,

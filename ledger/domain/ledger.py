@@ -20,7 +20,7 @@ from uuid import UUID
 
 from . import money
 from .codes import Code
-from .commands import Command, MakeTransfer, OpenAccount
+from .commands import Command, MakeTransfer, OpenAccount, account_ids, transfer_ids
 from .events import AccountCreated, Event, RecordedEvent, TransferPosted
 from .model import Account, Balance, Transfer, TransferStatus
 
@@ -267,18 +267,10 @@ class Ledger:
     # -- atomic groups ----------------------------------------------------
 
     def _checkpoint(self, commands: Sequence[Command]) -> _Checkpoint:
-        account_ids: set[UUID] = set()
-        transfer_ids: set[UUID] = set()
-        for c in commands:
-            if isinstance(c, OpenAccount):
-                account_ids.add(c.id)
-            else:
-                account_ids.update((c.debit_account_id, c.credit_account_id))
-                transfer_ids.add(c.id)
         return _Checkpoint(
             head=self.head,
-            accounts={i: _copy_account(self.accounts.get(i)) for i in account_ids},
-            transfers={i: self.transfers.get(i) for i in transfer_ids},
+            accounts={i: _copy_account(self.accounts.get(i)) for c in commands for i in account_ids(c)},
+            transfers={i: self.transfers.get(i) for c in commands for i in transfer_ids(c)},
         )
 
     def _restore(self, saved: _Checkpoint) -> None:
