@@ -56,10 +56,7 @@ class AccountIn(_Request, kw_only=True):
             id=self.id or uuid.uuid4(),
             currency=self.currency,
             scale=self.scale,
-            flags=AccountFlags(
-                debits_must_not_exceed_credits=self.flags.debits_must_not_exceed_credits,
-                credits_must_not_exceed_debits=self.flags.credits_must_not_exceed_debits,
-            ),
+            flags=AccountFlags(**msgspec.structs.asdict(self.flags)),
             metadata=metadata(self.metadata, ACCOUNT_METADATA_BYTES, "metadata"),
         )
 
@@ -147,10 +144,7 @@ def account_out(account: Account) -> dict[str, Any]:
         "id": str(account.id),
         "currency": account.currency,
         "scale": account.scale,
-        "flags": {
-            "debits_must_not_exceed_credits": account.flags.debits_must_not_exceed_credits,
-            "credits_must_not_exceed_debits": account.flags.credits_must_not_exceed_debits,
-        },
+        "flags": account.flags.as_dict(),
         "metadata": account.metadata,
         "created_at": format_timestamp(account.created_at),
         "closed": account.closed,

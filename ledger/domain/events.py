@@ -36,10 +36,7 @@ class AccountCreated:
             "account_id": str(self.account_id),
             "currency": self.currency,
             "scale": self.scale,
-            "flags": {
-                "debits_must_not_exceed_credits": self.flags.debits_must_not_exceed_credits,
-                "credits_must_not_exceed_debits": self.flags.credits_must_not_exceed_debits,
-            },
+            "flags": self.flags.as_dict(),
             "metadata": self.metadata,
         }
 

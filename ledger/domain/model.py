@@ -35,6 +35,10 @@ class AccountFlags:
     #: debits_posted``.
     credits_must_not_exceed_debits: bool = False
 
+    def as_dict(self) -> dict[str, bool]:
+        """The flags as the API shows them and the log stores them."""
+        return dataclasses.asdict(self)
+
 
 @dataclass(slots=True)
 class Account:
