@@ -1,5 +1,6 @@
-"""What callers ask the ledger to do. A command carries its own id, so running
-it twice can never record it twice: the id is the idempotency key."""
+"""What callers ask the ledger to do. A command names its own subject by id,
+so running it twice can never record it twice: the id is the idempotency key
+(of the transfer, for the decisions on a pending transfer)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,16 @@ class OpenAccount:
 
 
 @dataclass(frozen=True, slots=True)
+class CloseAccount:
+    """Refuse every later transfer touching the account; only without pending amounts."""
+
+    id: UUID
+
+
+@dataclass(frozen=True, slots=True)
 class MakeTransfer:
+    """Move ``amount`` at once or, with ``pending``, hold it until a decision."""
+
     id: UUID
     debit_account_id: UUID
     credit_account_id: UUID
@@ -33,18 +43,46 @@ class MakeTransfer:
     timeout_seconds: int | None = None
 
 
-Command = OpenAccount | MakeTransfer
+@dataclass(frozen=True, slots=True)
+class PostTransfer:
+    """Move a pending transfer's ``amount`` (default: all of it) to posted and
+    release the rest."""
+
+    id: UUID
+    amount: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VoidTransfer:
+    """Release a pending transfer's whole amount."""
+
+    id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireTransfer:
+    """Release a pending transfer whose deadline has passed. Issued by the
+    service itself; a transfer that is already decided is left as it is."""
+
+    id: UUID
+
+
+Decision = PostTransfer | VoidTransfer | ExpireTransfer
+Command = OpenAccount | CloseAccount | MakeTransfer | Decision
 
 
 def account_ids(command: Command) -> tuple[UUID, ...]:
-    """The accounts a command reads or changes."""
-    if isinstance(command, OpenAccount):
+    """The accounts a command names. A decision names only its transfer; the
+    accounts it moves are that transfer's."""
+    if isinstance(command, (OpenAccount, CloseAccount)):
         return (command.id,)
-    return (command.debit_account_id, command.credit_account_id)
+    if isinstance(command, MakeTransfer):
+        return (command.debit_account_id, command.credit_account_id)
+    return ()
 
 
 def transfer_ids(command: Command) -> tuple[UUID, ...]:
     """The transfers a command reads or creates."""
-    if isinstance(command, MakeTransfer):
-        return (command.id,)
-    return ()
+    if isinstance(command, (OpenAccount, CloseAccount)):
+        return ()
+    return (command.id,)

@@ -1,9 +1,21 @@
 """What the ledger records. The event log is the truth; every projection
 (accounts, balances, transfers, entries) is a fold of these events.
 
-Each event knows its ``type`` (as stored), its ``stream_id`` (the object it is
-about) and how to turn itself into the JSON-ready ``data`` stored with it and
-back. Amounts are stored as strings at their account's scale.
+Each event knows its ``type`` (as stored), its ``stream_id`` (the account or
+transfer it is about) and its ``data``: the JSON-ready dict stored with it,
+UUIDs and amounts as strings (amounts at their accounts' scale).
+
+========================== ===================================================
+type                       fact
+========================== ===================================================
+account_created            an account was opened
+account_closed             an account was closed; no transfer may touch it
+transfer_posted            money moved at once from debit to credit account
+transfer_pending           money was held (pending) on both accounts
+pending_transfer_posted    a held ``amount`` moved to posted, the rest released
+pending_transfer_voided    a held amount was released on request
+pending_transfer_expired   a held amount was released at its deadline
+========================== ===================================================
 """
 
 from __future__ import annotations
@@ -11,14 +23,46 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 from uuid import UUID
 
-from .model import AccountFlags
+import msgspec
+
+from .model import AccountFlags, TransferStatus
+
+
+class _Event:
+    __slots__ = ()
+    type: ClassVar[str]
+
+    def to_data(self) -> dict[str, Any]:
+        return msgspec.to_builtins(self)
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Self:
+        return msgspec.convert(data, cls)
+
+
+class _AccountEvent(_Event):
+    __slots__ = ()
+    account_id: UUID
+
+    @property
+    def stream_id(self) -> UUID:
+        return self.account_id
+
+
+class _TransferEvent(_Event):
+    __slots__ = ()
+    transfer_id: UUID
+
+    @property
+    def stream_id(self) -> UUID:
+        return self.transfer_id
 
 
 @dataclass(frozen=True, slots=True)
-class AccountCreated:
+class AccountCreated(_AccountEvent):
     type: ClassVar[str] = "account_created"
 
     account_id: UUID
@@ -27,32 +71,16 @@ class AccountCreated:
     flags: AccountFlags
     metadata: dict[str, Any]
 
-    @property
-    def stream_id(self) -> UUID:
-        return self.account_id
 
-    def to_data(self) -> dict[str, Any]:
-        return {
-            "account_id": str(self.account_id),
-            "currency": self.currency,
-            "scale": self.scale,
-            "flags": self.flags.as_dict(),
-            "metadata": self.metadata,
-        }
+@dataclass(frozen=True, slots=True)
+class AccountClosed(_AccountEvent):
+    type: ClassVar[str] = "account_closed"
 
-    @classmethod
-    def from_data(cls, data: dict[str, Any]) -> AccountCreated:
-        return cls(
-            account_id=UUID(data["account_id"]),
-            currency=data["currency"],
-            scale=data["scale"],
-            flags=AccountFlags(**data["flags"]),
-            metadata=data["metadata"],
-        )
+    account_id: UUID
 
 
 @dataclass(frozen=True, slots=True)
-class TransferPosted:
+class TransferPosted(_TransferEvent):
     """Money moved at once from the debit account to the credit account."""
 
     type: ClassVar[str] = "transfer_posted"
@@ -65,38 +93,80 @@ class TransferPosted:
     code: str | None
     metadata: dict[str, Any]
 
-    @property
-    def stream_id(self) -> UUID:
-        return self.transfer_id
 
-    def to_data(self) -> dict[str, Any]:
-        return {
-            "transfer_id": str(self.transfer_id),
-            "debit_account_id": str(self.debit_account_id),
-            "credit_account_id": str(self.credit_account_id),
-            "amount": str(self.amount),
-            "currency": self.currency,
-            "code": self.code,
-            "metadata": self.metadata,
-        }
+@dataclass(frozen=True, slots=True)
+class TransferPending(_TransferEvent):
+    """``amount`` held on both accounts until posted, voided or expired; the
+    deadline is ``timeout_seconds`` after the event's ``recorded_at``."""
 
-    @classmethod
-    def from_data(cls, data: dict[str, Any]) -> TransferPosted:
-        return cls(
-            transfer_id=UUID(data["transfer_id"]),
-            debit_account_id=UUID(data["debit_account_id"]),
-            credit_account_id=UUID(data["credit_account_id"]),
-            amount=Decimal(data["amount"]),
-            currency=data["currency"],
-            code=data["code"],
-            metadata=data["metadata"],
-        )
+    type: ClassVar[str] = "transfer_pending"
+
+    transfer_id: UUID
+    debit_account_id: UUID
+    credit_account_id: UUID
+    amount: Decimal
+    currency: str
+    code: str | None
+    metadata: dict[str, Any]
+    timeout_seconds: int | None
 
 
-Event = AccountCreated | TransferPosted
+@dataclass(frozen=True, slots=True)
+class PendingDecided(_TransferEvent):
+    """A pending transfer decided: its whole held amount is released. When
+    posted, ``amount`` is what moves to posted; when voided or expired, it is
+    the amount released. The accounts and currency are repeated so that a
+    consumer of the log needs no lookup."""
 
-EVENT_TYPES: dict[str, type[AccountCreated] | type[TransferPosted]] = {
-    cls.type: cls for cls in (AccountCreated, TransferPosted)
+    #: The transfer's status afterwards.
+    status: ClassVar[str]
+
+    transfer_id: UUID
+    debit_account_id: UUID
+    credit_account_id: UUID
+    amount: Decimal
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class PendingPosted(PendingDecided):
+    type: ClassVar[str] = "pending_transfer_posted"
+    status: ClassVar[str] = TransferStatus.POSTED
+
+
+@dataclass(frozen=True, slots=True)
+class PendingVoided(PendingDecided):
+    type: ClassVar[str] = "pending_transfer_voided"
+    status: ClassVar[str] = TransferStatus.VOIDED
+
+
+@dataclass(frozen=True, slots=True)
+class PendingExpired(PendingDecided):
+    type: ClassVar[str] = "pending_transfer_expired"
+    status: ClassVar[str] = TransferStatus.EXPIRED
+
+
+Event = (
+    AccountCreated
+    | AccountClosed
+    | TransferPosted
+    | TransferPending
+    | PendingPosted
+    | PendingVoided
+    | PendingExpired
+)
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.type: cls
+    for cls in (
+        AccountCreated,
+        AccountClosed,
+        TransferPosted,
+        TransferPending,
+        PendingPosted,
+        PendingVoided,
+        PendingExpired,
+    )
 }
 
 

@@ -13,15 +13,34 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 from . import money
 from .codes import Code
-from .commands import Command, MakeTransfer, OpenAccount, account_ids, transfer_ids
-from .events import AccountCreated, Event, RecordedEvent, TransferPosted
+from .commands import (
+    CloseAccount,
+    Command,
+    ExpireTransfer,
+    MakeTransfer,
+    OpenAccount,
+    PostTransfer,
+    VoidTransfer,
+)
+from .events import (
+    AccountClosed,
+    AccountCreated,
+    Event,
+    PendingExpired,
+    PendingPosted,
+    PendingVoided,
+    RecordedEvent,
+    TransferPending,
+    TransferPosted,
+    PendingDecided,
+)
 from .model import Account, Balance, Transfer, TransferStatus
 
 
@@ -51,7 +70,8 @@ class Recorded:
 
 @dataclass(frozen=True, slots=True)
 class Existing:
-    """The command repeats one already recorded with the same fields."""
+    """Nothing to record: the command repeats one already recorded with the
+    same fields, or asks for a state its subject is already in."""
 
     subject: Account | Transfer
 
@@ -86,12 +106,16 @@ class Ledger:
         self.transfers: dict[UUID, Transfer] = {t.id: t for t in transfers}
         #: The seq of the last event applied; the next one recorded is head + 1.
         self.head = head
+        # While an atomic group runs: what each account and transfer was
+        # before the group first changed it (None: it did not exist).
+        self._undo: _Undo | None = None
 
     # -- deciding ---------------------------------------------------------
 
     def execute(self, command: Command, *, now: datetime, metadata: dict[str, Any]) -> Outcome:
-        """Decide ``command``; if accepted, record its event at ``head + 1``."""
-        decision = self._decide(command)
+        """Decide ``command`` at time ``now``; if accepted, record its event at
+        ``head + 1``."""
+        decision = self._decide(command, now)
         if isinstance(decision, (Existing, Refused)):
             return decision
         record = RecordedEvent(seq=self.head + 1, event=decision, recorded_at=now, metadata=metadata)
@@ -114,24 +138,37 @@ class Ledger:
         """
         if not atomic:
             return [self.execute(c, now=now, metadata=metadata) for c in commands]
-        saved = self._checkpoint(commands)
-        outcomes: list[Outcome] = []
-        for index, command in enumerate(commands):
-            outcome = self.execute(command, now=now, metadata=metadata)
-            if isinstance(outcome, Refused):
-                self._restore(saved)
-                linked = Refused(
-                    Code.LINKED_TRANSFER_FAILED,
-                    f"not recorded: item {index} of this atomic batch failed ({outcome.code})",
-                )
-                return [outcome if i == index else linked for i in range(len(commands))]
-            outcomes.append(outcome)
-        return outcomes
+        self._undo = _Undo(head=self.head)
+        try:
+            outcomes: list[Outcome] = []
+            for index, command in enumerate(commands):
+                outcome = self.execute(command, now=now, metadata=metadata)
+                if isinstance(outcome, Refused):
+                    self._roll_back(self._undo)
+                    linked = Refused(
+                        Code.LINKED_TRANSFER_FAILED,
+                        f"not recorded: item {index} of this atomic batch failed ({outcome.code})",
+                    )
+                    return [outcome if i == index else linked for i in range(len(commands))]
+                outcomes.append(outcome)
+            return outcomes
+        finally:
+            self._undo = None
 
-    def _decide(self, command: Command) -> Event | Existing | Refused:
-        if isinstance(command, OpenAccount):
-            return self._decide_open_account(command)
-        return self._decide_transfer(command)
+    def _decide(self, command: Command, now: datetime) -> Event | Existing | Refused:
+        match command:
+            case OpenAccount():
+                return self._decide_open_account(command)
+            case CloseAccount():
+                return self._decide_close_account(command)
+            case MakeTransfer():
+                return self._decide_transfer(command)
+            case PostTransfer():
+                return self._decide_post(command, now)
+            case VoidTransfer():
+                return self._decide_void(command, now)
+            case ExpireTransfer():
+                return self._decide_expire(command, now)
 
     def _decide_open_account(self, c: OpenAccount) -> Event | Existing | Refused:
         existing = self.accounts.get(c.id)
@@ -147,9 +184,24 @@ class Ledger:
             return Existing(snapshot(existing))
         return AccountCreated(c.id, c.currency, c.scale, c.flags, c.metadata)
 
+    def _decide_close_account(self, c: CloseAccount) -> Event | Existing | Refused:
+        account = self.accounts.get(c.id)
+        if account is None:
+            return Refused(Code.ACCOUNT_NOT_FOUND, f"account {c.id} does not exist")
+        if account.closed:
+            return Existing(snapshot(account))
+        b = account.balance
+        if b.debits_pending or b.credits_pending:
+            return Refused(
+                Code.ACCOUNT_HAS_PENDING,
+                f"account {c.id} holds pending debits of {b.debits_pending} and credits of "
+                f"{b.credits_pending}: post or void them first",
+            )
+        return AccountClosed(c.id)
+
     def _decide_transfer(self, c: MakeTransfer) -> Event | Existing | Refused:
         if c.amount <= 0:
-            return Refused(Code.AMOUNT_MUST_BE_POSITIVE, f"amount must be positive, got {c.amount}")
+            return _not_positive(c.amount)
         if c.debit_account_id == c.credit_account_id:
             return Refused(Code.ACCOUNTS_MUST_BE_DIFFERENT, "debit and credit account are the same")
         existing = self.transfers.get(c.id)
@@ -184,26 +236,75 @@ class Ledger:
                 Code.CURRENCY_MISMATCH,
                 f"the debit account has scale {debit.scale}, the credit account {credit.scale}",
             )
-        if money.fractional_digits(c.amount) > debit.scale:
-            return Refused(
-                Code.AMOUNT_SCALE_EXCEEDED,
-                f"amount {c.amount} has more than the accounts' {debit.scale} fractional digits",
-            )
+        refusal = _check_scale(c.amount, debit.scale)
+        if refusal is not None:
+            return refusal
         for account in (debit, credit):
             if account.closed:
                 return Refused(Code.ACCOUNT_CLOSED, f"account {account.id} is closed")
         refusal = _check_limits(debit, credit, c.amount)
         if refusal is not None:
             return refusal
-        return TransferPosted(
+        fields = dict(
             transfer_id=c.id,
             debit_account_id=c.debit_account_id,
             credit_account_id=c.credit_account_id,
-            amount=Decimal(money.format_amount(c.amount, debit.scale)),
+            amount=_at_scale(c.amount, debit.scale),
             currency=c.currency,
             code=c.code,
             metadata=c.metadata,
         )
+        if c.pending:
+            return TransferPending(**fields, timeout_seconds=c.timeout_seconds)
+        return TransferPosted(**fields)
+
+    def _decide_post(self, c: PostTransfer, now: datetime) -> Event | Existing | Refused:
+        if c.amount is not None and c.amount <= 0:
+            return _not_positive(c.amount)
+        transfer = self.transfers.get(c.id)
+        if transfer is None:
+            return _transfer_not_found(c.id)
+        amount = transfer.amount if c.amount is None else c.amount
+        if transfer.status == TransferStatus.POSTED:
+            if amount == transfer.posted_amount:
+                return Existing(transfer)
+            return Refused(
+                Code.TRANSFER_ALREADY_POSTED,
+                f"transfer {c.id} was already posted with amount {transfer.posted_amount}",
+            )
+        refusal = _undecidable(transfer, now)
+        if refusal is not None:
+            return refusal
+        scale = self.accounts[transfer.debit_account_id].scale
+        refusal = _check_scale(amount, scale)
+        if refusal is not None:
+            return refusal
+        if amount > transfer.amount:
+            return Refused(
+                Code.POST_AMOUNT_EXCEEDS_PENDING,
+                f"cannot post {amount}: transfer {c.id} holds only {transfer.amount}",
+            )
+        return _decided(PendingPosted, transfer, _at_scale(amount, scale))
+
+    def _decide_void(self, c: VoidTransfer, now: datetime) -> Event | Existing | Refused:
+        transfer = self.transfers.get(c.id)
+        if transfer is None:
+            return _transfer_not_found(c.id)
+        if transfer.status == TransferStatus.VOIDED:
+            return Existing(transfer)
+        refusal = _undecidable(transfer, now)
+        if refusal is not None:
+            return refusal
+        return _decided(PendingVoided, transfer, transfer.amount)
+
+    def _decide_expire(self, c: ExpireTransfer, now: datetime) -> Event | Existing | Refused:
+        transfer = self.transfers.get(c.id)
+        if transfer is None:
+            return _transfer_not_found(c.id)
+        due = transfer.expires_at is not None and now >= transfer.expires_at
+        if transfer.status != TransferStatus.PENDING or not due:
+            return Existing(transfer)
+        return _decided(PendingExpired, transfer, transfer.amount)
 
     # -- applying ---------------------------------------------------------
 
@@ -217,89 +318,181 @@ class Ledger:
             raise ValueError(f"event {record.seq} does not follow head {self.head}")
         self.head = record.seq
         event = record.event
-        if isinstance(event, AccountCreated):
-            self.accounts[event.account_id] = Account(
-                id=event.account_id,
-                currency=event.currency,
-                scale=event.scale,
-                flags=event.flags,
-                metadata=event.metadata,
-                created_at=record.recorded_at,
-            )
-            return ()
-        debit = self.accounts[event.debit_account_id]
-        credit = self.accounts[event.credit_account_id]
-        debit.balance.debits_posted = money.add(debit.balance.debits_posted, event.amount)
-        credit.balance.credits_posted = money.add(credit.balance.credits_posted, event.amount)
-        self.transfers[event.transfer_id] = Transfer(
-            id=event.transfer_id,
-            debit_account_id=event.debit_account_id,
-            credit_account_id=event.credit_account_id,
-            amount=event.amount,
-            currency=event.currency,
-            code=event.code,
-            metadata=event.metadata,
-            pending=False,
-            timeout_seconds=None,
-            status=TransferStatus.POSTED,
-            seq=record.seq,
-            created_at=record.recorded_at,
-        )
+        match event:
+            case AccountCreated():
+                self._keep_account(event.account_id)
+                self.accounts[event.account_id] = Account(
+                    id=event.account_id,
+                    currency=event.currency,
+                    scale=event.scale,
+                    flags=event.flags,
+                    metadata=event.metadata,
+                    created_at=record.recorded_at,
+                )
+                return ()
+            case AccountClosed():
+                self._keep_account(event.account_id)
+                self.accounts[event.account_id].closed = True
+                return ()
+            case TransferPosted() | TransferPending():
+                pending = isinstance(event, TransferPending)
+                if pending:
+                    self._move(event, hold=event.amount)
+                else:
+                    self._move(event, post=event.amount)
+                self._keep_transfer(event.transfer_id)
+                self.transfers[event.transfer_id] = Transfer(
+                    id=event.transfer_id,
+                    debit_account_id=event.debit_account_id,
+                    credit_account_id=event.credit_account_id,
+                    amount=event.amount,
+                    currency=event.currency,
+                    code=event.code,
+                    metadata=event.metadata,
+                    pending=pending,
+                    timeout_seconds=event.timeout_seconds if pending else None,
+                    status=TransferStatus.PENDING if pending else TransferStatus.POSTED,
+                    seq=record.seq,
+                    created_at=record.recorded_at,
+                    expires_at=_deadline(record.recorded_at, event.timeout_seconds) if pending else None,
+                    posted_amount=None if pending else event.amount,
+                )
+            case PendingDecided():
+                transfer = self.transfers[event.transfer_id]
+                posted = event.amount if isinstance(event, PendingPosted) else None
+                self._move(event, release=transfer.amount, post=posted or money.ZERO)
+                self._keep_transfer(event.transfer_id)
+                self.transfers[event.transfer_id] = dataclasses.replace(
+                    transfer,
+                    status=event.status,
+                    posted_amount=posted,
+                    decided_seq=record.seq,
+                )
         return tuple(
             Entry(
-                account_id=account.id,
+                account_id=account_id,
                 seq=record.seq,
                 transfer_id=event.transfer_id,
                 type=event.type,
                 side=side,
                 amount=event.amount,
-                balance=account.balance.copy(),
+                balance=self.accounts[account_id].balance.copy(),
                 recorded_at=record.recorded_at,
             )
-            for account, side in ((debit, "debit"), (credit, "credit"))
+            for account_id, side in ((event.debit_account_id, "debit"), (event.credit_account_id, "credit"))
         )
 
+    def _move(
+        self,
+        event: TransferPosted | TransferPending | PendingDecided,
+        *,
+        hold: Decimal = money.ZERO,
+        release: Decimal = money.ZERO,
+        post: Decimal = money.ZERO,
+    ) -> None:
+        """Change both sides of a transfer alike: its debit account's debits
+        and its credit account's credits, pending by ``hold - release`` and
+        posted by ``post``."""
+        self._keep_account(event.debit_account_id)
+        self._keep_account(event.credit_account_id)
+        debit = self.accounts[event.debit_account_id].balance
+        credit = self.accounts[event.credit_account_id].balance
+        debit.debits_pending = money.sub(money.add(debit.debits_pending, hold), release)
+        credit.credits_pending = money.sub(money.add(credit.credits_pending, hold), release)
+        debit.debits_posted = money.add(debit.debits_posted, post)
+        credit.credits_posted = money.add(credit.credits_posted, post)
+
     def _subject(self, event: Event) -> Account | Transfer:
-        if isinstance(event, AccountCreated):
+        if isinstance(event, (AccountCreated, AccountClosed)):
             return self.accounts[event.account_id]
         return self.transfers[event.transfer_id]
 
     # -- atomic groups ----------------------------------------------------
 
-    def _checkpoint(self, commands: Sequence[Command]) -> _Checkpoint:
-        return _Checkpoint(
-            head=self.head,
-            accounts={i: _copy_account(self.accounts.get(i)) for c in commands for i in account_ids(c)},
-            transfers={i: self.transfers.get(i) for c in commands for i in transfer_ids(c)},
-        )
+    def _keep_account(self, account_id: UUID) -> None:
+        if self._undo is not None and account_id not in self._undo.accounts:
+            account = self.accounts.get(account_id)
+            self._undo.accounts[account_id] = None if account is None else snapshot(account)
 
-    def _restore(self, saved: _Checkpoint) -> None:
-        self.head = saved.head
-        for account_id, account in saved.accounts.items():
-            if account is None:
-                self.accounts.pop(account_id, None)
-            else:
-                self.accounts[account_id] = account
-        for transfer_id, transfer in saved.transfers.items():
-            if transfer is None:
-                self.transfers.pop(transfer_id, None)
-            else:
-                self.transfers[transfer_id] = transfer
+    def _keep_transfer(self, transfer_id: UUID) -> None:
+        if self._undo is not None and transfer_id not in self._undo.transfers:
+            self._undo.transfers[transfer_id] = self.transfers.get(transfer_id)
+
+    def _roll_back(self, undo: _Undo) -> None:
+        self.head = undo.head
+        for table, saved in ((self.accounts, undo.accounts), (self.transfers, undo.transfers)):
+            for id_, before in saved.items():
+                if before is None:
+                    table.pop(id_, None)
+                else:
+                    table[id_] = before
+        undo.accounts.clear()
+        undo.transfers.clear()
 
 
-@dataclass(frozen=True, slots=True)
-class _Checkpoint:
+@dataclass(slots=True)
+class _Undo:
     head: int
-    accounts: dict[UUID, Account | None]
-    transfers: dict[UUID, Transfer | None]
+    accounts: dict[UUID, Account | None] = dataclasses.field(default_factory=dict)
+    transfers: dict[UUID, Transfer | None] = dataclasses.field(default_factory=dict)
 
 
-def _copy_account(account: Account | None) -> Account | None:
-    return None if account is None else dataclasses.replace(account, balance=account.balance.copy())
+def _deadline(recorded_at: datetime, timeout_seconds: int | None) -> datetime | None:
+    return None if timeout_seconds is None else recorded_at + timedelta(seconds=timeout_seconds)
+
+
+def _undecidable(transfer: Transfer, now: datetime) -> Refused | None:
+    """Why a transfer can no longer be posted or voided, if it cannot: it was
+    decided already, or its deadline has passed (even before the service has
+    recorded its expiry)."""
+    if transfer.status == TransferStatus.POSTED:
+        return Refused(Code.TRANSFER_ALREADY_POSTED, f"transfer {transfer.id} was already posted")
+    if transfer.status == TransferStatus.VOIDED:
+        return Refused(Code.TRANSFER_ALREADY_VOIDED, f"transfer {transfer.id} was already voided")
+    if transfer.status == TransferStatus.EXPIRED:
+        return Refused(Code.TRANSFER_EXPIRED, f"transfer {transfer.id} has expired")
+    if transfer.expires_at is not None and now >= transfer.expires_at:
+        return Refused(Code.TRANSFER_EXPIRED, f"transfer {transfer.id} expired at its deadline")
+    return None
+
+
+def _decided(
+    kind: type[PendingPosted | PendingVoided | PendingExpired], transfer: Transfer, amount: Decimal
+) -> PendingDecided:
+    return kind(
+        transfer_id=transfer.id,
+        debit_account_id=transfer.debit_account_id,
+        credit_account_id=transfer.credit_account_id,
+        amount=amount,
+        currency=transfer.currency,
+    )
+
+
+def _at_scale(amount: Decimal, scale: int) -> Decimal:
+    """``amount`` as stored: with exactly its accounts' fractional digits."""
+    return Decimal(money.format_amount(amount, scale))
+
+
+def _not_positive(amount: Decimal) -> Refused:
+    return Refused(Code.AMOUNT_MUST_BE_POSITIVE, f"amount must be positive, got {amount}")
+
+
+def _transfer_not_found(transfer_id: UUID) -> Refused:
+    return Refused(Code.TRANSFER_NOT_FOUND, f"transfer {transfer_id} does not exist")
+
+
+def _check_scale(amount: Decimal, scale: int) -> Refused | None:
+    if money.fractional_digits(amount) > scale:
+        return Refused(
+            Code.AMOUNT_SCALE_EXCEEDED,
+            f"amount {amount} has more than the accounts' {scale} fractional digits",
+        )
+    return None
 
 
 def _check_limits(debit: Account, credit: Account, amount: Decimal) -> Refused | None:
-    """The account flags, checked as the balances would be after ``amount``."""
+    """The account flags, checked as the balances would be after ``amount``
+    is added (posted or pending: both count)."""
     d = debit.balance
     if debit.flags.debits_must_not_exceed_credits:
         debits = money.add(money.add(d.debits_posted, d.debits_pending), amount)

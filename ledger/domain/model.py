@@ -53,9 +53,13 @@ class Account:
 
 
 class TransferStatus:
+    #: Moved: at once, or a pending transfer posted (``posted_amount`` of it).
     POSTED = "posted"
+    #: Held on both accounts, awaiting a post, a void or its deadline.
     PENDING = "pending"
+    #: Released on request.
     VOIDED = "voided"
+    #: Released by the service at its deadline.
     EXPIRED = "expired"
 
 
@@ -74,3 +78,9 @@ class Transfer:
     #: Position in the event log of the event that recorded the transfer.
     seq: int
     created_at: datetime
+    #: When a pending transfer with a timeout can no longer be posted.
+    expires_at: datetime | None = None
+    #: What moved to posted: the amount, or the part of it a post named.
+    posted_amount: Decimal | None = None
+    #: The seq of the event that posted, voided or expired a pending transfer.
+    decided_seq: int | None = None

@@ -65,3 +65,7 @@ def format_amount(amount: Decimal, scale: int) -> str:
 def add(a: Decimal, b: Decimal) -> Decimal:
     return MONEY.add(a, b)
 
+
+
+def sub(a: Decimal, b: Decimal) -> Decimal:
+    return MONEY.subtract(a, b)

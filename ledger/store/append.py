@@ -25,7 +25,7 @@ import asyncpg
 
 from ..domain.chain import event_hash
 from ..domain.commands import Command, account_ids, transfer_ids
-from ..domain.events import AccountCreated, TransferPosted
+from ..domain.events import AccountClosed, AccountCreated, PendingDecided, TransferPending, TransferPosted
 from ..domain.ledger import Entry, Ledger, Outcome, Recorded
 from .rows import ACCOUNT_SELECT, TRANSFER_SELECT, account_from_row, transfer_from_row
 
@@ -44,19 +44,30 @@ _INSERT_EVENTS = """
 """
 _INSERT_ACCOUNTS = """
     INSERT INTO accounts (id, currency, scale, debits_must_not_exceed_credits,
-                          credits_must_not_exceed_debits, metadata, seq, created_at)
+                          credits_must_not_exceed_debits, metadata, closed, seq, created_at)
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::boolean[],
-                         $5::boolean[], $6::jsonb[], $7::bigint[], $8::timestamptz[])
+                         $5::boolean[], $6::jsonb[], $7::boolean[], $8::bigint[],
+                         $9::timestamptz[])
 """
+_CLOSE_ACCOUNTS = "UPDATE accounts SET closed = true WHERE id = ANY($1::uuid[])"
 _INSERT_BALANCES = """
     INSERT INTO balances (account_id, seq) SELECT * FROM unnest($1::uuid[], $2::bigint[])
 """
 _INSERT_TRANSFERS = """
     INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, currency, code,
-                           metadata, pending, timeout_seconds, status, seq, created_at)
+                           metadata, pending, timeout_seconds, status, seq, created_at,
+                           expires_at, posted_amount, decided_seq)
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::numeric[], $5::text[],
                          $6::text[], $7::jsonb[], $8::boolean[], $9::integer[], $10::text[],
-                         $11::bigint[], $12::timestamptz[])
+                         $11::bigint[], $12::timestamptz[], $13::timestamptz[],
+                         $14::numeric[], $15::bigint[])
+"""
+_DECIDE_TRANSFERS = """
+    UPDATE transfers AS t
+    SET status = u.status, posted_amount = u.posted_amount, decided_seq = u.decided_seq
+    FROM unnest($1::uuid[], $2::text[], $3::numeric[], $4::bigint[])
+        AS u(id, status, posted_amount, decided_seq)
+    WHERE t.id = u.id
 """
 _INSERT_ENTRIES = """
     INSERT INTO entries (account_id, seq, transfer_id, type, side, amount, debits_posted,
@@ -98,12 +109,16 @@ async def append(
     await conn.execute(_LOCK)
     head = await conn.fetchrow(_HEAD)
     commands = [c for r in requests for c in r.commands]
-    accounts = await conn.fetch(_LOAD_ACCOUNTS, list({i for c in commands for i in account_ids(c)}))
-    transfers = await conn.fetch(_LOAD_TRANSFERS, list({i for c in commands for i in transfer_ids(c)}))
+    transfers = [
+        transfer_from_row(row)
+        for row in await conn.fetch(_LOAD_TRANSFERS, list({i for c in commands for i in transfer_ids(c)}))
+    ]
+    # A decision on a transfer moves that transfer's accounts.
+    wanted = {i for c in commands for i in account_ids(c)}
+    wanted.update(i for t in transfers for i in (t.debit_account_id, t.credit_account_id))
+    accounts = await conn.fetch(_LOAD_ACCOUNTS, list(wanted))
 
-    ledger = Ledger(
-        map(account_from_row, accounts), map(transfer_from_row, transfers), head=head["seq"]
-    )
+    ledger = Ledger(map(account_from_row, accounts), transfers, head=head["seq"])
     results = [
         ledger.execute_all(r.commands, now=now, metadata=r.metadata, atomic=r.atomic)
         for r in requests
@@ -121,8 +136,10 @@ async def _write(
 ) -> bytes:
     """Write the events and their projections; return the last event's hash."""
     events: list[tuple] = []
-    new_accounts: list[tuple] = []
-    new_transfers: list[tuple] = []
+    new_accounts: dict[UUID, int] = {}  # id: seq of its creation
+    closed_accounts: set[UUID] = set()
+    new_transfers: set[UUID] = set()
+    decided_transfers: set[UUID] = set()
     entries: list[Entry] = []
     for outcome in recorded:
         record = outcome.record
@@ -140,35 +157,61 @@ async def _write(
         events.append(
             (record.seq, event.type, event.stream_id, data, record.metadata, record.recorded_at, previous_hash)
         )
-        if isinstance(event, AccountCreated):
-            new_accounts.append(
-                (
-                    event.account_id,
-                    event.currency,
-                    event.scale,
-                    event.flags.debits_must_not_exceed_credits,
-                    event.flags.credits_must_not_exceed_debits,
-                    event.metadata,
-                    record.seq,
-                    record.recorded_at,
-                )
-            )
-        elif isinstance(event, TransferPosted):
-            t = ledger.transfers[event.transfer_id]
-            new_transfers.append(
-                (
-                    t.id, t.debit_account_id, t.credit_account_id, t.amount, t.currency, t.code,
-                    t.metadata, t.pending, t.timeout_seconds, t.status, t.seq, t.created_at,
-                )
-            )
+        # Projections are written as the batch left them (an account opened and
+        # closed, or a transfer made and posted, in one batch is one insert).
+        match event:
+            case AccountCreated():
+                new_accounts[event.account_id] = record.seq
+            case AccountClosed():
+                closed_accounts.add(event.account_id)
+            case TransferPosted() | TransferPending():
+                new_transfers.add(event.transfer_id)
+            case PendingDecided():
+                decided_transfers.add(event.transfer_id)
         entries.extend(outcome.entries)
 
     await conn.execute(_INSERT_EVENTS, *_columns(events, 7))
     if new_accounts:
-        await conn.execute(_INSERT_ACCOUNTS, *_columns(new_accounts, 8))
-        await conn.execute(_INSERT_BALANCES, [a[0] for a in new_accounts], [a[6] for a in new_accounts])
+        rows = [(ledger.accounts[i], seq) for i, seq in new_accounts.items()]
+        await conn.execute(
+            _INSERT_ACCOUNTS,
+            *_columns(
+                [
+                    (
+                        a.id, a.currency, a.scale, a.flags.debits_must_not_exceed_credits,
+                        a.flags.credits_must_not_exceed_debits, a.metadata, a.closed, seq,
+                        a.created_at,
+                    )
+                    for a, seq in rows
+                ],
+                9,
+            ),
+        )
+        await conn.execute(_INSERT_BALANCES, list(new_accounts), list(new_accounts.values()))
+    if closed_accounts - new_accounts.keys():
+        await conn.execute(_CLOSE_ACCOUNTS, list(closed_accounts - new_accounts.keys()))
     if new_transfers:
-        await conn.execute(_INSERT_TRANSFERS, *_columns(new_transfers, 12))
+        transfers = [ledger.transfers[i] for i in new_transfers]
+        await conn.execute(
+            _INSERT_TRANSFERS,
+            *_columns(
+                [
+                    (
+                        t.id, t.debit_account_id, t.credit_account_id, t.amount, t.currency, t.code,
+                        t.metadata, t.pending, t.timeout_seconds, t.status, t.seq, t.created_at,
+                        t.expires_at, t.posted_amount, t.decided_seq,
+                    )
+                    for t in transfers
+                ],
+                15,
+            ),
+        )
+    if decided_transfers - new_transfers:
+        transfers = [ledger.transfers[i] for i in decided_transfers - new_transfers]
+        await conn.execute(
+            _DECIDE_TRANSFERS,
+            *_columns([(t.id, t.status, t.posted_amount, t.decided_seq) for t in transfers], 4),
+        )
     if entries:
         await conn.execute(
             _INSERT_ENTRIES,

@@ -16,7 +16,8 @@ ACCOUNT_SELECT = """
 
 TRANSFER_SELECT = """
     SELECT id, debit_account_id, credit_account_id, amount, currency, code, metadata,
-           pending, timeout_seconds, status, seq, created_at
+           pending, timeout_seconds, status, seq, created_at, expires_at, posted_amount,
+           decided_seq
     FROM transfers
 """
 
