@@ -64,6 +64,8 @@ class Settings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     #: Empty: authentication is off (allowed on a loopback address only).
     tokens: tuple[Token, ...] = ()
+    #: Seconds between sweeps for pending transfers past their deadline.
+    expiry_interval: float = 1.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -79,6 +81,18 @@ class Settings:
                 raise ConfigError(f"{name} must be at least {minimum}, got {value}")
             return value
 
+        def seconds(name: str, default: float) -> float:
+            raw = env.get(name)
+            if raw is None or raw == "":
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+            if not 0 < value <= 3600:
+                raise ConfigError(f"{name} must be more than 0 and at most 3600, got {raw}")
+            return value
+
         return cls(
             database_url=env.get("LEDGER_DATABASE_URL") or None,
             data_dir=Path(env.get("LEDGER_DATA_DIR") or ".ledger"),
@@ -88,6 +102,7 @@ class Settings:
             pool_min_size=integer("LEDGER_POOL_MIN_SIZE", 2, 1),
             pool_max_size=integer("LEDGER_POOL_MAX_SIZE", 16, 1),
             tokens=parse_tokens(env.get("LEDGER_TOKENS", "")),
+            expiry_interval=seconds("LEDGER_EXPIRY_INTERVAL", 1.0),
             retry=RetryPolicy(
                 attempts=integer("LEDGER_RETRY_ATTEMPTS", RetryPolicy().attempts, 1),
             ),

@@ -95,8 +95,41 @@ CASES = {
         "POST", "/v1/accounts", account(flags={"no_overdraft": True}), 422, "invalid_field", "flags.no_overdraft"),
     "timeout without pending": (
         "POST", "/v1/transfers", transfer(timeout_seconds=60), 422, "invalid_field", "timeout_seconds"),
-    "pending before two-phase exists": (
-        "POST", "/v1/transfers", transfer(pending=True), 422, "invalid_field", "pending"),
+    "timeout of zero": (
+        "POST", "/v1/transfers", transfer(pending=True, timeout_seconds=0), 422, "invalid_field",
+        "timeout_seconds"),
+    "post of an unknown transfer": (
+        "POST", f"/v1/transfers/{MISSING}/post", lambda acc: {}, 404, "transfer_not_found", None),
+    "void of an unknown transfer": (
+        "POST", f"/v1/transfers/{MISSING}/void", lambda acc: {}, 404, "transfer_not_found", None),
+    "close of an unknown account": (
+        "POST", f"/v1/accounts/{MISSING}/close", lambda acc: {}, 404, "account_not_found", None),
+    "post path id not a UUID": ("POST", "/v1/transfers/tx-1/post", lambda acc: {}, 422, "invalid_field", "id"),
+    "post amount as a number": (
+        "POST", f"/v1/transfers/{MISSING}/post", lambda acc: {"json": {"amount": 5}}, 422, "invalid_field",
+        "amount"),
+    "post with an unknown field": (
+        "POST", f"/v1/transfers/{MISSING}/post", lambda acc: {"json": {"amout": "5.00"}}, 422,
+        "invalid_field", "amout"),
+    "void with a field": (
+        "POST", f"/v1/transfers/{MISSING}/void", lambda acc: {"json": {"amount": "5.00"}}, 422,
+        "invalid_field", "amount"),
+    "batch item with an unknown action": (
+        "POST", "/v1/transfer-batches",
+        lambda acc: {"json": {"transfers": [{"action": "capture", "id": MISSING}]}}, 422, "invalid_field",
+        "transfers[0].action"),
+    "batch post with a float amount": (
+        "POST", "/v1/transfer-batches",
+        lambda acc: {"json": {"transfers": [
+            transfer_body(acc["a"], acc["b"], "1.00"), {"action": "post", "id": MISSING, "amount": 1.5}]}},
+        422, "invalid_field", "transfers[1].amount"),
+    "batch void with a transfer's field": (
+        "POST", "/v1/transfer-batches",
+        lambda acc: {"json": {"transfers": [{"action": "void", "id": MISSING, "currency": "USD"}]}}, 422,
+        "invalid_field", "transfers[0].currency"),
+    "batch item not an object": (
+        "POST", "/v1/transfer-batches", lambda acc: {"json": {"transfers": ["x"]}}, 422, "invalid_field",
+        "transfers[0]"),
     "batch of 8191": (
         "POST", "/v1/transfer-batches",
         lambda acc: {"json": {"transfers": [transfer_body(acc["a"], acc["b"], "1.00")] * 8191}},

@@ -1,17 +1,18 @@
-"""``/v1/accounts``: open, read and list accounts."""
+"""``/v1/accounts``: open, close, read and list accounts."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from ..domain.codes import Code, LedgerError
+from ..domain.commands import CloseAccount
 from ..domain.ledger import Recorded
 from ..store import reads
 from . import codec
 from .execute import execute_one
 from .keys import POOL
 from .paths import uuid_param
-from .schemas import AccountIn, AccountsQuery, account_out
+from .schemas import AccountIn, AccountsQuery, EmptyIn, account_out
 
 routes = web.RouteTableDef()
 
@@ -23,6 +24,16 @@ async def create_account(request: web.Request) -> web.Response:
     outcome = await execute_one(request, body.to_command())
     status = 201 if isinstance(outcome, Recorded) else 200
     return codec.respond(request, account_out(outcome.subject), status=status)
+
+
+@routes.post("/v1/accounts/{id}/close")
+async def close_account(request: web.Request) -> web.Response:
+    """200 with the closed account; closing a closed account changes nothing."""
+    account_id = uuid_param(request)
+    await codec.decode(request, EmptyIn, optional=True)
+    outcome = await execute_one(request, CloseAccount(account_id))
+    headers = None if isinstance(outcome, Recorded) else codec.REPLAYED
+    return codec.respond(request, account_out(outcome.subject), headers=headers)
 
 
 @routes.get("/v1/accounts/{id}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
@@ -13,9 +14,10 @@ from ..config import Settings
 from ..store import migrations
 from ..store.connection import connect, create_pool
 from ..store.embedded import EmbeddedPostgres
+from ..store.expiry import Expirer
 from ..store.writer import Clock, Writer
 from . import accounts, health, transfers
-from .keys import CLOCK, DSN, POOL, SETTINGS, WRITER
+from .keys import CLOCK, DSN, EXPIRER, POOL, SETTINGS, WRITER
 from .auth import auth_middleware
 from .middlewares import error_middleware, request_id_middleware
 
@@ -37,7 +39,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     )
     app[SETTINGS] = settings
     app[CLOCK] = clock
-    app.cleanup_ctx.extend([database_ctx, pool_ctx, writer_ctx])
+    app.cleanup_ctx.extend([database_ctx, pool_ctx, writer_ctx, expiry_ctx])
     for module in (accounts, transfers, health):
         app.router.add_routes(module.routes)
     return app
@@ -85,3 +87,14 @@ async def writer_ctx(app: web.Application) -> AsyncIterator[None]:
     app[WRITER] = writer
     yield
     await writer.close()
+
+
+async def expiry_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The background sweep that expires pending transfers past their deadline."""
+    expirer = Expirer(app[POOL], app[WRITER], app[CLOCK], interval=app[SETTINGS].expiry_interval)
+    app[EXPIRER] = expirer
+    task = asyncio.create_task(expirer.run(), name="ledger-expiry")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

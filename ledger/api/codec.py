@@ -8,6 +8,7 @@ its complaint becomes a 422 ``invalid_field`` naming the field's path
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
@@ -22,6 +23,9 @@ JSON = "application/json"
 MSGPACK = "application/msgpack"
 _MSGPACK_TYPES = frozenset({MSGPACK, "application/x-msgpack", "application/vnd.msgpack"})
 
+#: Sent with a 200 that changed nothing: the request repeated one already decided.
+REPLAYED = {"Idempotent-Replayed": "true"}
+
 _json_encoder = msgspec.json.Encoder()
 _msgpack_encoder = msgspec.msgpack.Encoder()
 
@@ -30,28 +34,54 @@ _AT_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 _NAMED_FIELD = re.compile(r"^Object (?:contains unknown|missing required) field `(?P<name>[^`]*)`")
 
 
-async def decode(request: web.Request, type_: type[T]) -> T:
-    """The request body as ``type_``, or a :class:`LedgerError` saying why not."""
-    content_type = request.content_type if hdrs.CONTENT_TYPE in request.headers else JSON
+async def decode(request: web.Request, type_: type[T], *, optional: bool = False) -> T:
+    """The request body as ``type_``, or a :class:`LedgerError` saying why not.
+
+    With ``optional``, an empty body (of any ``Content-Type``) is ``type_()``:
+    every field's default.
+    """
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge as error:
         raise LedgerError(Code.BODY_TOO_LARGE, f"the body is too large: {error.text}") from None
-    if content_type == JSON:
-        decode_ = msgspec.json.decode
-    elif content_type in _MSGPACK_TYPES:
-        decode_ = msgspec.msgpack.decode
-    else:
-        raise LedgerError(
-            Code.UNSUPPORTED_MEDIA_TYPE,
-            f"Content-Type {content_type!r} is not supported: send {JSON} or {MSGPACK}",
-        )
+    if optional and not body:
+        return type_()
+    return _decode(request, _decoder(request), body, type_)
+
+
+def decode_raw(request: web.Request, raw: msgspec.Raw, type_: type[T], path: str) -> T:
+    """A ``msgspec.Raw`` part of the request body as ``type_``; ``path`` (such
+    as ``transfers[3]``) prefixes the field named in an error."""
     try:
-        return decode_(body, type=type_)
+        return _decode(request, _decoder(request), raw, type_)
+    except InvalidField as error:
+        error.field = f"{path}.{error.field}" if error.field else path
+        raise
+
+
+def _decoder(request: web.Request) -> Callable[..., Any]:
+    content_type = _content_type(request)
+    if content_type == JSON:
+        return msgspec.json.decode
+    if content_type in _MSGPACK_TYPES:
+        return msgspec.msgpack.decode
+    raise LedgerError(
+        Code.UNSUPPORTED_MEDIA_TYPE,
+        f"Content-Type {content_type!r} is not supported: send {JSON} or {MSGPACK}",
+    )
+
+
+def _content_type(request: web.Request) -> str:
+    return request.content_type if hdrs.CONTENT_TYPE in request.headers else JSON
+
+
+def _decode(request: web.Request, decode_: Callable[..., Any], data: bytes | msgspec.Raw, type_: type[T]) -> T:
+    try:
+        return decode_(data, type=type_)
     except msgspec.ValidationError as error:
         raise invalid_field(str(error)) from None
     except msgspec.DecodeError as error:
-        kind = "JSON" if content_type == JSON else "MessagePack"
+        kind = "JSON" if _content_type(request) == JSON else "MessagePack"
         raise LedgerError(Code.MALFORMED_BODY, f"the body is not valid {kind}: {error}") from None
 
 

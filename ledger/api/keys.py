@@ -6,6 +6,7 @@ import asyncpg
 from aiohttp import web
 
 from ..config import Settings
+from ..store.expiry import Expirer
 from ..store.writer import Clock, Writer
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -14,3 +15,4 @@ CLOCK = web.AppKey("clock", Clock)
 DSN = web.AppKey("dsn", str)
 POOL = web.AppKey("pool", asyncpg.Pool)
 WRITER = web.AppKey("writer", Writer)
+EXPIRER = web.AppKey("expirer", Expirer)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
@@ -20,7 +20,7 @@ from msgspec import Meta, Struct
 from ..domain import money
 from ..domain.chain import format_timestamp
 from ..domain.codes import InvalidField
-from ..domain.commands import MakeTransfer, OpenAccount
+from ..domain.commands import MakeTransfer, OpenAccount, PostTransfer, VoidTransfer
 from ..domain.model import Account, AccountFlags, Balance, Transfer
 
 MAX_BATCH = 8190
@@ -73,8 +73,6 @@ class TransferIn(_Request, kw_only=True):
     timeout_seconds: TimeoutSeconds | None = None
 
     def to_command(self, path: str = "") -> MakeTransfer:
-        if self.pending:
-            raise InvalidField("pending (two-phase) transfers are not supported yet", f"{path}pending")
         if self.timeout_seconds is not None and not self.pending:
             raise InvalidField("timeout_seconds is allowed only with pending: true", f"{path}timeout_seconds")
         if self.code is not None and "\x00" in self.code:
@@ -92,12 +90,63 @@ class TransferIn(_Request, kw_only=True):
         )
 
 
+class PostIn(_Request, kw_only=True):
+    """``POST /v1/transfers/{id}/post``: how much of the held amount to post."""
+
+    amount: str | None = None
+
+    def to_command(self, transfer_id: UUID, path: str = "") -> PostTransfer:
+        held = None if self.amount is None else amount(self.amount, f"{path}amount")
+        return PostTransfer(transfer_id, held)
+
+
+class EmptyIn(_Request, kw_only=True):
+    """A body with no fields (``{}``, or none at all): void and close."""
+
+
+class PostItemIn(_Request, kw_only=True):
+    """A post inside a batch: ``{"action": "post", "id": …, "amount": …}``."""
+
+    action: Literal["post"]
+    id: UUID
+    amount: str | None = None
+
+    def to_command(self, path: str = "") -> PostTransfer:
+        return PostIn(amount=self.amount).to_command(self.id, path)
+
+
+class VoidItemIn(_Request, kw_only=True):
+    """A void inside a batch: ``{"action": "void", "id": …}``."""
+
+    action: Literal["void"]
+    id: UUID
+
+    def to_command(self, path: str = "") -> VoidTransfer:
+        return VoidTransfer(self.id)
+
+
+class ItemKind(Struct):
+    """What a batch item is, read before the item itself: a transfer request
+    (no ``action``) or a decision on a pending transfer."""
+
+    action: Literal["post", "void"] | None = None
+
+
+#: Each kind of batch item and the struct that decodes it.
+BATCH_ITEMS: dict[str | None, type[TransferIn | PostItemIn | VoidItemIn]] = {
+    None: TransferIn,
+    "post": PostItemIn,
+    "void": VoidItemIn,
+}
+
+
 class BatchIn(_Request, kw_only=True):
-    transfers: Annotated[list[TransferIn], Meta(min_length=1, max_length=MAX_BATCH)]
+    #: Decoded one by one (:data:`BATCH_ITEMS`), as each item's ``action`` says.
+    transfers: Annotated[list[msgspec.Raw], Meta(min_length=1, max_length=MAX_BATCH)]
     atomic: bool = False
 
-    def to_commands(self) -> list[MakeTransfer]:
-        return [t.to_command(f"transfers[{i}].") for i, t in enumerate(self.transfers)]
+
+BatchItem = TransferIn | PostItemIn | VoidItemIn
 
 
 class AccountsQuery(_Request, kw_only=True):
@@ -167,4 +216,7 @@ def transfer_out(transfer: Transfer) -> dict[str, Any]:
         "status": transfer.status,
         "seq": transfer.seq,
         "created_at": format_timestamp(transfer.created_at),
+        "expires_at": None if transfer.expires_at is None else format_timestamp(transfer.expires_at),
+        "posted_amount": None if transfer.posted_amount is None else format(transfer.posted_amount, "f"),
+        "decided_seq": transfer.decided_seq,
     }

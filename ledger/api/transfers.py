@@ -1,33 +1,57 @@
-"""``/v1/transfers`` and ``/v1/transfer-batches``: move money, read transfers."""
+"""``/v1/transfers`` and ``/v1/transfer-batches``: move money, decide pending
+transfers, read transfers."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from ..domain.codes import Code, LedgerError
+from ..domain.commands import Command, MakeTransfer, VoidTransfer
 from ..domain.ledger import Existing, Outcome, Recorded, Refused
+from ..domain.model import Transfer
 from ..store import reads
 from . import codec
 from .execute import execute, execute_one
 from .keys import POOL
 from .paths import uuid_param
-from .schemas import BatchIn, TransferIn, transfer_out
+from .schemas import BATCH_ITEMS, BatchIn, BatchItem, EmptyIn, ItemKind, PostIn, TransferIn, transfer_out
 
 routes = web.RouteTableDef()
-
-REPLAYED = {"Idempotent-Replayed": "true"}
 
 
 @routes.post("/v1/transfers")
 async def create_transfer(request: web.Request) -> web.Response:
     """201 with the new transfer; 200 and ``Idempotent-Replayed`` on a replay."""
     body = await codec.decode(request, TransferIn)
-    outcome = await execute_one(request, body.to_command())
+    return await _decide(request, body.to_command(), created=201)
+
+
+@routes.post("/v1/transfers/{id}/post")
+async def post_transfer(request: web.Request) -> web.Response:
+    """Post a pending transfer (all of it, or ``amount``); 200 with the transfer."""
+    transfer_id = uuid_param(request)
+    body = await codec.decode(request, PostIn, optional=True)
+    return await _decide(request, body.to_command(transfer_id))
+
+
+@routes.post("/v1/transfers/{id}/void")
+async def void_transfer(request: web.Request) -> web.Response:
+    """Release a pending transfer; 200 with the transfer."""
+    transfer_id = uuid_param(request)
+    await codec.decode(request, EmptyIn, optional=True)
+    return await _decide(request, VoidTransfer(transfer_id))
+
+
+async def _decide(request: web.Request, command: Command, *, created: int = 200) -> web.Response:
+    """The transfer ``command`` left: ``created`` if it recorded an event,
+    else 200 and ``Idempotent-Replayed`` (nothing changed)."""
+    outcome = await execute_one(request, command)
     if isinstance(outcome, Recorded):
-        return codec.respond(request, transfer_out(outcome.subject), status=201)
-    return codec.respond(request, transfer_out(outcome.subject), headers=REPLAYED)
+        return codec.respond(request, transfer_out(outcome.subject), status=created)
+    return codec.respond(request, transfer_out(outcome.subject), headers=codec.REPLAYED)
 
 
 @routes.get("/v1/transfers/{id}")
@@ -43,16 +67,31 @@ async def get_transfer(request: web.Request) -> web.Response:
 async def create_batch(request: web.Request) -> web.Response:
     """One result per item, in order. An atomic batch that fails is a 422."""
     body = await codec.decode(request, BatchIn)
-    commands = body.to_commands()
+    items = _items(request, body.transfers)
+    commands = [item.to_command(f"transfers[{i}].") for i, item in enumerate(items)]
     outcomes = await execute(request, commands, atomic=body.atomic)
-    results = [_result(c.id, o) for c, o in zip(commands, outcomes, strict=True)]
+    results = [_result(c, o) for c, o in zip(commands, outcomes, strict=True)]
     failed = body.atomic and any(isinstance(o, Refused) for o in outcomes)
     return codec.respond(request, {"results": results}, status=422 if failed else 200)
 
 
-def _result(transfer_id: object, outcome: Outcome) -> dict[str, Any]:
+def _items(request: web.Request, raws: list[msgspec.Raw]) -> list[BatchItem]:
+    """Each item decoded as what its ``action`` says it is."""
+    items = []
+    for index, raw in enumerate(raws):
+        path = f"transfers[{index}]"
+        kind = codec.decode_raw(request, raw, ItemKind, path)
+        items.append(codec.decode_raw(request, raw, BATCH_ITEMS[kind.action], path))
+    return items
+
+
+def _result(command: Command, outcome: Outcome) -> dict[str, Any]:
     if isinstance(outcome, Refused):
-        return {"id": str(transfer_id), "error": {"code": str(outcome.code), "message": outcome.message}}
-    status = "created" if isinstance(outcome, Recorded) else "exists"
-    assert isinstance(outcome, (Recorded, Existing))
-    return {"id": str(transfer_id), "status": status, "seq": outcome.subject.seq}
+        return {"id": str(command.id), "error": {"code": str(outcome.code), "message": outcome.message}}
+    assert isinstance(outcome, (Recorded, Existing)) and isinstance(outcome.subject, Transfer)
+    if isinstance(outcome, Recorded):
+        return {"id": str(command.id), "status": "created", "seq": outcome.record.seq}
+    # An unchanged decision points at the event that decided the transfer.
+    transfer = outcome.subject
+    decided = None if isinstance(command, MakeTransfer) else transfer.decided_seq
+    return {"id": str(command.id), "status": "exists", "seq": decided or transfer.seq}

@@ -1,0 +1,73 @@
+"""Expiry: the service itself records that a pending transfer's deadline passed.
+
+Every process sweeps: it asks for pending transfers past their deadline (a
+partial index keeps that cheap) and appends an ``ExpireTransfer`` for each
+through the same writer as every other write. Appends are serial per
+database and the domain records an expiry only for a transfer still pending,
+so processes sweeping at once never record one twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+
+from ..domain.commands import ExpireTransfer
+from ..domain.ledger import Recorded
+from .append import AppendRequest
+from .writer import Clock, Writer
+
+log = logging.getLogger(__name__)
+
+#: What the log records as the cause of an expiry event.
+EXPIRY_METADATA = {"cause": "timeout"}
+
+_DUE = """
+    SELECT id FROM transfers
+    WHERE status = 'pending' AND expires_at IS NOT NULL AND expires_at <= $1
+    ORDER BY expires_at LIMIT $2
+"""
+
+
+class Expirer:
+    def __init__(
+        self, pool: asyncpg.Pool, writer: Writer, clock: Clock, *, interval: float, batch: int = 8190
+    ) -> None:
+        self._pool = pool
+        self._writer = writer
+        self._clock = clock
+        self._interval = interval
+        self._batch = batch
+
+    async def sweep(self) -> int:
+        """Record the expiry of every pending transfer due now; return how many
+        this call recorded (those another process expired first are not counted)."""
+        recorded = 0
+        while True:
+            due = await self._pool.fetch(_DUE, self._clock(), self._batch)
+            if not due:
+                return recorded
+            [outcomes] = await self._writer.append(
+                [AppendRequest([ExpireTransfer(row["id"]) for row in due], metadata=EXPIRY_METADATA)]
+            )
+            now_recorded = sum(isinstance(o, Recorded) for o in outcomes)
+            recorded += now_recorded
+            # A short page was the last. A page of which nothing could be
+            # expired (the writer's clock behind ours) would come back the same.
+            if len(due) < self._batch or not now_recorded:
+                return recorded
+
+    async def run(self) -> None:
+        """Sweep every ``interval`` seconds until cancelled. A sweep that fails
+        (database away, retries exhausted) is logged and tried again next time."""
+        while True:
+            try:
+                count = await self.sweep()
+            except Exception:
+                log.exception("expiry sweep failed; trying again in %s s", self._interval)
+            else:
+                if count:
+                    log.info("expired %d pending transfer(s)", count)
+            await asyncio.sleep(self._interval)
