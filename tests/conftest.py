@@ -11,6 +11,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -95,11 +96,32 @@ def settings(database_url: str) -> Settings:
     return Settings(database_url=database_url)
 
 
+class FakeClock:
+    """The service's clock in tests: real time plus an offset that a test
+    moves forward, so deadlines pass without waiting for them."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(timezone.utc) + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += timedelta(seconds=seconds)
+
+
 @pytest.fixture
-async def client(settings: Settings, aiohttp_client: Callable[..., Awaitable[TestClient]]) -> TestClient:
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def client(
+    settings: Settings, clock: FakeClock, aiohttp_client: Callable[..., Awaitable[TestClient]]
+) -> TestClient:
     # aiohttp_client after settings: the app (and its pool) is torn down
     # before the test's database is dropped.
-    return await aiohttp_client(create_app(settings))
+    return await aiohttp_client(create_app(settings, clock=clock))
 
 
 @pytest.fixture
@@ -143,6 +165,11 @@ def fund(client: TestClient, open_account: Callable[..., Awaitable[dict[str, Any
         assert response.status == 201, await response.text()
 
     return fund_
+
+
+async def balance(client: TestClient, account: dict[str, Any]) -> dict[str, str]:
+    """The account's balance as the API shows it now."""
+    return (await (await client.get(f"/v1/accounts/{account['id']}")).json())["balance"]
 
 
 async def ledger_snapshot(db: asyncpg.Connection) -> dict[str, Any]:

@@ -2,11 +2,7 @@
 
 import uuid
 
-from tests.conftest import assert_log_matches_projections, ledger_snapshot, transfer_body
-
-
-async def balance(client, account):
-    return (await (await client.get(f"/v1/accounts/{account['id']}")).json())["balance"]
+from tests.conftest import assert_log_matches_projections, balance, ledger_snapshot, transfer_body
 
 
 async def test_transfer_moves_money_from_debit_to_credit(client, open_account, db):
