@@ -94,3 +94,61 @@ async def test_a_batch_of_8190_is_accepted(client, open_account, db):
     assert response.status == 200
     assert all(r["status"] == "created" for r in (await response.json())["results"])
     assert await db.fetchval("SELECT debits_posted FROM balances WHERE account_id = $1", uuid.UUID(a["id"])) == Decimal("81.90")
+
+
+async def test_pending_transfers_posts_and_voids_are_decided_in_list_order(client, open_account, db):
+    a, b = await open_account(), await open_account()
+    first = transfer_body(a, b, "10.00", pending=True)
+    second = transfer_body(a, b, "7.00", pending=True)
+    items = [
+        first,
+        second,
+        {"action": "post", "id": first["id"], "amount": "4.00"},
+        {"action": "void", "id": second["id"]},
+        {"action": "post", "id": second["id"]},  # voided just before: refused
+    ]
+    response = await client.post("/v1/transfer-batches", json={"transfers": items})
+    assert response.status == 200
+    results = (await response.json())["results"]
+    seq = results[0]["seq"]
+    assert results[:4] == [
+        {"id": first["id"], "status": "created", "seq": seq},
+        {"id": second["id"], "status": "created", "seq": seq + 1},
+        {"id": first["id"], "status": "created", "seq": seq + 2},
+        {"id": second["id"], "status": "created", "seq": seq + 3},
+    ]
+    assert results[4]["error"]["code"] == "transfer_already_voided"
+    stored = {t: await (await client.get(f"/v1/transfers/{t}")).json() for t in (first["id"], second["id"])}
+    assert (stored[first["id"]]["status"], stored[first["id"]]["posted_amount"]) == ("posted", "4.00")
+    assert stored[second["id"]]["status"] == "voided"
+    await assert_log_matches_projections(db)
+
+
+async def test_a_repeated_decision_in_a_batch_points_at_the_deciding_event(client, open_account):
+    a, b = await open_account(), await open_account()
+    held = await (await client.post("/v1/transfers", json=transfer_body(a, b, "5.00", pending=True))).json()
+    post = {"action": "post", "id": held["id"]}
+    response = await client.post("/v1/transfer-batches", json={"transfers": [post, post]})
+    results = (await response.json())["results"]
+    assert results[0] == {"id": held["id"], "status": "created", "seq": held["seq"] + 1}
+    assert results[1] == {"id": held["id"], "status": "exists", "seq": held["seq"] + 1}
+
+
+async def test_atomic_batch_with_a_failing_decision_records_nothing(client, open_account, db):
+    a, b = await open_account(), await open_account()
+    held = await (await client.post("/v1/transfers", json=transfer_body(a, b, "5.00", pending=True))).json()
+    fresh = transfer_body(a, b, "3.00", pending=True)
+    items = [
+        fresh,
+        {"action": "post", "id": fresh["id"]},
+        {"action": "void", "id": held["id"]},
+        {"action": "post", "id": held["id"], "amount": "9.00"},  # over the held 5.00
+    ]
+    before = await ledger_snapshot(db)
+    response = await client.post("/v1/transfer-batches", json={"transfers": items, "atomic": True})
+    assert response.status == 422
+    codes = [r["error"]["code"] for r in (await response.json())["results"]]
+    # The void came first and left nothing to post: that is the failing item.
+    assert codes == ["linked_transfer_failed"] * 3 + ["transfer_already_voided"]
+    assert await ledger_snapshot(db) == before
+    assert (await (await client.get(f"/v1/transfers/{held['id']}")).json())["status"] == "pending"

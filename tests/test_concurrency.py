@@ -90,3 +90,29 @@ async def test_same_id_with_different_fields_at_once_gives_one_transfer_and_409s
             assert (await response.json())["error"]["code"] == "exists_with_different_fields"
     assert await db.fetchval("SELECT count(*) FROM transfers") == 1
     await assert_log_matches_projections(db)
+
+
+async def test_concurrent_posts_and_voids_of_one_pending_transfer_make_one_decision(client, open_account, db):
+    a, b = await open_account(), await open_account()
+    held = await (await client.post("/v1/transfers", json=transfer_body(a, b, "9.00", pending=True))).json()
+    decisions = ["post", "void"] * 20
+    random.Random(3).shuffle(decisions)
+    responses = await asyncio.gather(
+        *(client.post(f"/v1/transfers/{held['id']}/{d}") for d in decisions)
+    )
+    stored = await (await client.get(f"/v1/transfers/{held['id']}")).json()
+    winner = "post" if stored["status"] == "posted" else "void"
+    loser_code = "transfer_already_posted" if winner == "post" else "transfer_already_voided"
+    fresh = 0
+    for decision, response in zip(decisions, responses):
+        if decision == winner:
+            assert response.status == 200
+            fresh += "Idempotent-Replayed" not in response.headers
+        else:
+            assert (response.status, (await response.json())["error"]["code"]) == (409, loser_code)
+    assert fresh == 1
+    decided = await db.fetchval(
+        "SELECT count(*) FROM events WHERE stream_id = $1 AND type LIKE 'pending_transfer_%'", uuid.UUID(held["id"])
+    )
+    assert decided == 1
+    await assert_log_matches_projections(db)
