@@ -78,17 +78,31 @@ def template_database(server_dsn: str) -> Iterator[str]:
         asyncio.run(admin(f'DROP DATABASE "{name}" WITH (FORCE)'))
 
 
-@pytest.fixture
-async def database_url(server_dsn: str, template_database: str) -> AsyncIterator[str]:
-    """A fresh, migrated database of this test's own."""
+async def clone_template(server_dsn: str, template_database: str) -> str:
+    """A new database cloned from the migrated template; its DSN."""
     name = f"test_{uuid.uuid4().hex}"
     admin = await asyncpg.connect(server_dsn)
     try:
         await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}" STRATEGY FILE_COPY')
-        yield with_database(server_dsn, name)
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+    return with_database(server_dsn, name)
+
+
+async def drop_database(server_dsn: str, dsn: str) -> None:
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE "{urlsplit(dsn).path.lstrip("/")}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def database_url(server_dsn: str, template_database: str) -> AsyncIterator[str]:
+    """A fresh, migrated database of this test's own."""
+    dsn = await clone_template(server_dsn, template_database)
+    yield dsn
+    await drop_database(server_dsn, dsn)
 
 
 @pytest.fixture
@@ -208,3 +222,18 @@ async def assert_log_matches_projections(db: asyncpg.Connection) -> None:
         debit_credit[1] += account.balance.credits_posted
     for currency, (debits, credits) in totals.items():
         assert debits == credits, currency
+
+
+async def assert_no_flag_violated(db: asyncpg.Connection) -> None:
+    """Every stored balance keeps its account's flags, counting pending amounts,
+    and no pending amount is negative."""
+    rows = await db.fetch(
+        "SELECT a.*, b.debits_posted, b.credits_posted, b.debits_pending, b.credits_pending"
+        " FROM accounts a JOIN balances b ON b.account_id = a.id"
+    )
+    for r in rows:
+        assert r["debits_pending"] >= 0 and r["credits_pending"] >= 0, dict(r)
+        if r["debits_must_not_exceed_credits"]:
+            assert r["debits_posted"] + r["debits_pending"] <= r["credits_posted"], dict(r)
+        if r["credits_must_not_exceed_debits"]:
+            assert r["credits_posted"] + r["credits_pending"] <= r["debits_posted"], dict(r)
