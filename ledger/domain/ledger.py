@@ -194,8 +194,9 @@ class Ledger:
         if b.debits_pending or b.credits_pending:
             return Refused(
                 Code.ACCOUNT_HAS_PENDING,
-                f"account {c.id} holds pending debits of {b.debits_pending} and credits of "
-                f"{b.credits_pending}: post or void them first",
+                f"account {c.id} holds pending debits of "
+                f"{money.format_amount(b.debits_pending, account.scale)} and credits of "
+                f"{money.format_amount(b.credits_pending, account.scale)}: post or void them first",
             )
         return AccountClosed(c.id)
 
