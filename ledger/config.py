@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from .store.retry import RetryPolicy
 
@@ -13,6 +14,8 @@ from .store.retry import RetryPolicy
 class ConfigError(ValueError):
     """A setting has a value the service cannot start with."""
 
+
+N = TypeVar("N", int, float)
 
 SCOPES = frozenset({"read", "write", "admin"})
 
@@ -69,41 +72,34 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
-        def integer(name: str, default: int, minimum: int = 0) -> int:
+        def number(name: str, default: N, minimum: N, maximum: N | None = None) -> N:
+            """``name`` as a number of the default's type, within its bounds."""
+            kind = type(default)
             raw = env.get(name)
             if raw is None or raw == "":
                 return default
             try:
-                value = int(raw)
+                value = kind(raw)
             except ValueError:
-                raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-            if value < minimum:
-                raise ConfigError(f"{name} must be at least {minimum}, got {value}")
-            return value
-
-        def seconds(name: str, default: float) -> float:
-            raw = env.get(name)
-            if raw is None or raw == "":
-                return default
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-            if not 0 < value <= 3600:
-                raise ConfigError(f"{name} must be more than 0 and at most 3600, got {raw}")
+                what = "an integer" if kind is int else "a number"
+                raise ConfigError(f"{name} must be {what}, got {raw!r}") from None
+            # Written so that NaN, which compares false with everything, fails.
+            if not (minimum <= value and (maximum is None or value <= maximum)):
+                bounds = f"at least {minimum}" + ("" if maximum is None else f" and at most {maximum}")
+                raise ConfigError(f"{name} must be {bounds}, got {raw}")
             return value
 
         return cls(
             database_url=env.get("LEDGER_DATABASE_URL") or None,
             data_dir=Path(env.get("LEDGER_DATA_DIR") or ".ledger"),
             host=env.get("LEDGER_HOST") or "127.0.0.1",
-            port=integer("LEDGER_PORT", 8080),
-            max_body_bytes=integer("LEDGER_MAX_BODY_BYTES", 16 * 1024 * 1024, 1024),
-            pool_min_size=integer("LEDGER_POOL_MIN_SIZE", 2, 1),
-            pool_max_size=integer("LEDGER_POOL_MAX_SIZE", 16, 1),
+            port=number("LEDGER_PORT", 8080, 0, 65535),
+            max_body_bytes=number("LEDGER_MAX_BODY_BYTES", 16 * 1024 * 1024, 1024),
+            pool_min_size=number("LEDGER_POOL_MIN_SIZE", 2, 1),
+            pool_max_size=number("LEDGER_POOL_MAX_SIZE", 16, 1),
             tokens=parse_tokens(env.get("LEDGER_TOKENS", "")),
-            expiry_interval=seconds("LEDGER_EXPIRY_INTERVAL", 1.0),
+            expiry_interval=number("LEDGER_EXPIRY_INTERVAL", 1.0, 0.001, 3600.0),
             retry=RetryPolicy(
-                attempts=integer("LEDGER_RETRY_ATTEMPTS", RetryPolicy().attempts, 1),
+                attempts=number("LEDGER_RETRY_ATTEMPTS", RetryPolicy().attempts, 1),
             ),
         )

@@ -8,7 +8,7 @@ import pytest
 
 from ledger.api.app import create_app
 from ledger.api.keys import EXPIRER
-from ledger.config import Settings
+from ledger.config import ConfigError, Settings
 from ledger.store.append import NOTIFY_CHANNEL
 from tests.conftest import assert_log_matches_projections, balance, ledger_snapshot, transfer_body
 
@@ -144,3 +144,9 @@ async def test_processes_sweeping_at_once_record_each_expiry_once(
 
 async def test_expiry_interval_is_a_setting():
     assert Settings.from_env({"LEDGER_EXPIRY_INTERVAL": "0.5"}).expiry_interval == 0.5
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "nan", "soon", "3601"])
+def test_expiry_interval_out_of_range_is_refused_at_start(raw):
+    with pytest.raises(ConfigError, match="LEDGER_EXPIRY_INTERVAL"):
+        Settings.from_env({"LEDGER_EXPIRY_INTERVAL": raw})
