@@ -403,6 +403,15 @@ class Ledger:
         debit.debits_posted = money.add(debit.debits_posted, post)
         credit.credits_posted = money.add(credit.credits_posted, post)
 
+    def forget_settled_transfers(self) -> None:
+        """Drop every transfer that is no longer pending.
+
+        A fold of the log needs a transfer only until it is decided (its
+        pending amount is released then), so a long replay that calls this now
+        and then holds the accounts and the open holds, not every transfer.
+        """
+        self.transfers = {i: t for i, t in self.transfers.items() if t.status == TransferStatus.PENDING}
+
     def _subject(self, event: Event) -> Account | Transfer:
         if isinstance(event, (AccountCreated, AccountClosed)):
             return self.accounts[event.account_id]
