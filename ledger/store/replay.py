@@ -1,55 +1,109 @@
-"""Folding the event log back into a :class:`Ledger`.
+"""Reading the event log back, in seq order, checking its hash chain.
 
-The log is the truth: the balances this fold gives are what the stored
-projections must hold. Reading goes through a server-side cursor, so memory
-grows with the number of accounts and transfers, not of events.
+The log is the truth: a fold of it gives what the stored projections must
+hold. Reading goes through a server-side cursor inside the caller's
+transaction, so memory does not grow with the number of events.
 """
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import asyncpg
 
 from ..domain.chain import GENESIS, event_hash
 from ..domain.events import RecordedEvent, event_from_data
 from ..domain.ledger import Ledger
+from .append import HEAD
 
 _EVENTS = "SELECT seq, type, stream_id, data, metadata, recorded_at, hash FROM events ORDER BY seq"
+
+#: How many events a long fold applies between dropping settled transfers.
+FORGET_EVERY = 10_000
 
 
 class ChainBroken(Exception):
     def __init__(self, seq: int) -> None:
-        super().__init__(f"event {seq} does not link to its predecessor")
+        super().__init__(f"the event log's hash chain breaks at seq {seq}")
         self.seq = seq
 
 
-async def fold_log(conn: asyncpg.Connection, *, prefetch: int = 1000) -> Ledger:
-    """Replay every event in one snapshot; verify the hash chain on the way.
+@dataclass(slots=True)
+class ChainCheck:
+    """The hash chain, verified row by row: each event's hash must follow from
+    its predecessor's, seq must run 1, 2, 3… and the last event must be the
+    head. ``first_bad_seq`` is the first seq where that fails (a missing
+    event's own seq, for a deletion)."""
 
-    Raises :class:`ChainBroken` at the first event whose hash does not follow
-    from its predecessor's, and ``ValueError`` on a gap in seq.
+    previous: bytes = GENESIS
+    next_seq: int = 1
+    first_bad_seq: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.first_bad_seq is None
+
+    def check(self, row: asyncpg.Record) -> None:
+        if row["seq"] != self.next_seq:
+            self._bad(self.next_seq)
+        expected = event_hash(
+            self.previous,
+            seq=row["seq"],
+            type=row["type"],
+            stream_id=row["stream_id"],
+            data=row["data"],
+            metadata=row["metadata"],
+            recorded_at=row["recorded_at"],
+        )
+        if expected != row["hash"]:
+            self._bad(row["seq"])
+        self.previous = row["hash"]
+        self.next_seq = row["seq"] + 1
+
+    def finish(self, head_seq: int, head_hash: bytes) -> None:
+        """After the last event: it must be the head the appends recorded."""
+        if self.next_seq - 1 != head_seq or self.previous != head_hash:
+            self._bad(min(self.next_seq, head_seq))
+
+    def _bad(self, seq: int) -> None:
+        if self.first_bad_seq is None:
+            self.first_bad_seq = seq
+
+
+async def stored_events(
+    conn: asyncpg.Connection, chain: ChainCheck, *, prefetch: int = 1000
+) -> AsyncIterator[RecordedEvent]:
+    """Every stored event in seq order, each checked by ``chain`` before it is
+    yielded. Must run inside a transaction (a cursor lives in one)."""
+    async for row in conn.cursor(_EVENTS, prefetch=prefetch):
+        chain.check(row)
+        yield RecordedEvent(
+            seq=row["seq"],
+            event=event_from_data(row["type"], row["data"]),
+            recorded_at=row["recorded_at"],
+            metadata=row["metadata"],
+        )
+
+
+async def fold_log(conn: asyncpg.Connection, *, prefetch: int = 1000) -> Ledger:
+    """The balances of every account, replayed from the whole log in one
+    snapshot. Raises :class:`ChainBroken` at the first bad seq.
+
+    The ledger holds every account but only the transfers still pending.
     """
     ledger = Ledger()
-    previous = GENESIS
+    chain = ChainCheck()
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        async for row in conn.cursor(_EVENTS, prefetch=prefetch):
-            expected = event_hash(
-                previous,
-                seq=row["seq"],
-                type=row["type"],
-                stream_id=row["stream_id"],
-                data=row["data"],
-                metadata=row["metadata"],
-                recorded_at=row["recorded_at"],
-            )
-            if expected != row["hash"]:
-                raise ChainBroken(row["seq"])
-            previous = row["hash"]
-            ledger.apply(
-                RecordedEvent(
-                    seq=row["seq"],
-                    event=event_from_data(row["type"], row["data"]),
-                    recorded_at=row["recorded_at"],
-                    metadata=row["metadata"],
-                )
-            )
+        head = await conn.fetchrow(HEAD)
+        async for record in stored_events(conn, chain, prefetch=prefetch):
+            if not chain.ok:
+                break
+            ledger.apply(record)
+            if record.seq % FORGET_EVERY == 0:
+                ledger.forget_settled_transfers()
+        if chain.ok:
+            chain.finish(head["seq"], head["hash"])
+    if not chain.ok:
+        raise ChainBroken(chain.first_bad_seq)
     return ledger

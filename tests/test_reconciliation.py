@@ -1,0 +1,209 @@
+"""Reconciliation and rebuild: the stored projections are proved against the
+log, differences are named and repaired, tampering with the log is found by
+its hash chain, and every projection can be rebuilt from the log."""
+
+import os
+import random
+import subprocess
+import sys
+import uuid
+
+import msgspec
+import pytest
+
+from ledger.store.rebuild import rebuild_projections
+from ledger.store.replay import ChainBroken
+from tests.conftest import assert_log_matches_projections, ledger_snapshot, transfer_body
+
+ACCOUNTS = 12
+TRANSFERS = 3000
+
+
+@pytest.fixture
+async def busy_ledger(client, open_account, fund):
+    """Accounts in two currencies moved by thousands of transfers, some of
+    them held and then posted in part, voided or left pending; one account closed."""
+    rng = random.Random(11)
+    accounts = [await open_account(currency, 2) for currency in ("USD", "EUR") for _ in range(ACCOUNTS // 2)]
+    for account in accounts:
+        await fund(account, "1000000.00")
+    items = []
+    for _ in range(TRANSFERS):
+        currency = rng.choice(["USD", "EUR"])
+        debit, credit = rng.sample([a for a in accounts if a["currency"] == currency], 2)
+        items.append(transfer_body(debit, credit, f"{rng.randint(1, 99999) / 100:.2f}", pending=rng.random() < 0.2))
+    for start in range(0, len(items), 1000):
+        response = await client.post("/v1/transfer-batches", json={"transfers": items[start:start + 1000]})
+        assert response.status == 200
+    decisions = [
+        {"action": "post", "id": i["id"], "amount": "0.01"} if n % 3 == 0 else {"action": "void", "id": i["id"]}
+        for n, i in enumerate(i for i in items if i["pending"])
+        if n % 3 != 2  # every third hold stays pending
+    ]
+    response = await client.post("/v1/transfer-batches", json={"transfers": decisions})
+    assert response.status == 200
+    idle = await open_account("USD", 2)
+    assert (await client.post(f"/v1/accounts/{idle['id']}/close")).status == 200
+    return accounts
+
+
+async def reconcile(client, repair=False):
+    response = await client.post("/admin/v1/reconciliations", json={"repair": repair})
+    assert response.status == 200
+    return await response.json()
+
+
+async def test_a_busy_ledger_reconciles_clean(client, busy_ledger, db):
+    report = await reconcile(client)
+    head = await db.fetchval("SELECT seq FROM ledger_head")
+    assert report["ok"] is True
+    assert report["head_seq"] == report["events_scanned"] == head > TRANSFERS
+    # the busy accounts, their funding sources, and the closed one
+    assert report["accounts_checked"] == 2 * ACCOUNTS + 1
+    assert report["mismatches"] == []
+    assert [t["currency"] for t in report["totals"]] == ["EUR", "USD"]
+    assert all(t["balanced"] for t in report["totals"])
+    assert report["chain"] == {"ok": True, "first_bad_seq": None}
+    assert report["repaired"] == 0
+    assert report["duration_ms"] >= 0
+
+
+async def test_a_balance_changed_behind_the_service_is_found_named_and_repaired(client, busy_ledger, db):
+    victim = busy_ledger[3]["id"]
+    honest = await db.fetchrow("SELECT * FROM balances WHERE account_id = $1", victim)
+    await db.execute("UPDATE balances SET credits_posted = credits_posted + 5 WHERE account_id = $1", victim)
+    events_before = await db.fetch("SELECT seq, hash FROM events ORDER BY seq")
+
+    report = await reconcile(client)
+    assert report["ok"] is False
+    assert report["mismatches"] == [
+        {
+            "account_id": victim,
+            "field": "credits_posted",
+            "stored": str(honest["credits_posted"] + 5),
+            "replayed": str(honest["credits_posted"]),
+        }
+    ]
+    assert report["repaired"] == 0
+
+    repaired = await reconcile(client, repair=True)
+    assert (repaired["mismatches"], repaired["repaired"]) == (report["mismatches"], 1)
+    assert await db.fetchrow("SELECT * FROM balances WHERE account_id = $1", victim) == honest
+    assert (await reconcile(client))["ok"] is True
+    # The log is never written by a repair.
+    assert await db.fetch("SELECT seq, hash FROM events ORDER BY seq") == events_before
+
+
+async def test_an_account_row_missing_from_the_projection_is_named(client, open_account, db):
+    account = await open_account()
+    await db.execute("DELETE FROM balances WHERE account_id = $1", uuid.UUID(account["id"]))
+    report = await reconcile(client)
+    assert report["mismatches"] == [
+        {"account_id": account["id"], "field": "account", "stored": None, "replayed": "present"}
+    ]
+
+
+async def tamper(db, sql, *args):
+    """Change the log as its owner could, with the immutability trigger off."""
+    await db.execute("ALTER TABLE events DISABLE TRIGGER events_no_update_delete")
+    await db.execute(sql, *args)
+    await db.execute("ALTER TABLE events ENABLE TRIGGER events_no_update_delete")
+
+
+async def first_transfer_seq(db):
+    return await db.fetchval("SELECT min(seq) FROM events WHERE type = 'transfer_posted' AND seq > 100")
+
+
+async def test_an_edited_event_is_found_by_the_chain_and_never_repaired_from(client, busy_ledger, db):
+    seq = await first_transfer_seq(db)
+    await tamper(db, "UPDATE events SET data = jsonb_set(data, '{amount}', '\"0.01\"') WHERE seq = $1", seq)
+    before = await ledger_snapshot(db)
+    report = await reconcile(client, repair=True)
+    assert report["ok"] is False
+    assert report["chain"] == {"ok": False, "first_bad_seq": seq}
+    # The edit shows in the replayed balances, but a tampered log repairs nothing.
+    assert report["mismatches"]
+    assert report["repaired"] == 0
+    assert await ledger_snapshot(db) == before
+
+
+async def test_a_deleted_event_is_found_at_its_seq(client, busy_ledger, db):
+    seq = await first_transfer_seq(db)
+    await tamper(db, "DELETE FROM events WHERE seq = $1", seq)
+    report = await reconcile(client)
+    assert report["chain"] == {"ok": False, "first_bad_seq": seq}
+    # The accounts the deleted transfer moved differ from the replay.
+    assert {m["field"] for m in report["mismatches"]} == {"debits_posted", "credits_posted"}
+
+
+async def test_a_deleted_last_event_is_found_at_the_head(client, open_account, db):
+    await open_account()
+    head = await db.fetchval("SELECT seq FROM ledger_head")
+    await tamper(db, "DELETE FROM events WHERE seq = $1", head)
+    report = await reconcile(client)
+    assert report["chain"] == {"ok": False, "first_bad_seq": head}
+
+
+async def projections(db):
+    """Every projection row as PostgreSQL prints it, in key order."""
+    return {
+        table: [r[0] for r in await db.fetch(f"SELECT t::text FROM {table} t ORDER BY {key}")]
+        for table, key in (
+            ("accounts", "id"),
+            ("balances", "account_id"),
+            ("transfers", "id"),
+            ("entries", "account_id, seq"),
+        )
+    }
+
+
+async def test_rebuild_reproduces_every_projection_byte_for_byte(client, busy_ledger, db):
+    before = await projections(db)
+    await db.execute("UPDATE balances SET debits_posted = 0")
+    await db.execute("DELETE FROM entries WHERE seq % 2 = 0")
+    rebuilt = await rebuild_projections(db, chunk=700)
+    assert rebuilt.events == await db.fetchval("SELECT seq FROM ledger_head")
+    assert await projections(db) == before
+    await assert_log_matches_projections(db)
+
+
+async def test_rebuild_from_a_broken_chain_changes_nothing(client, busy_ledger, db):
+    await tamper(db, "DELETE FROM events WHERE seq = $1", await first_transfer_seq(db))
+    before = await projections(db)
+    with pytest.raises(ChainBroken):
+        await rebuild_projections(db)
+    assert await projections(db) == before
+
+
+def ledger_cli(database_url, *args):
+    env = {**os.environ, "LEDGER_DATABASE_URL": database_url}
+    return subprocess.run(
+        [sys.executable, "-m", "ledger.cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+async def test_ledger_reconcile_prints_the_report_and_exits_by_its_verdict(client, open_account, fund, database_url, db):
+    account = await open_account()
+    await fund(account, "10.00")
+    clean = ledger_cli(database_url, "reconcile")
+    assert clean.returncode == 0, clean.stderr
+    assert msgspec.json.decode(clean.stdout)["ok"] is True
+
+    await db.execute("UPDATE balances SET credits_posted = 7 WHERE account_id = $1", uuid.UUID(account["id"]))
+    dirty = ledger_cli(database_url, "reconcile")
+    assert dirty.returncode == 1
+    assert msgspec.json.decode(dirty.stdout)["mismatches"][0]["account_id"] == account["id"]
+
+    repaired = ledger_cli(database_url, "reconcile", "--repair")
+    assert msgspec.json.decode(repaired.stdout)["repaired"] == 1
+    assert ledger_cli(database_url, "reconcile").returncode == 0
+
+
+async def test_ledger_rebuild_projections_from_the_shell(client, open_account, fund, database_url, db):
+    await fund(await open_account(), "10.00")
+    before = await projections(db)
+    await db.execute("DELETE FROM entries")
+    result = ledger_cli(database_url, "rebuild-projections")
+    assert result.returncode == 0, result.stderr
+    assert "projections rebuilt from 3 events" in result.stderr
+    assert await projections(db) == before
