@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test migrate clean
+.PHONY: run test migrate bench-reconcile clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: $(STAMP)
 
 migrate: $(STAMP)
 	$(BIN)/ledger migrate
+
+# Benchmarks print their figures; they are not tests (see bench/).
+bench-reconcile: $(STAMP)
+	$(BIN)/python -m bench.reconcile $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

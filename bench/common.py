@@ -1,0 +1,92 @@
+"""What the benchmarks share: a database to run on, and a log to measure."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+from ledger.domain.commands import MakeTransfer, OpenAccount
+from ledger.domain.model import AccountFlags
+from ledger.store import migrations
+from ledger.store.append import AppendRequest
+from ledger.store.embedded import EmbeddedPostgres
+from ledger.store.retry import RetryPolicy
+from ledger.store.writer import Writer
+
+BATCH = 8190
+
+
+@contextlib.contextmanager
+def database() -> Iterator[str]:
+    """``LEDGER_BENCH_DATABASE_URL`` (an empty, migrated database), else a
+    fresh embedded PostgreSQL in a temporary directory, removed afterwards."""
+    given = os.environ.get("LEDGER_BENCH_DATABASE_URL")
+    if given:
+        yield given
+        return
+    with tempfile.TemporaryDirectory(prefix="ledger-bench-") as tmp:
+        server = EmbeddedPostgres(Path(tmp) / "data")
+        dsn = server.start()
+        try:
+            migrations.upgrade(dsn)
+            yield dsn
+        finally:
+            server.stop()
+
+
+async def open_accounts(writer: Writer, count: int) -> list[uuid.UUID]:
+    ids = [uuid.uuid4() for _ in range(count)]
+    for start in range(0, count, BATCH):
+        await writer.append(
+            [AppendRequest([OpenAccount(i, "USD", 2, AccountFlags(), {}) for i in ids[start : start + BATCH]])]
+        )
+    return ids
+
+
+async def append_transfers(writer: Writer, accounts: list[uuid.UUID], count: int, rng: random.Random) -> None:
+    """``count`` posted transfers between random pairs, through the real
+    append, :data:`BATCH` per transaction."""
+    for start in range(0, count, BATCH):
+        commands = []
+        for _ in range(min(BATCH, count - start)):
+            debit, credit = rng.sample(accounts, 2)
+            amount = Decimal(rng.randint(1, 100_000)).scaleb(-2)
+            commands.append(MakeTransfer(uuid.uuid4(), debit, credit, amount, "USD", None, {}))
+        await writer.append([AppendRequest(commands)])
+
+
+def new_writer(dsn: str) -> Writer:
+    from datetime import datetime, timezone
+
+    return Writer(dsn, policy=RetryPolicy(), clock=lambda: datetime.now(timezone.utc))
+
+
+def run_measured(args: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess, float, int]:
+    """Run ``args``; return the result, its wall time in seconds, and its own
+    peak RSS in MiB (from ``wait4``, so earlier children do not count)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.monotonic()
+        process = subprocess.Popen(args, env=env, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(process.pid, 0)
+        elapsed = time.monotonic() - started
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(args, os.waitstatus_to_exitcode(status), out.read(), err.read())
+    return result, elapsed, usage.ru_maxrss // 1024
+
+
+def ledger_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ledger.cli", *args]
+
+
+def machine() -> str:
+    return f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
