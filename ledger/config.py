@@ -69,6 +69,13 @@ class Settings:
     tokens: tuple[Token, ...] = ()
     #: Seconds between sweeps for pending transfers past their deadline.
     expiry_interval: float = 1.0
+    #: Connections for streams (history, the event feed, reconciliation), apart
+    #: from the read pool so that long readers never take what writes need.
+    stream_pool_size: int = 8
+    #: Seconds a new stream waits for a stream connection before 503.
+    stream_wait: float = 2.0
+    #: Seconds of silence after which a following stream writes an empty line.
+    stream_keepalive: float = 15.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -99,6 +106,9 @@ class Settings:
             pool_max_size=number("LEDGER_POOL_MAX_SIZE", 16, 1),
             tokens=parse_tokens(env.get("LEDGER_TOKENS", "")),
             expiry_interval=number("LEDGER_EXPIRY_INTERVAL", 1.0, 0.001, 3600.0),
+            stream_pool_size=number("LEDGER_STREAM_POOL_SIZE", 8, 1),
+            stream_wait=number("LEDGER_STREAM_WAIT", 2.0, 0.0, 600.0),
+            stream_keepalive=number("LEDGER_STREAM_KEEPALIVE", 15.0, 0.001, 3600.0),
             retry=RetryPolicy(
                 attempts=number("LEDGER_RETRY_ATTEMPTS", RetryPolicy().attempts, 1),
             ),

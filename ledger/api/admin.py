@@ -8,8 +8,8 @@ from aiohttp import web
 
 from ..store.reconcile import Report, reconcile
 from . import codec
-from .keys import POOL
 from .schemas import ReconciliationIn
+from .streams import stream_connection
 
 routes = web.RouteTableDef()
 
@@ -19,7 +19,8 @@ async def create_reconciliation(request: web.Request) -> web.Response:
     """Replay the log, compare every stored balance, check the chain; with
     ``repair``, rewrite the balances that differ. 200 with the report."""
     body = await codec.decode(request, ReconciliationIn, optional=True)
-    async with request.app[POOL].acquire() as conn:
+    # A long read: it takes a stream connection, never one that writes need.
+    async with stream_connection(request) as conn:
         report = await reconcile(conn, repair=body.repair)
     return codec.respond(request, report_out(report))
 

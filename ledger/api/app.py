@@ -16,8 +16,9 @@ from ..store.connection import connect, create_pool
 from ..store.embedded import EmbeddedPostgres
 from ..store.expiry import Expirer
 from ..store.writer import Clock, Writer
-from . import accounts, admin, health, transfers
-from .keys import CLOCK, DSN, EXPIRER, POOL, SETTINGS, WRITER
+from . import accounts, admin, health, history, transfers
+from .keys import CLOCK, DSN, EXPIRER, POOL, SETTINGS, STOPPING, STREAM_POOL, STREAMS, WRITER
+from .stream_state import OpenStreams
 from .auth import auth_middleware
 from .middlewares import error_middleware, request_id_middleware
 
@@ -39,8 +40,11 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     )
     app[SETTINGS] = settings
     app[CLOCK] = clock
-    app.cleanup_ctx.extend([database_ctx, pool_ctx, writer_ctx, expiry_ctx])
-    for module in (accounts, transfers, admin, health):
+    app[STREAMS] = OpenStreams()
+    app[STOPPING] = asyncio.Event()
+    app.cleanup_ctx.extend([database_ctx, pool_ctx, stream_pool_ctx, writer_ctx, expiry_ctx])
+    app.on_shutdown.append(_stop_following)
+    for module in (accounts, transfers, history, admin, health):
         app.router.add_routes(module.routes)
     return app
 
@@ -80,6 +84,18 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
     ) as pool:
         app[POOL] = pool
         yield
+
+
+async def stream_pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Connections for streams, opened as streams need them."""
+    async with await create_pool(app[DSN], min_size=0, max_size=app[SETTINGS].stream_pool_size) as pool:
+        app[STREAM_POOL] = pool
+        yield
+
+
+async def _stop_following(app: web.Application) -> None:
+    """On shutdown, following streams end (cleanly) instead of holding it up."""
+    app[STOPPING].set()
 
 
 async def writer_ctx(app: web.Application) -> AsyncIterator[None]:

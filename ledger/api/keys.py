@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 from aiohttp import web
 
 from ..config import Settings
 from ..store.expiry import Expirer
 from ..store.writer import Clock, Writer
+from .stream_state import OpenStreams
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
 #: The DSN the service runs on (the embedded server's, when it started one).
 DSN = web.AppKey("dsn", str)
 POOL = web.AppKey("pool", asyncpg.Pool)
+#: Connections for streams only (see :mod:`ledger.api.streams`).
+STREAM_POOL = web.AppKey("stream_pool", asyncpg.Pool)
+STREAMS = web.AppKey("streams", OpenStreams)
+#: Set when the service begins to shut down: following streams end.
+STOPPING = web.AppKey("stopping", asyncio.Event)
 WRITER = web.AppKey("writer", Writer)
 EXPIRER = web.AppKey("expirer", Expirer)

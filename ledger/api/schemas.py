@@ -155,6 +155,22 @@ class ReconciliationIn(_Request, kw_only=True):
     repair: bool = False
 
 
+Seq = Annotated[int, Meta(ge=0)]
+
+
+class EntriesQuery(_Request, kw_only=True):
+    after_seq: Seq = 0
+    limit: Annotated[int, Meta(ge=1)] | None = None
+
+
+class EventsQuery(EntriesQuery, kw_only=True):
+    follow: bool = False
+
+
+class BalanceQuery(_Request, kw_only=True):
+    as_of_seq: Seq | None = None
+
+
 class AccountsQuery(_Request, kw_only=True):
     currency: Currency | None = None
     after: UUID | None = None

@@ -34,12 +34,17 @@ def account_from_row(row: asyncpg.Record) -> Account:
         metadata=row["metadata"],
         created_at=row["created_at"],
         closed=row["closed"],
-        balance=Balance(
-            debits_posted=row["debits_posted"],
-            credits_posted=row["credits_posted"],
-            debits_pending=row["debits_pending"],
-            credits_pending=row["credits_pending"],
-        ),
+        balance=balance_from_row(row),
+    )
+
+
+def balance_from_row(row: asyncpg.Record) -> Balance:
+    """The four totals of a ``balances`` or ``entries`` row."""
+    return Balance(
+        debits_posted=row["debits_posted"],
+        credits_posted=row["credits_posted"],
+        debits_pending=row["debits_pending"],
+        credits_pending=row["credits_pending"],
     )
 
 

@@ -1,0 +1,112 @@
+"""Streaming responses: NDJSON written in chunks from a stream connection.
+
+Streams take their connections from a pool of their own (``STREAM_POOL``),
+so that long readers can never take the connections writes and point reads
+need; when it is exhausted a new stream waits ``stream_wait`` seconds and
+then gets 503 ``unavailable``. Each chunk write is awaited, so a slow client
+slows the cursor feeding it instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import msgspec
+from aiohttp import web
+
+from ..store.retry import Unavailable
+from .keys import SETTINGS, STREAM_POOL, STREAMS
+from .middlewares import REQUEST_ID, request_id
+
+log = logging.getLogger(__name__)
+
+NDJSON = "application/x-ndjson"
+#: Bytes gathered before a write: large enough to amortise the write, small
+#: enough that a stream's memory does not depend on its length.
+CHUNK = 64 * 1024
+
+_encoder = msgspec.json.Encoder()
+
+
+@contextlib.asynccontextmanager
+async def stream_connection(request: web.Request) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of the stream pool, or 503 after ``stream_wait`` seconds."""
+    pool = request.app[STREAM_POOL]
+    settings = request.app[SETTINGS]
+    try:
+        conn = await pool.acquire(timeout=settings.stream_wait)
+    except asyncio.TimeoutError:
+        raise Unavailable(
+            f"all {pool.get_max_size()} stream connections are busy; try again shortly"
+        ) from None
+    try:
+        yield conn
+    finally:
+        await pool.release(conn)
+
+
+class NdjsonResponse:
+    """One JSON document a line, buffered into chunks of about :data:`CHUNK`."""
+
+    def __init__(self, request: web.Request) -> None:
+        self.response = web.StreamResponse(headers={REQUEST_ID: request_id(request)})
+        self.response.content_type = NDJSON
+        self._request = request
+        self._buffer = bytearray()
+
+    async def prepare(self) -> None:
+        await self.response.prepare(self._request)
+
+    async def line(self, document: Any) -> None:
+        _encoder.encode_into(document, self._buffer, -1)
+        self._buffer += b"\n"
+        if len(self._buffer) >= CHUNK:
+            await self.flush()
+
+    async def empty_line(self) -> None:
+        """What keeps an idle following stream alive through proxies."""
+        self._buffer += b"\n"
+        await self.flush()
+
+    async def flush(self) -> None:
+        if self._buffer:
+            data = bytes(self._buffer)
+            self._buffer.clear()
+            await self.response.write(data)
+
+    async def finish(self) -> web.StreamResponse:
+        await self.flush()
+        await self.response.write_eof()
+        return self.response
+
+
+async def stream(
+    request: web.Request, body: Callable[[asyncpg.Connection, NdjsonResponse], Awaitable[None]]
+) -> web.StreamResponse:
+    """Take a stream connection (or answer 503), then run ``body(conn, out)``
+    against a prepared :class:`NdjsonResponse` and end it.
+
+    A client that goes away ends the stream quietly. A failure once the
+    stream has started cannot become an error response any more: it is
+    logged and the connection is cut, so the client sees a truncated stream
+    (no final chunk) rather than one that looks complete.
+    """
+    async with stream_connection(request) as conn:
+        out = NdjsonResponse(request)
+        await out.prepare()
+        try:
+            with request.app[STREAMS].open():
+                await body(conn, out)
+                return await out.finish()
+        except ConnectionError:
+            log.info("stream %s: the client went away", request_id(request))
+        except Exception:
+            log.exception("stream %s failed after it started; cutting it", request_id(request))
+            if request.transport is not None:
+                request.transport.close()
+        return out.response

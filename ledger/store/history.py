@@ -1,0 +1,75 @@
+"""Long reads of the history: an account's entries, the global event feed, a
+balance as of a past seq.
+
+Streams read through a server-side cursor inside a read-only REPEATABLE READ
+transaction (a cursor lives only in a transaction, and one snapshot makes the
+stream consistent). Rows are yielded one by one; the caller writes them out
+and awaits the write, so a slow reader slows the cursor instead of filling
+memory. Both queries are range scans of a primary key: ``entries`` is keyed
+``(account_id, seq)``, ``events`` by ``seq``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from uuid import UUID
+
+import asyncpg
+
+from ..domain.model import Balance
+from .rows import balance_from_row
+
+_ENTRIES = """
+    SELECT seq, transfer_id, type, side, amount, debits_posted, credits_posted,
+           debits_pending, credits_pending, recorded_at
+    FROM entries WHERE account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3
+"""
+_EVENTS = """
+    SELECT seq, type, stream_id, data::text AS data, recorded_at
+    FROM events WHERE seq > $1 ORDER BY seq LIMIT $2
+"""
+_BALANCE_AS_OF = """
+    SELECT debits_posted, credits_posted, debits_pending, credits_pending
+    FROM entries WHERE account_id = $1 AND seq <= $2 ORDER BY seq DESC LIMIT 1
+"""
+_HEAD = "SELECT seq FROM ledger_head"
+_OPENED = "SELECT seq FROM accounts WHERE id = $1"
+
+#: Rows fetched from the server per round trip of a cursor.
+PREFETCH = 1000
+
+
+async def entries(
+    conn: asyncpg.Connection, account_id: UUID, *, after_seq: int, limit: int | None
+) -> AsyncIterator[asyncpg.Record]:
+    """The account's entries after ``after_seq``, oldest first, at most ``limit``."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        async for row in conn.cursor(_ENTRIES, account_id, after_seq, limit, prefetch=PREFETCH):
+            yield row
+
+
+async def events(conn: asyncpg.Connection, *, after_seq: int, limit: int | None) -> AsyncIterator[asyncpg.Record]:
+    """The log's events after ``after_seq`` in seq order, at most ``limit``.
+
+    Appends are serial and commit in seq order, so a snapshot always holds a
+    gapless prefix of the log: resuming after the last seq seen misses nothing.
+    """
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        async for row in conn.cursor(_EVENTS, after_seq, limit, prefetch=PREFETCH):
+            yield row
+
+
+async def balance_as_of(conn: asyncpg.Connection, account_id: UUID, seq: int) -> Balance:
+    """The account's balance right after event ``seq``: that of its last entry
+    at or before ``seq``, all zero before its first."""
+    row = await conn.fetchrow(_BALANCE_AS_OF, account_id, seq)
+    return Balance() if row is None else balance_from_row(row)
+
+
+async def opened_seq(conn: asyncpg.Connection, account_id: UUID) -> int | None:
+    """The seq of the event that opened the account."""
+    return await conn.fetchval(_OPENED, account_id)
+
+
+async def head_seq(conn: asyncpg.Connection) -> int:
+    return await conn.fetchval(_HEAD)

@@ -1,0 +1,240 @@
+"""Streamed history: an account's entries with running balances, the global
+event feed (and following it live), and balances as of a past seq."""
+
+import asyncio
+import random
+import uuid
+
+import aiohttp
+import msgspec
+import pytest
+
+from ledger.api.app import create_app
+from ledger.api.keys import STREAM_POOL, STREAMS
+from ledger.config import Settings
+from ledger.domain.events import RecordedEvent, event_from_data
+from ledger.domain.ledger import Ledger
+from tests.conftest import transfer_body
+
+
+@pytest.fixture
+async def moved(client, open_account, fund):
+    """Three accounts moved by posted, pending, posted-in-part and voided transfers."""
+    a, b, c = [await open_account() for _ in range(3)]
+    await fund(a, "100.00")
+    rng = random.Random(5)
+    for n in range(30):
+        debit, credit = rng.sample([a, b, c], 2)
+        body = transfer_body(debit, credit, f"{rng.randint(1, 500) / 100:.2f}", pending=n % 4 == 0)
+        assert (await client.post("/v1/transfers", json=body)).status == 201
+        if n % 8 == 0:
+            assert (await client.post(f"/v1/transfers/{body['id']}/post", json={"amount": "0.01"})).status == 200
+        elif n % 4 == 0:
+            assert (await client.post(f"/v1/transfers/{body['id']}/void")).status == 200
+    return a, b, c
+
+
+async def lines(response):
+    assert response.status == 200, await response.text()
+    assert response.content_type == "application/x-ndjson"
+    return [msgspec.json.decode(line) for line in (await response.read()).splitlines()]
+
+
+async def folded_balances(db, account_id):
+    """The account's balance after each event that moved it, by folding the log."""
+    ledger = Ledger()
+    after = []
+    rows = await db.fetch("SELECT seq, type, data, metadata, recorded_at FROM events ORDER BY seq")
+    for row in rows:
+        record = RecordedEvent(row["seq"], event_from_data(row["type"], row["data"]), row["recorded_at"], row["metadata"])
+        for entry in ledger.apply(record):
+            if entry.account_id == account_id:
+                after.append((entry.seq, entry.balance))
+    return after
+
+
+async def test_entries_come_oldest_first_with_the_running_balance_of_the_fold(client, moved, db):
+    for account in moved:
+        entries = await lines(await client.get(f"/v1/accounts/{account['id']}/entries"))
+        expected = await folded_balances(db, uuid.UUID(account["id"]))
+        assert [e["seq"] for e in entries] == [seq for seq, _ in expected]
+        for entry, (_, balance) in zip(entries, expected):
+            assert entry["balance"] == {
+                name: f"{getattr(balance, name):.2f}"
+                for name in ("debits_posted", "credits_posted", "debits_pending", "credits_pending")
+            }
+        assert entries[-1]["balance"] == (await (await client.get(f"/v1/accounts/{account['id']}")).json())["balance"]
+
+
+async def test_entries_name_their_transfer_side_and_type(client, open_account):
+    a, b = await open_account(), await open_account()
+    body = transfer_body(a, b, "2.5")
+    await client.post("/v1/transfers", json=body)
+    [entry] = await lines(await client.get(f"/v1/accounts/{a['id']}/entries"))
+    assert (entry["transfer_id"], entry["side"], entry["type"], entry["amount"]) == (
+        body["id"], "debit", "transfer_posted", "2.50"
+    )
+    assert entry["recorded_at"].endswith("Z")
+
+
+async def test_entries_page_with_after_seq_and_limit(client, moved):
+    url = f"/v1/accounts/{moved[0]['id']}/entries"
+    everything = await lines(await client.get(url))
+    first = await lines(await client.get(url, params={"limit": "4"}))
+    rest = await lines(await client.get(url, params={"after_seq": str(first[-1]["seq"])}))
+    assert first == everything[:4]
+    assert first + rest == everything
+
+
+async def test_events_are_the_whole_log_in_seq_order(client, moved, db):
+    events = await lines(await client.get("/v1/events"))
+    head = await db.fetchval("SELECT seq FROM ledger_head")
+    assert [e["seq"] for e in events] == list(range(1, head + 1))
+    stored = await db.fetchrow("SELECT type, stream_id, data FROM events WHERE seq = 5")
+    assert events[4]["type"] == stored["type"]
+    assert events[4]["stream_id"] == str(stored["stream_id"])
+    assert events[4]["data"] == stored["data"]
+    paged = await lines(await client.get("/v1/events", params={"after_seq": "5", "limit": "3"}))
+    assert [e["seq"] for e in paged] == [6, 7, 8]
+
+
+async def test_balance_as_of_a_seq_is_the_balance_right_after_that_event(client, moved, db):
+    account = moved[1]
+    folded = await folded_balances(db, uuid.UUID(account["id"]))
+    head = await db.fetchval("SELECT seq FROM ledger_head")
+    opened = await db.fetchval("SELECT seq FROM accounts WHERE id = $1", uuid.UUID(account["id"]))
+    for seq in range(opened, head + 1):
+        response = await client.get(f"/v1/accounts/{account['id']}/balance", params={"as_of_seq": str(seq)})
+        assert response.status == 200
+        body = await response.json()
+        expected = [b for s, b in folded if s <= seq]
+        assert body["as_of_seq"] == seq
+        assert body["debits_posted"] == (f"{expected[-1].debits_posted:.2f}" if expected else "0.00")
+        assert body["credits_pending"] == (f"{expected[-1].credits_pending:.2f}" if expected else "0.00")
+
+
+async def test_balance_without_as_of_seq_is_the_current_one_at_the_head(client, moved, db):
+    account = moved[2]
+    body = await (await client.get(f"/v1/accounts/{account['id']}/balance")).json()
+    current = (await (await client.get(f"/v1/accounts/{account['id']}")).json())["balance"]
+    assert body == {"account_id": account["id"], "as_of_seq": await db.fetchval("SELECT seq FROM ledger_head"), **current}
+
+
+@pytest.mark.parametrize(
+    "path, params, status, code, field",
+    [
+        ("/v1/accounts/{id}/entries", {"after_seq": "-1"}, 422, "invalid_field", "after_seq"),
+        ("/v1/accounts/{id}/entries", {"after_seq": "ten"}, 422, "invalid_field", "after_seq"),
+        ("/v1/accounts/{id}/entries", {"limit": "0"}, 422, "invalid_field", "limit"),
+        ("/v1/accounts/{id}/entries", {"limt": "5"}, 422, "invalid_field", "limt"),
+        ("/v1/accounts/{missing}/entries", {}, 404, "account_not_found", None),
+        ("/v1/accounts/not-a-uuid/entries", {}, 422, "invalid_field", "id"),
+        ("/v1/events", {"limit": "1.5"}, 422, "invalid_field", "limit"),
+        ("/v1/events", {"follow": "maybe"}, 422, "invalid_field", "follow"),
+        ("/v1/accounts/{id}/balance", {"as_of_seq": "-3"}, 422, "invalid_field", "as_of_seq"),
+        ("/v1/accounts/{id}/balance", {"as_of_seq": "999"}, 422, "invalid_field", "as_of_seq"),
+        ("/v1/accounts/{id}/balance", {"as_of_seq": "1"}, 422, "invalid_field", "as_of_seq"),
+        ("/v1/accounts/{missing}/balance", {}, 404, "account_not_found", None),
+    ],
+)
+async def test_bad_history_parameters_are_refused_in_the_error_shape(
+    client, open_account, path, params, status, code, field
+):
+    await open_account()  # event 1: the account below is opened by event 2
+    account = await open_account()
+    response = await client.get(path.format(id=account["id"], missing=uuid.uuid4()), params=params)
+    assert response.status == status
+    error = (await response.json())["error"]
+    assert (error["code"], error.get("field")) == (code, field)
+
+
+# -- following the log --------------------------------------------------------
+
+
+@pytest.fixture
+def settings(database_url):
+    # Short keepalives so that idle followers are seen in a test's time.
+    return Settings(database_url=database_url, stream_keepalive=0.05, stream_pool_size=2, stream_wait=0.2)
+
+
+async def read_events(response, count):
+    """The next ``count`` events of a following stream (skipping keepalive lines)."""
+    events = []
+    while len(events) < count:
+        line = await asyncio.wait_for(response.content.readline(), timeout=10)
+        assert line, "the stream ended"
+        if line.strip():
+            events.append(msgspec.json.decode(line))
+    return events
+
+
+async def test_a_follower_sees_every_event_appended_after_it_connected_once(client, open_account, db):
+    a, b = await open_account(), await open_account()
+    response = await client.get("/v1/events", params={"follow": "true"})
+    assert (await read_events(response, 2))[-1]["seq"] == 2
+    bodies = [transfer_body(a, b, "1.00") for _ in range(60)]
+    # Concurrent writers, while the follower is reading.
+    reading = asyncio.ensure_future(read_events(response, len(bodies)))
+    statuses = await asyncio.gather(*(client.post("/v1/transfers", json=body) for body in bodies))
+    assert {r.status for r in statuses} == {201}
+    seen = await reading
+    assert [e["seq"] for e in seen] == list(range(3, 3 + len(bodies)))
+    assert {e["stream_id"] for e in seen} == {body["id"] for body in bodies}
+    response.close()
+
+
+async def test_a_follower_resumes_after_a_reconnect_with_no_gap_and_no_duplicate(client, open_account):
+    a, b = await open_account(), await open_account()
+    for _ in range(5):
+        await client.post("/v1/transfers", json=transfer_body(a, b, "1.00"))
+    first = await client.get("/v1/events", params={"follow": "true"})
+    seen = await read_events(first, 4)
+    first.close()
+    for _ in range(3):
+        await client.post("/v1/transfers", json=transfer_body(a, b, "1.00"))
+    again = await client.get("/v1/events", params={"follow": "true", "after_seq": str(seen[-1]["seq"])})
+    seen += await read_events(again, 6)
+    assert [e["seq"] for e in seen] == list(range(1, 11))
+    again.close()
+
+
+async def test_an_idle_follower_gets_keepalive_lines(client):
+    response = await client.get("/v1/events", params={"follow": "true"})
+    line = await asyncio.wait_for(response.content.readline(), timeout=10)
+    assert line == b"\n"
+    response.close()
+
+
+async def test_a_client_that_leaves_mid_stream_gives_its_connection_back(client, open_account):
+    await open_account()
+    response = await client.get("/v1/events", params={"follow": "true"})
+    await read_events(response, 1)
+    assert client.app[STREAMS].count == 1
+    response.close()
+    # The next keepalive write fails and ends the stream.
+    await asyncio.wait_for(client.app[STREAMS].wait_idle(), timeout=10)
+    pool = client.app[STREAM_POOL]
+    assert pool.get_idle_size() == pool.get_size()
+
+
+async def test_an_exhausted_stream_pool_answers_503_after_a_bounded_wait(client):
+    followers = [await client.get("/v1/events", params={"follow": "true"}) for _ in range(2)]
+    response = await client.get("/v1/events")
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "1"
+    assert (await response.json())["error"]["code"] == "unavailable"
+    # Writes do not use the stream pool: they go on while streams hold it all.
+    assert (await client.post("/v1/accounts", json={"currency": "USD", "scale": 2})).status == 201
+    for follower in followers:
+        follower.close()
+
+
+async def test_following_streams_end_cleanly_when_the_service_stops(database_url, aiohttp_server):
+    server = await aiohttp_server(create_app(Settings(database_url=database_url)))
+    async with aiohttp.ClientSession() as session:
+        async with session.get(server.make_url("/v1/events"), params={"follow": "true"}) as response:
+            assert response.status == 200
+            stopping = asyncio.ensure_future(server.close())
+            # The stream ends with its final chunk: reading to the end succeeds.
+            assert await asyncio.wait_for(response.read(), timeout=20) == b""
+            await stopping
