@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test migrate bench-reconcile clean
+.PHONY: run test migrate bench-reconcile bench-streams clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ migrate: $(STAMP)
 # Benchmarks print their figures; they are not tests (see bench/).
 bench-reconcile: $(STAMP)
 	$(BIN)/python -m bench.reconcile $(BENCH_ARGS)
+
+bench-streams: $(STAMP)
+	$(BIN)/python -m bench.streams $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

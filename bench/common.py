@@ -52,13 +52,21 @@ async def open_accounts(writer: Writer, count: int) -> list[uuid.UUID]:
     return ids
 
 
-async def append_transfers(writer: Writer, accounts: list[uuid.UUID], count: int, rng: random.Random) -> None:
-    """``count`` posted transfers between random pairs, through the real
-    append, :data:`BATCH` per transaction."""
+async def append_transfers(
+    writer: Writer, accounts: list[uuid.UUID], count: int, rng: random.Random, *, always: uuid.UUID | None = None
+) -> None:
+    """``count`` posted transfers between random pairs (with ``always`` on
+    one side of every one, if given), through the real append, :data:`BATCH`
+    per transaction."""
+    others = [a for a in accounts if a != always]
     for start in range(0, count, BATCH):
         commands = []
         for _ in range(min(BATCH, count - start)):
-            debit, credit = rng.sample(accounts, 2)
+            if always is None:
+                debit, credit = rng.sample(accounts, 2)
+            else:
+                other = rng.choice(others)
+                debit, credit = (always, other) if rng.random() < 0.5 else (other, always)
             amount = Decimal(rng.randint(1, 100_000)).scaleb(-2)
             commands.append(MakeTransfer(uuid.uuid4(), debit, credit, amount, "USD", None, {}))
         await writer.append([AppendRequest(commands)])
@@ -82,6 +90,46 @@ def run_measured(args: list[str], env: dict[str, str]) -> tuple[subprocess.Compl
         err.seek(0)
         result = subprocess.CompletedProcess(args, os.waitstatus_to_exitcode(status), out.read(), err.read())
     return result, elapsed, usage.ru_maxrss // 1024
+
+
+@contextlib.contextmanager
+def service(dsn: str, **env: str) -> Iterator[tuple[str, int]]:
+    """``ledger serve`` on ``dsn`` as a process of its own: its URL and pid."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen(
+        ledger_command("serve"),
+        env={**os.environ, "LEDGER_DATABASE_URL": dsn, "LEDGER_PORT": str(port), **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health/ready", timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("the service did not start") from None
+                time.sleep(0.1)
+        yield url, process.pid
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def peak_rss_mib(pid: int) -> int:
+    """A live process's peak resident memory so far (``VmHWM``), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) // 1024
+    raise RuntimeError("no VmHWM")
 
 
 def ledger_command(*args: str) -> list[str]:
