@@ -138,3 +138,13 @@ def ledger_command(*args: str) -> list[str]:
 
 def machine() -> str:
     return f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
+
+
+def print_table(headers: list[str], rows: list[list[str]]) -> None:
+    """A Markdown table, numbers right-aligned (every column but a text first one)."""
+    text_first = rows and not rows[0][0][:1].isdigit()
+    print()
+    print("| " + " | ".join(headers) + " |")
+    print("| " + " | ".join("---" if i == 0 and text_first else "---:" for i in range(len(headers))) + " |")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")

@@ -18,7 +18,16 @@ import time
 
 import msgspec
 
-from .common import append_transfers, database, ledger_command, machine, new_writer, open_accounts, run_measured
+from .common import (
+    append_transfers,
+    database,
+    ledger_command,
+    machine,
+    new_writer,
+    open_accounts,
+    print_table,
+    run_measured,
+)
 
 
 async def build(dsn: str, accounts: int, events: int, steps: int, measure) -> None:
@@ -58,11 +67,11 @@ def main() -> None:
 
         print(f"building {args.events:,} events over {args.accounts:,} accounts ({machine()})", flush=True)
         asyncio.run(build(dsn, args.accounts, args.events, args.steps, measure))
-    print()
-    print("| events in log | reconcile (ms) | events/s (whole command) | peak RSS (MiB) | append rate while building (transfers/s) |")
-    print("| ---: | ---: | ---: | ---: | ---: |")
-    for events, ms, per_second, peak, append_rate in rows:
-        print(f"| {events:,} | {ms:,} | {per_second:,.0f} | {peak} | {append_rate:,.0f} |")
+    print_table(
+        ["events in log", "reconcile (ms)", "events/s (whole command)", "peak RSS (MiB)",
+         "append rate while building (transfers/s)"],
+        [[f"{e:,}", f"{ms:,}", f"{per_s:,.0f}", str(peak), f"{rate:,.0f}"] for e, ms, per_s, peak, rate in rows],
+    )
 
 
 if __name__ == "__main__":

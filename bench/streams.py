@@ -25,6 +25,7 @@ from .common import (
     new_writer,
     open_accounts,
     peak_rss_mib,
+    print_table,
     service,
 )
 
@@ -77,11 +78,10 @@ def main() -> None:
         account = asyncio.run(build(dsn, args.rows))
         with service(dsn) as (url, pid):
             results = asyncio.run(run(url, pid, account, args.rows))
-    print()
-    print("| stream | rows | rows/s | time to first byte (ms) | service peak RSS after it (MiB) |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for name, count, per_second, ttfb, rss in results:
-        print(f"| {name} | {count:,} | {per_second:,.0f} | {ttfb:.0f} | {rss} |")
+    print_table(
+        ["stream", "rows", "rows/s", "time to first byte (ms)", "service peak RSS after it (MiB)"],
+        [[name, f"{n:,}", f"{per_s:,.0f}", f"{ttfb:.0f}", str(rss)] for name, n, per_s, ttfb, rss in results],
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from ledger.api.keys import STREAM_POOL, STREAMS
 from ledger.config import Settings
 from ledger.domain.events import RecordedEvent, event_from_data
 from ledger.domain.ledger import Ledger
+from ledger.store.history import ENTRIES
 from tests.conftest import transfer_body
 
 
@@ -238,3 +239,12 @@ async def test_following_streams_end_cleanly_when_the_service_stops(database_url
             # The stream ends with its final chunk: reading to the end succeeds.
             assert await asyncio.wait_for(response.read(), timeout=20) == b""
             await stopping
+
+
+async def test_an_accounts_entries_are_a_range_scan_of_the_primary_key(db):
+    # Plan as if the table were large, so the planner cannot prefer a scan of all of it.
+    await db.execute("SET enable_seqscan = off")
+    plan = "\n".join(r[0] for r in await db.fetch("EXPLAIN " + ENTRIES, uuid.uuid4(), 0, None))
+    assert "Index Scan using entries_pkey on entries" in plan
+    assert "Index Cond: ((account_id = " in plan and "AND (seq > " in plan
+    assert "Filter" not in plan

@@ -19,7 +19,8 @@ import asyncpg
 from ..domain.model import Balance
 from .rows import balance_from_row
 
-_ENTRIES = """
+#: An account's entries after a seq: a range scan of the (account_id, seq) key.
+ENTRIES = """
     SELECT seq, transfer_id, type, side, amount, debits_posted, credits_posted,
            debits_pending, credits_pending, recorded_at
     FROM entries WHERE account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3
@@ -44,7 +45,7 @@ async def entries(
 ) -> AsyncIterator[asyncpg.Record]:
     """The account's entries after ``after_seq``, oldest first, at most ``limit``."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        async for row in conn.cursor(_ENTRIES, account_id, after_seq, limit, prefetch=PREFETCH):
+        async for row in conn.cursor(ENTRIES, account_id, after_seq, limit, prefetch=PREFETCH):
             yield row
 
 
