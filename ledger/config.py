@@ -67,6 +67,8 @@ class Settings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     #: Empty: authentication is off (allowed on a loopback address only).
     tokens: tuple[Token, ...] = ()
+    #: Commands allowed to wait for the writer; beyond, writes get 503 at once.
+    write_queue: int = 65536
     #: Seconds between sweeps for pending transfers past their deadline.
     expiry_interval: float = 1.0
     #: Connections for streams (history, the event feed, reconciliation), apart
@@ -105,6 +107,7 @@ class Settings:
             pool_min_size=number("LEDGER_POOL_MIN_SIZE", 2, 1),
             pool_max_size=number("LEDGER_POOL_MAX_SIZE", 16, 1),
             tokens=parse_tokens(env.get("LEDGER_TOKENS", "")),
+            write_queue=number("LEDGER_WRITE_QUEUE", 65536, 1),
             expiry_interval=number("LEDGER_EXPIRY_INTERVAL", 1.0, 0.001, 3600.0),
             stream_pool_size=number("LEDGER_STREAM_POOL_SIZE", 8, 1),
             stream_wait=number("LEDGER_STREAM_WAIT", 2.0, 0.0, 600.0),

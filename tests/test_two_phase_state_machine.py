@@ -59,7 +59,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.writer = Writer(self.dsn, policy=RetryPolicy(), clock=self.clock)
         self.db = self.run(connect(self.dsn))
         self.pool = self.run(create_pool(self.dsn, min_size=1, max_size=1))
-        self.expirer = Expirer(self.pool, self.writer, self.clock, interval=3600)
+        self.expirer = Expirer(self.pool, self.writer.append, self.clock, interval=3600)
         #: Accounts transfers are made between (closed ones are dropped).
         self.accounts: list[uuid.UUID] = []
 

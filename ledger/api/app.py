@@ -13,11 +13,12 @@ from aiohttp import web
 from ..config import Settings
 from ..store import migrations
 from ..store.connection import connect, create_pool
+from ..store.coalescer import Coalescer
 from ..store.embedded import EmbeddedPostgres
 from ..store.expiry import Expirer
 from ..store.writer import Clock, Writer
 from . import accounts, admin, health, history, transfers
-from .keys import CLOCK, DSN, EXPIRER, POOL, SETTINGS, STOPPING, STREAM_POOL, STREAMS, WRITER
+from .keys import CLOCK, COALESCER, DSN, EXPIRER, POOL, SETTINGS, STOPPING, STREAM_POOL, STREAMS, WRITER
 from .stream_state import OpenStreams
 from .auth import auth_middleware
 from .middlewares import error_middleware, request_id_middleware
@@ -99,15 +100,22 @@ async def _stop_following(app: web.Application) -> None:
 
 
 async def writer_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The writer and the coalescer in front of it. On cleanup the coalescer
+    drains its queue (every queued write is answered) before the writer's
+    connection closes."""
     writer = Writer(app[DSN], policy=app[SETTINGS].retry, clock=app[CLOCK])
+    coalescer = Coalescer(writer, max_queued=app[SETTINGS].write_queue)
     app[WRITER] = writer
+    app[COALESCER] = coalescer
+    coalescer.start()
     yield
+    await coalescer.close()
     await writer.close()
 
 
 async def expiry_ctx(app: web.Application) -> AsyncIterator[None]:
     """The background sweep that expires pending transfers past their deadline."""
-    expirer = Expirer(app[POOL], app[WRITER], app[CLOCK], interval=app[SETTINGS].expiry_interval)
+    expirer = Expirer(app[POOL], app[COALESCER].append, app[CLOCK], interval=app[SETTINGS].expiry_interval)
     app[EXPIRER] = expirer
     task = asyncio.create_task(expirer.run(), name="ledger-expiry")
     yield

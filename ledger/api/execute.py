@@ -12,7 +12,7 @@ from ..domain.commands import Command
 from ..domain.ledger import Outcome, Refused
 from ..store.append import AppendRequest
 from .auth import TOKEN_KEY
-from .keys import WRITER
+from .keys import COALESCER
 from .middlewares import request_id
 
 
@@ -30,7 +30,7 @@ async def execute(
     request: web.Request, commands: Sequence[Command], *, atomic: bool = False
 ) -> list[Outcome]:
     """Decide and record ``commands`` for ``request``; one outcome each."""
-    [outcomes] = await request.app[WRITER].append(
+    [outcomes] = await request.app[COALESCER].append(
         [AppendRequest(commands, atomic=atomic, metadata=event_metadata(request))]
     )
     return outcomes

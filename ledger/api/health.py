@@ -7,7 +7,7 @@ from aiohttp import web
 from ..store import migrations
 from ..store.retry import CONNECTION_LOST
 from . import codec
-from .keys import POOL, STREAM_POOL, STREAMS, WRITER
+from .keys import COALESCER, POOL, STREAM_POOL, STREAMS, WRITER
 
 routes = web.RouteTableDef()
 
@@ -26,6 +26,9 @@ async def ready(request: web.Request) -> web.Response:
         "pool_max": pool.get_max_size(),
         "head_revision": migrations.head_revision(),
         "append_retries": request.app[WRITER].retries,
+        "appends": request.app[COALESCER].appends,
+        "appended_requests": request.app[COALESCER].requests,
+        "write_queue": request.app[COALESCER].queued,
         "stream_pool_size": request.app[STREAM_POOL].get_size(),
         "stream_pool_idle": request.app[STREAM_POOL].get_idle_size(),
         "stream_pool_max": request.app[STREAM_POOL].get_max_size(),

@@ -8,6 +8,7 @@ import asyncpg
 from aiohttp import web
 
 from ..config import Settings
+from ..store.coalescer import Coalescer
 from ..store.expiry import Expirer
 from ..store.writer import Clock, Writer
 from .stream_state import OpenStreams
@@ -23,4 +24,6 @@ STREAMS = web.AppKey("streams", OpenStreams)
 #: Set when the service begins to shut down: following streams end.
 STOPPING = web.AppKey("stopping", asyncio.Event)
 WRITER = web.AppKey("writer", Writer)
+#: Where every write goes: the group commit in front of the writer.
+COALESCER = web.AppKey("coalescer", Coalescer)
 EXPIRER = web.AppKey("expirer", Expirer)

@@ -2,7 +2,7 @@
 
 Every process sweeps: it asks for pending transfers past their deadline (a
 partial index keeps that cheap) and appends an ``ExpireTransfer`` for each
-through the same writer as every other write. Appends are serial per
+through the same path as every other write. Appends are serial per
 database and the domain records an expiry only for a transfer still pending,
 so processes sweeping at once never record one twice.
 """
@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
 from ..domain.commands import ExpireTransfer
-from ..domain.ledger import Recorded
+from ..domain.ledger import Outcome, Recorded
 from .append import AppendRequest
-from .writer import Clock, Writer
+from .writer import Clock
+
+#: What appends: the writer, or the coalescer in front of it.
+Appender = Callable[[Sequence[AppendRequest]], Awaitable[list[list[Outcome]]]]
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +37,10 @@ _DUE = """
 
 class Expirer:
     def __init__(
-        self, pool: asyncpg.Pool, writer: Writer, clock: Clock, *, interval: float, batch: int = 8190
+        self, pool: asyncpg.Pool, append: Appender, clock: Clock, *, interval: float, batch: int = 8190
     ) -> None:
         self._pool = pool
-        self._writer = writer
+        self._append = append
         self._clock = clock
         self._interval = interval
         self._batch = batch
@@ -49,7 +53,7 @@ class Expirer:
             due = await self._pool.fetch(_DUE, self._clock(), self._batch)
             if not due:
                 return recorded
-            [outcomes] = await self._writer.append(
+            [outcomes] = await self._append(
                 [AppendRequest([ExpireTransfer(row["id"]) for row in due], metadata=EXPIRY_METADATA)]
             )
             now_recorded = sum(isinstance(o, Recorded) for o in outcomes)
