@@ -28,11 +28,27 @@ def _serve(settings: Settings) -> int:
     try:
         # run_app stops taking requests on SIGTERM/SIGINT, finishes those in
         # flight, runs the cleanup contexts (stopping the embedded server), exits.
-        web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+        web.run_app(
+            create_app(settings), host=settings.host, port=settings.port, print=None, loop=_event_loop()
+        )
     except StartupError as error:
         log.error("%s", error)
         return 2
     return 0
+
+
+def _event_loop():
+    """uvloop's event loop when it is installed (``pip install 'ledger[speed]'``),
+    else asyncio's."""
+    import asyncio
+
+    try:
+        import uvloop
+    except ImportError:
+        log.info("event loop: asyncio (install the 'speed' extra for uvloop)")
+        return asyncio.new_event_loop()
+    log.info("event loop: uvloop %s", uvloop.__version__)
+    return uvloop.new_event_loop()
 
 
 def _migrate(settings: Settings) -> int:

@@ -237,3 +237,13 @@ async def assert_no_flag_violated(db: asyncpg.Connection) -> None:
             assert r["debits_posted"] + r["debits_pending"] <= r["credits_posted"], dict(r)
         if r["credits_must_not_exceed_debits"]:
             assert r["credits_posted"] + r["credits_pending"] <= r["debits_posted"], dict(r)
+
+
+async def wait_for_blocked_backend(db: asyncpg.Connection, timeout: float = 10.0) -> None:
+    """Until a backend of this database waits on a lock (an append the test holds up)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await db.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    ):
+        assert asyncio.get_running_loop().time() < deadline, "the append never blocked"
+        await asyncio.sleep(0.01)

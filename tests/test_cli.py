@@ -1,6 +1,7 @@
 """`ledger serve` on its embedded PostgreSQL, as a user runs it."""
 
 import asyncio
+import importlib.util
 import os
 import signal
 import socket
@@ -64,6 +65,8 @@ async def test_serve_keeps_its_data_across_a_sigterm_and_restart(serve):
     code, log = await stop(process)
     assert code == 0, log
     assert "embedded PostgreSQL stopped" in log
+    expected_loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    assert f"event loop: {expected_loop}" in log
 
     process, url = await serve()
     try:

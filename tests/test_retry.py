@@ -7,7 +7,6 @@ when the test commits, PostgreSQL aborts the append with 40001
 """
 
 import asyncio
-import time
 import uuid
 
 import pytest
@@ -16,17 +15,7 @@ from ledger.api.app import create_app
 from ledger.config import Settings
 from ledger.store.retry import RetryPolicy
 from ledger.store.writer import WRITER_NAME
-from tests.conftest import ledger_snapshot, transfer_body
-
-
-async def wait_for_blocked_backend(db, timeout: float = 10.0) -> None:
-    """Until a backend of this database waits on a lock (the append)."""
-    deadline = time.monotonic() + timeout
-    while not await db.fetchval(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    ):
-        assert time.monotonic() < deadline, "the append never blocked"
-        await asyncio.sleep(0.01)
+from tests.conftest import ledger_snapshot, transfer_body, wait_for_blocked_backend
 
 
 async def conflicting_transfer(client, db, debit, credit):

@@ -1,0 +1,163 @@
+"""Group commit: concurrent writes share appends, yet each gets exactly its
+own answer; the queue is bounded, survives a lost connection, and drains on
+shutdown."""
+
+import asyncio
+import contextlib
+import random
+import uuid
+from collections import Counter
+from datetime import datetime, timezone
+
+import pytest
+
+from ledger.api.app import create_app
+from ledger.api.keys import COALESCER
+from ledger.config import Settings
+from ledger.domain.commands import OpenAccount
+from ledger.domain.ledger import Recorded
+from ledger.domain.model import AccountFlags
+from ledger.store.append import AppendRequest
+from ledger.store.coalescer import Coalescer
+from ledger.store.retry import RetryPolicy, Unavailable
+from ledger.store.writer import WRITER_NAME, Writer
+from tests.conftest import assert_log_matches_projections, transfer_body, wait_for_blocked_backend
+
+
+@contextlib.asynccontextmanager
+async def appends_held_up(db):
+    """Hold the append lock in the test's own transaction: appends wait for it."""
+    async with db.transaction():
+        await db.execute("LOCK TABLE ledger_head IN EXCLUSIVE MODE")
+        yield
+
+
+async def error_code(response):
+    return (await response.json())["error"]["code"]
+
+
+async def test_concurrent_mixed_requests_each_get_their_own_answer(client, open_account, fund, db):
+    free = [await open_account() for _ in range(4)]
+    wallet = await open_account(flags={"debits_must_not_exceed_credits": True})
+    await fund(wallet, "50.00")
+    rng = random.Random(9)
+    cases = []  # (body, expectation)
+    for _ in range(80):
+        cases.append((transfer_body(*rng.sample(free, 2), "1.00"), "valid"))
+    for _ in range(30):
+        cases.append((transfer_body(wallet, free[0], "10.00"), "limited"))  # at most 5 fit
+    for _ in range(20):
+        cases.append(({**transfer_body(free[0], free[1], "1.00"), "debit_account_id": str(uuid.uuid4())}, "unknown"))
+    duplicated = transfer_body(free[1], free[2], "3.00")
+    cases += [(duplicated, "duplicate")] * 15
+    conflicting = [{**transfer_body(free[2], free[3], "1.00"), "amount": f"{n + 1}.00"} for n in range(15)]
+    same_id = conflicting[0]["id"]
+    cases += [({**body, "id": same_id}, "conflict") for body in conflicting]
+    rng.shuffle(cases)
+
+    responses = await asyncio.gather(*(client.post("/v1/transfers", json=body) for body, _ in cases))
+
+    by_kind: dict[str, Counter] = {}
+    for (body, kind), response in zip(cases, responses):
+        answer = response.status if response.status < 400 else (response.status, await error_code(response))
+        if response.status == 200:
+            answer = (200, response.headers.get("Idempotent-Replayed"))
+        if response.status in (200, 201):
+            assert (await response.json())["id"] == body["id"]
+        by_kind.setdefault(kind, Counter())[answer] += 1
+    assert by_kind["valid"] == Counter({201: 80})
+    assert by_kind["limited"] == Counter({201: 5, (422, "exceeds_credits"): 25})
+    assert by_kind["unknown"] == Counter({(422, "debit_account_not_found"): 20})
+    assert by_kind["duplicate"] == Counter({201: 1, (200, "true"): 14})
+    assert by_kind["conflict"] == Counter({201: 1, (409, "exists_with_different_fields"): 14})
+
+    accepted = 80 + 5 + 1 + 1
+    logged = await db.fetchval("SELECT count(*) FROM events WHERE type = 'transfer_posted'")
+    assert logged == accepted + 1  # and the funding transfer
+    await assert_log_matches_projections(db)
+    # The requests really did share appends.
+    coalescer = client.app[COALESCER]
+    assert coalescer.appends < coalescer.requests
+
+
+async def open_two(client):
+    return [await (await client.post("/v1/accounts", json={"currency": "USD", "scale": 2})).json() for _ in "ab"]
+
+
+async def test_a_full_queue_answers_503_at_once_and_recovers(database_url, aiohttp_client, db):
+    client = await aiohttp_client(create_app(Settings(database_url=database_url, write_queue=3)))
+    a, b = await open_two(client)
+    coalescer = client.app[COALESCER]
+    async with appends_held_up(db):
+        in_flight = asyncio.ensure_future(client.post("/v1/transfers", json=transfer_body(a, b, "1.00")))
+        await wait_for_blocked_backend(db)
+        queued = [
+            asyncio.ensure_future(client.post("/v1/transfers", json=transfer_body(a, b, "1.00"))) for _ in range(3)
+        ]
+        while coalescer.queued < 3:
+            await asyncio.sleep(0.01)
+        refused = await client.post("/v1/transfers", json=transfer_body(a, b, "1.00"))
+        assert refused.status == 503
+        assert refused.headers["Retry-After"] == "1"
+        assert await error_code(refused) == "unavailable"
+    assert [r.status for r in await asyncio.gather(in_flight, *queued)] == [201] * 4
+    assert (await client.post("/v1/transfers", json=transfer_body(a, b, "1.00"))).status == 201
+    assert await db.fetchval("SELECT count(*) FROM transfers") == 5
+
+
+async def kill_writer(db):
+    return await db.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND application_name = $1",
+        WRITER_NAME,
+    )
+
+
+async def test_a_connection_killed_mid_append_is_retried_on_a_new_one(client, open_account, db):
+    a, b = await open_account(), await open_account()
+    async with appends_held_up(db):
+        writes = [asyncio.ensure_future(client.post("/v1/transfers", json=transfer_body(a, b, "1.00")))]
+        await wait_for_blocked_backend(db)
+        writes.append(asyncio.ensure_future(client.post("/v1/transfers", json=transfer_body(a, b, "1.00"))))
+        assert await kill_writer(db) == 1
+    assert [r.status for r in await asyncio.gather(*writes)] == [201, 201]
+    await assert_log_matches_projections(db)
+
+
+async def test_a_killed_append_that_may_not_retry_fails_alone(database_url, aiohttp_client, db):
+    client = await aiohttp_client(create_app(Settings(database_url=database_url, retry=RetryPolicy(attempts=1))))
+    a, b = await open_two(client)
+    coalescer = client.app[COALESCER]
+    async with appends_held_up(db):
+        doomed = asyncio.ensure_future(client.post("/v1/transfers", json=transfer_body(a, b, "1.00")))
+        await wait_for_blocked_backend(db)
+        later = asyncio.ensure_future(client.post("/v1/transfers", json=transfer_body(a, b, "1.00")))
+        while coalescer.queued < 1:
+            await asyncio.sleep(0.01)
+        assert await kill_writer(db) == 1
+    doomed, later = await asyncio.gather(doomed, later)
+    assert (doomed.status, await error_code(doomed)) == (503, "unavailable")
+    # The next append starts clean, on a new connection.
+    assert later.status == 201
+    assert await db.fetchval("SELECT count(*) FROM transfers") == 1
+
+
+async def test_closing_drains_the_queue_and_answers_every_request(database_url, db):
+    writer = Writer(database_url, policy=RetryPolicy(), clock=lambda: datetime.now(timezone.utc))
+    coalescer = Coalescer(writer, max_queued=100)
+    coalescer.start()
+    requests = [AppendRequest([OpenAccount(uuid.uuid4(), "USD", 2, AccountFlags(), {})]) for _ in range(6)]
+    async with appends_held_up(db):
+        first = asyncio.ensure_future(coalescer.append(requests[:1]))
+        await wait_for_blocked_backend(db)
+        rest = [asyncio.ensure_future(coalescer.append([r])) for r in requests[1:]]
+        while coalescer.queued < 5:
+            await asyncio.sleep(0.01)
+        closing = asyncio.ensure_future(coalescer.close())
+    await closing
+    with pytest.raises(Unavailable, match="stopping"):
+        await coalescer.append(requests[:1])
+    answers = [outcomes for [outcomes] in await asyncio.gather(first, *rest)]
+    assert all(isinstance(o, Recorded) for outcomes in answers for o in outcomes)
+    assert await db.fetchval("SELECT count(*) FROM accounts") == 6
+    await writer.close()
