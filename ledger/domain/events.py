@@ -34,6 +34,12 @@ from .model import AccountFlags, TransferStatus
 class _Event:
     __slots__ = ()
     type: ClassVar[str]
+    #: The field holding the id of what the event is about: its ``stream_id``.
+    _subject: ClassVar[str]
+
+    @property
+    def stream_id(self) -> UUID:
+        return getattr(self, self._subject)
 
     def to_data(self) -> dict[str, Any]:
         return msgspec.to_builtins(self)
@@ -45,20 +51,12 @@ class _Event:
 
 class _AccountEvent(_Event):
     __slots__ = ()
-    account_id: UUID
-
-    @property
-    def stream_id(self) -> UUID:
-        return self.account_id
+    _subject = "account_id"
 
 
 class _TransferEvent(_Event):
     __slots__ = ()
-    transfer_id: UUID
-
-    @property
-    def stream_id(self) -> UUID:
-        return self.transfer_id
+    _subject = "transfer_id"
 
 
 @dataclass(frozen=True, slots=True)
