@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..domain.codes import Code, LedgerError
 from ..domain.commands import CloseAccount
 from ..domain.ledger import Recorded
 from ..store import reads
 from . import codec
 from .execute import execute_one
 from .keys import POOL
-from .paths import uuid_param
+from .paths import account_in_path, uuid_param
 from .schemas import AccountIn, AccountsQuery, EmptyIn, account_out
 
 routes = web.RouteTableDef()
@@ -38,11 +37,7 @@ async def close_account(request: web.Request) -> web.Response:
 
 @routes.get("/v1/accounts/{id}")
 async def get_account(request: web.Request) -> web.Response:
-    account_id = uuid_param(request)
-    account = await reads.get_account(request.app[POOL], account_id)
-    if account is None:
-        raise LedgerError(Code.ACCOUNT_NOT_FOUND, f"account {account_id} does not exist")
-    return codec.respond(request, account_out(account))
+    return codec.respond(request, account_out(await account_in_path(request)))
 
 
 @routes.get("/v1/accounts")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from typing import Any
-from uuid import UUID
 
 import asyncpg
 import msgspec
@@ -14,14 +13,13 @@ from aiohttp import web
 
 from ..domain import money
 from ..domain.chain import format_timestamp
-from ..domain.codes import Code, InvalidField, LedgerError
-from ..domain.model import Account
-from ..store import history, reads
+from ..domain.codes import InvalidField
+from ..store import history
 from ..store.rows import balance_from_row
 from ..store.append import NOTIFY_CHANNEL
 from . import codec
 from .keys import POOL, SETTINGS, STOPPING
-from .paths import uuid_param
+from .paths import account_in_path
 from .schemas import BalanceQuery, EntriesQuery, EventsQuery, balance_out
 from .streams import NdjsonResponse, stream
 
@@ -31,7 +29,7 @@ routes = web.RouteTableDef()
 async def account_entries(request: web.Request) -> web.StreamResponse:
     """The account's movements after ``after_seq``, oldest first, each with the
     balance right after it."""
-    account = await _account(request)
+    account = await account_in_path(request)
     query = codec.convert(dict(request.query), EntriesQuery)
     scale = account.scale
 
@@ -119,7 +117,7 @@ async def _wait(woken: asyncio.Event, stopping: asyncio.Event, timeout: float) -
 @routes.get("/v1/accounts/{id}/balance")
 async def balance(request: web.Request) -> web.Response:
     """The balance right after event ``as_of_seq`` (default: the head)."""
-    account = await _account(request)
+    account = await account_in_path(request)
     query = codec.convert(dict(request.query), BalanceQuery)
     async with request.app[POOL].acquire() as conn:
         head = await history.head_seq(conn)
@@ -133,14 +131,6 @@ async def balance(request: web.Request) -> web.Response:
     return codec.respond(
         request, {"account_id": str(account.id), "as_of_seq": seq, **balance_out(past, account.scale)}
     )
-
-
-async def _account(request: web.Request) -> Account:
-    account_id: UUID = uuid_param(request)
-    account = await reads.get_account(request.app[POOL], account_id)
-    if account is None:
-        raise LedgerError(Code.ACCOUNT_NOT_FOUND, f"account {account_id} does not exist")
-    return account
 
 
 def _entry_out(row: asyncpg.Record, scale: int) -> dict[str, Any]:

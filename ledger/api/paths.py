@@ -1,4 +1,4 @@
-"""Path parameters."""
+"""Path parameters: ids, and the accounts and transfers they name."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ from uuid import UUID
 
 from aiohttp import web
 
-from ..domain.codes import InvalidField
+from ..domain.codes import Code, InvalidField, LedgerError
+from ..domain.model import Account, Transfer
+from ..store import reads
+from .keys import POOL
 
 
 def uuid_param(request: web.Request, name: str = "id") -> UUID:
@@ -16,3 +19,21 @@ def uuid_param(request: web.Request, name: str = "id") -> UUID:
         return UUID(raw)
     except ValueError:
         raise InvalidField(f"{raw!r} is not a UUID", name) from None
+
+
+async def account_in_path(request: web.Request) -> Account:
+    """The account the path's ``id`` names, or 404 ``account_not_found``."""
+    account_id = uuid_param(request)
+    account = await reads.get_account(request.app[POOL], account_id)
+    if account is None:
+        raise LedgerError(Code.ACCOUNT_NOT_FOUND, f"account {account_id} does not exist")
+    return account
+
+
+async def transfer_in_path(request: web.Request) -> Transfer:
+    """The transfer the path's ``id`` names, or 404 ``transfer_not_found``."""
+    transfer_id = uuid_param(request)
+    transfer = await reads.get_transfer(request.app[POOL], transfer_id)
+    if transfer is None:
+        raise LedgerError(Code.TRANSFER_NOT_FOUND, f"transfer {transfer_id} does not exist")
+    return transfer

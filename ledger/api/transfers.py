@@ -8,15 +8,12 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from ..domain.codes import Code, LedgerError
 from ..domain.commands import Command, MakeTransfer, VoidTransfer
 from ..domain.ledger import Existing, Outcome, Recorded, Refused
 from ..domain.model import Transfer
-from ..store import reads
 from . import codec
 from .execute import execute, execute_one
-from .keys import POOL
-from .paths import uuid_param
+from .paths import transfer_in_path, uuid_param
 from .schemas import BATCH_ITEMS, BatchIn, BatchItem, EmptyIn, ItemKind, PostIn, TransferIn, transfer_out
 
 routes = web.RouteTableDef()
@@ -56,11 +53,7 @@ async def _decide(request: web.Request, command: Command, *, created: int = 200)
 
 @routes.get("/v1/transfers/{id}")
 async def get_transfer(request: web.Request) -> web.Response:
-    transfer_id = uuid_param(request)
-    transfer = await reads.get_transfer(request.app[POOL], transfer_id)
-    if transfer is None:
-        raise LedgerError(Code.TRANSFER_NOT_FOUND, f"transfer {transfer_id} does not exist")
-    return codec.respond(request, transfer_out(transfer))
+    return codec.respond(request, transfer_out(await transfer_in_path(request)))
 
 
 @routes.post("/v1/transfer-batches")
