@@ -1,0 +1,117 @@
+"""A small HTTP/1.1 load generator: worker processes, keep-alive connections,
+one request in flight per connection, latency of every request.
+
+Requests are built ahead of time as raw bytes and responses are parsed only as
+far as the status line and ``Content-Length``, so that the generator spends as
+little CPU as it can; the CPU it did spend is reported with its figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+#: Builds the body of the n-th request of a connection (JSON bytes).
+BodyFactory = Callable[[int], bytes]
+
+
+@dataclass
+class Result:
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    cpu_seconds: float = 0.0
+    items: int = 0
+
+    def merge(self, other: Result) -> None:
+        self.latencies += other.latencies
+        for status, count in other.statuses.items():
+            self.statuses[status] = self.statuses.get(status, 0) + count
+        self.cpu_seconds += other.cpu_seconds
+        self.items += other.items
+
+
+async def _connection(host: str, port: int, path: str, body: BodyFactory, items: int, until: float, out: Result) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: "
+    n = 0
+    try:
+        while time.monotonic() < until:
+            payload = body(n)
+            n += 1
+            started = time.perf_counter()
+            writer.write(f"{head}{len(payload)}\r\n\r\n".encode() + payload)
+            status_line = await reader.readline()
+            length = 0
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b""):
+                    break
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            await reader.readexactly(length)
+            out.latencies.append(time.perf_counter() - started)
+            status = int(status_line.split(b" ", 2)[1])
+            out.statuses[status] = out.statuses.get(status, 0) + 1
+            if status < 300:
+                out.items += items
+    finally:
+        writer.close()
+
+
+def _worker(args: tuple) -> Result:
+    host, port, path, make_body, items, connections, seconds, seed = args
+    try:
+        import uvloop
+
+        new_loop = uvloop.new_event_loop
+    except ImportError:
+        new_loop = asyncio.new_event_loop
+    out = Result()
+    body = make_body(seed)
+    async def all_connections() -> None:
+        until = time.monotonic() + seconds
+        await asyncio.gather(*(_connection(host, port, path, body, items, until, out) for _ in range(connections)))
+
+    loop = new_loop()
+    loop.run_until_complete(all_connections())
+    loop.close()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    out.cpu_seconds = usage.ru_utime + usage.ru_stime
+    return out
+
+
+def run(
+    url: str,
+    path: str,
+    make_body: Callable[[int], BodyFactory],
+    *,
+    connections: int,
+    seconds: float,
+    processes: int = 2,
+    items: int = 1,
+) -> tuple[Result, float]:
+    """``connections`` keep-alive connections spread over ``processes``
+    workers, POSTing ``make_body(seed)(n)`` for ``seconds``. Returns the merged
+    result and the wall time. ``items`` is what one 2xx response counts for
+    (transfers per batch)."""
+    host, port = url.removeprefix("http://").split(":")
+    shares = [connections // processes + (i < connections % processes) for i in range(processes)]
+    started = time.monotonic()
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        parts = pool.map(
+            _worker, [(host, int(port), path, make_body, items, share, seconds, i) for i, share in enumerate(shares)]
+        )
+    wall = time.monotonic() - started
+    total = Result()
+    for part in parts:
+        total.merge(part)
+    return total, wall
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0

@@ -1,0 +1,164 @@
+"""Write throughput: the service's group commit against the textbook pattern.
+
+    python -m bench.writes [--seconds 10] [--accounts 10000]
+
+On one embedded PostgreSQL (synchronous_commit on), in one run:
+- ``ledger serve`` (uvloop when installed) takes single-transfer POSTs from 64
+  keep-alive connections, between accounts drawn uniformly from 10,000 and
+  between 4 hot accounts; then ``/v1/transfer-batches`` with 8190 transfers
+  per request;
+- the textbook pattern, driven directly against the same server: one
+  SERIALIZABLE transaction per transfer (two balance UPDATEs and an INSERT),
+  retried on serialization failures and deadlocks, from 64 concurrent tasks
+  over the same two account distributions.
+
+Prints transfers/s, p50 and p99 latency, non-2xx responses, the load
+generator's CPU, and the service's ratio to the textbook pattern.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import random
+import time
+import uuid
+
+import asyncpg
+import msgspec
+
+from . import loadgen
+from .common import database, machine, new_writer, open_accounts, print_table, service
+
+CONNECTIONS = 64
+BATCH = 8190
+
+
+def transfer_bodies(accounts: list[str], seed: int) -> loadgen.BodyFactory:
+    rng = random.Random(seed)
+    encode = msgspec.json.encode
+
+    def body(n: int) -> bytes:
+        debit, credit = rng.sample(accounts, 2)
+        return encode(
+            {"id": str(uuid.uuid4()), "debit_account_id": debit, "credit_account_id": credit,
+             "amount": "1.00", "currency": "USD"}
+        )
+
+    return body
+
+
+def batch_bodies(accounts: list[str], seed: int) -> loadgen.BodyFactory:
+    single = transfer_bodies(accounts, seed)
+
+    def body(n: int) -> bytes:
+        return b'{"transfers": [' + b",".join(single(i) for i in range(BATCH)) + b"]}"
+
+    return body
+
+
+async def textbook(dsn: str, accounts: int, seconds: float) -> tuple[int, int]:
+    """Transfers committed and retries, one SERIALIZABLE transaction each."""
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(
+        "DROP TABLE IF EXISTS bench_transfers, bench_balances;"
+        "CREATE TABLE bench_balances (id int PRIMARY KEY, balance numeric NOT NULL DEFAULT 0);"
+        "CREATE TABLE bench_transfers (id uuid PRIMARY KEY, debit int, credit int, amount numeric);"
+    )
+    await conn.execute("INSERT INTO bench_balances (id) SELECT generate_series(1, $1)", accounts)
+    await conn.close()
+    pool = await asyncpg.create_pool(dsn, min_size=CONNECTIONS, max_size=CONNECTIONS)
+    done = retries = 0
+    until = time.monotonic() + seconds
+
+    async def client(seed: int) -> None:
+        nonlocal done, retries
+        rng = random.Random(seed)
+        async with pool.acquire() as c:
+            while time.monotonic() < until:
+                debit, credit = rng.sample(range(1, accounts + 1), 2)
+                while True:
+                    try:
+                        async with c.transaction(isolation="serializable"):
+                            await c.execute("UPDATE bench_balances SET balance = balance - 1 WHERE id = $1", debit)
+                            await c.execute("UPDATE bench_balances SET balance = balance + 1 WHERE id = $1", credit)
+                            await c.execute(
+                                "INSERT INTO bench_transfers VALUES ($1, $2, $3, 1)", uuid.uuid4(), debit, credit
+                            )
+                        done += 1
+                        break
+                    except (asyncpg.SerializationError, asyncpg.DeadlockDetectedError):
+                        retries += 1
+                        await asyncio.sleep(rng.random() * 0.005)
+
+    await asyncio.gather(*(client(i) for i in range(CONNECTIONS)))
+    await pool.close()
+    return done, retries
+
+
+async def make_accounts(dsn: str, count: int) -> list[str]:
+    writer = new_writer(dsn)
+    try:
+        return [str(i) for i in await open_accounts(writer, count)]
+    finally:
+        await writer.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--accounts", type=int, default=10_000)
+    args = parser.parse_args()
+    print(f"write throughput, {args.seconds:.0f} s per scenario ({machine()})", flush=True)
+    rows = []
+    with database() as dsn:
+        accounts = asyncio.run(make_accounts(dsn, args.accounts))
+        service_rates = {}
+        with service(dsn) as (url, _pid):
+            for name, pool in (("uniform", accounts), ("hot (4 accounts)", accounts[:4])):
+                result, wall = loadgen.run(
+                    url, "/v1/transfers", functools.partial(transfer_bodies, pool),
+                    connections=CONNECTIONS, seconds=args.seconds,
+                )
+                rate = result.items / wall
+                service_rates[name] = rate
+                non_2xx = sum(n for s, n in result.statuses.items() if s >= 300)
+                rows.append([
+                    f"service, single POSTs, {name}", f"{rate:,.0f}",
+                    f"{loadgen.percentile(result.latencies, 0.5) * 1000:.1f}",
+                    f"{loadgen.percentile(result.latencies, 0.99) * 1000:.1f}",
+                    str(non_2xx), f"{result.cpu_seconds / wall:.0%}",
+                ])
+                print("  " + " | ".join(rows[-1]), flush=True)
+            result, wall = loadgen.run(
+                url, "/v1/transfer-batches", functools.partial(batch_bodies, accounts),
+                connections=2, seconds=args.seconds, items=BATCH,
+            )
+            rows.append([
+                f"service, batches of {BATCH}", f"{result.items / wall:,.0f}",
+                f"{loadgen.percentile(result.latencies, 0.5) * 1000:.1f}",
+                f"{loadgen.percentile(result.latencies, 0.99) * 1000:.1f}",
+                str(sum(n for s, n in result.statuses.items() if s >= 300)), f"{result.cpu_seconds / wall:.0%}",
+            ])
+            print("  " + " | ".join(rows[-1]), flush=True)
+        for name, count in (("uniform", args.accounts), ("hot (4 accounts)", 4)):
+            started = time.monotonic()
+            done, retries = asyncio.run(textbook(dsn, count, args.seconds))
+            rate = done / (time.monotonic() - started)
+            rows.append([
+                f"textbook, 1 SERIALIZABLE tx per transfer, {name}", f"{rate:,.0f}", "", "",
+                f"{retries:,} retries", "", 
+            ])
+            rows[-1].append(f"{service_rates[name] / rate:.1f}x" if rate else "")
+            print("  " + " | ".join(rows[-1]), flush=True)
+    for row in rows:
+        row += [""] * (7 - len(row))
+    print_table(
+        ["scenario", "transfers/s", "p50 (ms)", "p99 (ms)", "non-2xx", "generator CPU", "service / textbook"],
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    main()
