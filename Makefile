@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test migrate bench-reconcile bench-streams clean
+.PHONY: run test migrate bench-reconcile bench-streams bench-writes clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ bench-reconcile: $(STAMP)
 
 bench-streams: $(STAMP)
 	$(BIN)/python -m bench.streams $(BENCH_ARGS)
+
+bench-writes: $(STAMP)
+	$(BIN)/python -m bench.writes $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
