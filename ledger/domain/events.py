@@ -78,10 +78,8 @@ class AccountClosed(_AccountEvent):
 
 
 @dataclass(frozen=True, slots=True)
-class TransferPosted(_TransferEvent):
-    """Money moved at once from the debit account to the credit account."""
-
-    type: ClassVar[str] = "transfer_posted"
+class _TransferMade(_TransferEvent):
+    """A transfer request accepted: what it moves, between which accounts."""
 
     transfer_id: UUID
     debit_account_id: UUID
@@ -93,19 +91,19 @@ class TransferPosted(_TransferEvent):
 
 
 @dataclass(frozen=True, slots=True)
-class TransferPending(_TransferEvent):
+class TransferPosted(_TransferMade):
+    """Money moved at once from the debit account to the credit account."""
+
+    type: ClassVar[str] = "transfer_posted"
+
+
+@dataclass(frozen=True, slots=True)
+class TransferPending(_TransferMade):
     """``amount`` held on both accounts until posted, voided or expired; the
     deadline is ``timeout_seconds`` after the event's ``recorded_at``."""
 
     type: ClassVar[str] = "transfer_pending"
 
-    transfer_id: UUID
-    debit_account_id: UUID
-    credit_account_id: UUID
-    amount: Decimal
-    currency: str
-    code: str | None
-    metadata: dict[str, Any]
     timeout_seconds: int | None
 
 
