@@ -40,23 +40,26 @@ _OPENED = "SELECT seq FROM accounts WHERE id = $1"
 PREFETCH = 1000
 
 
-async def entries(
+def entries(
     conn: asyncpg.Connection, account_id: UUID, *, after_seq: int, limit: int | None
 ) -> AsyncIterator[asyncpg.Record]:
     """The account's entries after ``after_seq``, oldest first, at most ``limit``."""
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
-        async for row in conn.cursor(ENTRIES, account_id, after_seq, limit, prefetch=PREFETCH):
-            yield row
+    return _in_snapshot(conn, ENTRIES, account_id, after_seq, limit)
 
 
-async def events(conn: asyncpg.Connection, *, after_seq: int, limit: int | None) -> AsyncIterator[asyncpg.Record]:
+def events(conn: asyncpg.Connection, *, after_seq: int, limit: int | None) -> AsyncIterator[asyncpg.Record]:
     """The log's events after ``after_seq`` in seq order, at most ``limit``.
 
     Appends are serial and commit in seq order, so a snapshot always holds a
     gapless prefix of the log: resuming after the last seq seen misses nothing.
     """
+    return _in_snapshot(conn, _EVENTS, after_seq, limit)
+
+
+async def _in_snapshot(conn: asyncpg.Connection, query: str, *args: object) -> AsyncIterator[asyncpg.Record]:
+    """The rows of ``query`` through a cursor in a read-only REPEATABLE READ transaction."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        async for row in conn.cursor(_EVENTS, after_seq, limit, prefetch=PREFETCH):
+        async for row in conn.cursor(query, *args, prefetch=PREFETCH):
             yield row
 
 
