@@ -49,14 +49,20 @@ async def decode(request: web.Request, type_: type[T], *, optional: bool = False
     return _decode(request, _decoder(request), body, type_)
 
 
-def decode_raw(request: web.Request, raw: msgspec.Raw, type_: type[T], path: str) -> T:
-    """A ``msgspec.Raw`` part of the request body as ``type_``; ``path`` (such
-    as ``transfers[3]``) prefixes the field named in an error."""
-    try:
-        return _decode(request, _decoder(request), raw, type_)
-    except InvalidField as error:
-        error.field = f"{path}.{error.field}" if error.field else path
-        raise
+def part_decoder(request: web.Request) -> Callable[[msgspec.Raw, type[T], str], T]:
+    """``decode(raw, type_, path)`` for ``msgspec.Raw`` parts of the request
+    body, in the body's format (looked up once); ``path`` (such as
+    ``transfers[3]``) prefixes the field named in an error."""
+    decode_ = _decoder(request)
+
+    def decode(raw: msgspec.Raw, type_: type[T], path: str) -> T:
+        try:
+            return _decode(request, decode_, raw, type_)
+        except InvalidField as error:
+            error.field = f"{path}.{error.field}" if error.field else path
+            raise
+
+    return decode
 
 
 def _decoder(request: web.Request) -> Callable[..., Any]:

@@ -70,11 +70,12 @@ async def create_batch(request: web.Request) -> web.Response:
 
 def _items(request: web.Request, raws: list[msgspec.Raw]) -> list[BatchItem]:
     """Each item decoded as what its ``action`` says it is."""
+    decode = codec.part_decoder(request)
     items = []
     for index, raw in enumerate(raws):
         path = f"transfers[{index}]"
-        kind = codec.decode_raw(request, raw, ItemKind, path)
-        items.append(codec.decode_raw(request, raw, BATCH_ITEMS[kind.action], path))
+        kind = decode(raw, ItemKind, path)
+        items.append(decode(raw, BATCH_ITEMS[kind.action], path))
     return items
 
 
