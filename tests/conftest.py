@@ -242,8 +242,13 @@ async def assert_no_flag_violated(db: asyncpg.Connection) -> None:
 async def wait_for_blocked_backend(db: asyncpg.Connection, timeout: float = 10.0) -> None:
     """Until a backend of this database waits on a lock (an append the test holds up)."""
     deadline = asyncio.get_running_loop().time() + timeout
-    while not await db.fetchval(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    ):
+    # Inside a transaction pg_stat_activity is read once and then cached: the
+    # snapshot is cleared before each look, or a wait begun later goes unseen.
+    while True:
+        await db.execute("SELECT pg_stat_clear_snapshot()")
+        if await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ):
+            return
         assert asyncio.get_running_loop().time() < deadline, "the append never blocked"
         await asyncio.sleep(0.01)
