@@ -9,6 +9,7 @@ order nor whitespace, which is why the stored text itself is never hashed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from datetime import datetime, timezone
 from typing import Any
@@ -21,6 +22,8 @@ GENESIS = bytes(32)
 _encoder = msgspec.json.Encoder(order="sorted")
 
 
+# An append records all its events at one moment: formatted once, not per event.
+@functools.lru_cache(maxsize=64)
 def format_timestamp(moment: datetime) -> str:
     """RFC 3339 in UTC with microseconds: ``2026-11-24T12:00:00.123456Z``."""
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

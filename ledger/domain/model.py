@@ -23,7 +23,8 @@ class Balance:
     credits_pending: Decimal = ZERO
 
     def copy(self) -> Balance:
-        return dataclasses.replace(self)
+        # Called for every entry; dataclasses.replace is several times slower.
+        return Balance(self.debits_posted, self.credits_posted, self.debits_pending, self.credits_pending)
 
 
 @dataclass(frozen=True, slots=True)
