@@ -6,8 +6,10 @@ Run inside a SERIALIZABLE transaction (see :mod:`ledger.store.writer`):
    append and appends are serial: seq is gapless and commit-ordered;
 2. load what the batch touches with one query per table (``= ANY($1)``);
 3. decide every command in order with the domain's :class:`Ledger`;
-4. write events (hash-chained) and projections (:mod:`ledger.store.projections`)
-   with one ``unnest`` statement per table, move the head, and NOTIFY the new head.
+4. write events (hash-chained) and projections (:mod:`ledger.store.projections`),
+   move the head and NOTIFY the new head, all in one statement: data-modifying
+   CTEs with one ``unnest`` per table. Under group commit most appends are
+   small, and each round trip to the server is a wait that no batching shortens.
 
 Everything here may run again from the start after a conflict, so it only
 reads and writes inside the transaction it is given.
@@ -26,7 +28,7 @@ from ..domain.chain import event_hash
 from ..domain.commands import Command, account_ids, transfer_ids
 from ..domain.events import RecordedEvent
 from ..domain.ledger import Ledger, Outcome, Recorded
-from .projections import columns, write_projections
+from .projections import PARAMETERS, PROJECTION_CTES, Placeholders, columns, projection_parameters
 from .rows import ACCOUNT_SELECT, TRANSFER_SELECT, account_from_row, transfer_from_row
 
 #: The channel that carries the new head seq after each append.
@@ -39,13 +41,19 @@ HEAD = "SELECT seq, hash FROM ledger_head"
 _LOAD_ACCOUNTS = ACCOUNT_SELECT + " WHERE a.id = ANY($1::uuid[])"
 _LOAD_TRANSFERS = TRANSFER_SELECT + " WHERE id = ANY($1::uuid[])"
 
-_INSERT_EVENTS = """
+_p = Placeholders(after=PARAMETERS)
+_WRITE = f"""
+WITH {PROJECTION_CTES},
+new_events AS (
     INSERT INTO events (seq, type, stream_id, data, metadata, recorded_at, hash)
-    SELECT * FROM unnest($1::bigint[], $2::text[], $3::uuid[], $4::jsonb[], $5::jsonb[],
-                         $6::timestamptz[], $7::bytea[])
+    SELECT * FROM {_p.unnest("bigint", "text", "uuid", "jsonb", "jsonb", "timestamptz", "bytea")}
+),
+new_head AS (
+    UPDATE ledger_head SET seq = {_p.one("bigint")}, hash = {_p.one("bytea")}
+)
+SELECT pg_notify({_p.one("text")}, {_p.one("text")})
 """
-_UPDATE_HEAD = "UPDATE ledger_head SET seq = $1, hash = $2"
-_NOTIFY = "SELECT pg_notify($1, $2)"
+del _p
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,15 +92,21 @@ async def append(
     ]
     recorded = [o for outcomes in results for o in outcomes if isinstance(o, Recorded)]
     if recorded:
-        last_hash = await _write_events(conn, [o.record for o in recorded], head["hash"])
-        await write_projections(conn, ledger, [(o.record, o.entries) for o in recorded])
-        await conn.execute(_UPDATE_HEAD, ledger.head, last_hash)
-        await conn.execute(_NOTIFY, NOTIFY_CHANNEL, str(ledger.head))
+        events, last_hash = _event_rows([o.record for o in recorded], head["hash"])
+        await conn.execute(
+            _WRITE,
+            *projection_parameters(ledger, [(o.record, o.entries) for o in recorded]),
+            *columns(events, 7),
+            ledger.head,
+            last_hash,
+            NOTIFY_CHANNEL,
+            str(ledger.head),
+        )
     return results
 
 
-async def _write_events(conn: asyncpg.Connection, records: list[RecordedEvent], previous_hash: bytes) -> bytes:
-    """Insert the events, each hash-chained to the one before; return the last hash."""
+def _event_rows(records: list[RecordedEvent], previous_hash: bytes) -> tuple[list[tuple], bytes]:
+    """The events' rows, each hash-chained to the one before, and the last hash."""
     rows = []
     for record in records:
         event = record.event
@@ -107,7 +121,6 @@ async def _write_events(conn: asyncpg.Connection, records: list[RecordedEvent], 
             recorded_at=record.recorded_at,
         )
         rows.append((record.seq, event.type, event.stream_id, data, record.metadata, record.recorded_at, previous_hash))
-    await conn.execute(_INSERT_EVENTS, *columns(rows, 7))
-    return previous_hash
+    return rows, previous_hash
 
 

@@ -1,9 +1,17 @@
 """The projections of the log: accounts, balances, transfers and entries.
 
-:func:`write_projections` writes what a run of applied events changed, with one
-``unnest`` statement per table. Appends call it for what they record; the
-rebuild calls it for the whole log, a chunk at a time, so a projection is
-always written by the same code whichever way it comes.
+:data:`PROJECTION_CTES` writes what a run of applied events changed as
+data-modifying CTEs, one ``unnest`` per table, over the parameters
+:func:`projection_parameters` gives (``$1`` … ``$``:data:`PARAMETERS`). The
+append puts them in its one write statement, next to the events; the rebuild
+runs them alone (:func:`write_projections`) for the whole log, a chunk at a
+time, so a projection is always written by the same code whichever way it
+comes.
+
+The CTEs of one statement share a snapshot and cannot see each other's rows,
+so no row is written twice: an account opened in the run is inserted with the
+balance the run left it, a transfer made in the run with the state the run
+left it in; only rows that existed before are updated.
 """
 
 from __future__ import annotations
@@ -17,56 +25,89 @@ import asyncpg
 from ..domain.events import AccountClosed, AccountCreated, PendingDecided, RecordedEvent, TransferPending, TransferPosted
 from ..domain.ledger import Entry, Ledger
 
-_INSERT_ACCOUNTS = """
+
+class Placeholders:
+    """Numbers a statement's parameters (after the first ``after``) in the
+    order they are written, each cast to its type."""
+
+    def __init__(self, *, after: int = 0) -> None:
+        self.count = after
+
+    def unnest(self, *types: str) -> str:
+        return f"unnest({', '.join(self.array(t) for t in types)})"
+
+    def array(self, type_: str) -> str:
+        return self.one(f"{type_}[]")
+
+    def one(self, type_: str) -> str:
+        self.count += 1
+        return f"${self.count}::{type_}"
+
+
+_p = Placeholders()
+_BALANCE_TYPES = ("numeric", "numeric", "numeric", "numeric", "bigint")
+
+PROJECTION_CTES = f"""
+new_accounts AS (
     INSERT INTO accounts (id, currency, scale, debits_must_not_exceed_credits,
                           credits_must_not_exceed_debits, metadata, closed, seq, created_at)
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::boolean[],
-                         $5::boolean[], $6::jsonb[], $7::boolean[], $8::bigint[],
-                         $9::timestamptz[])
-"""
-_CLOSE_ACCOUNTS = "UPDATE accounts SET closed = true WHERE id = ANY($1::uuid[])"
-_INSERT_BALANCES = """
-    INSERT INTO balances (account_id, seq) SELECT * FROM unnest($1::uuid[], $2::bigint[])
-"""
-_INSERT_TRANSFERS = """
+    SELECT * FROM {_p.unnest("uuid", "text", "smallint", "boolean", "boolean", "jsonb", "boolean", "bigint", "timestamptz")}
+),
+new_balances AS (
+    INSERT INTO balances (account_id, debits_posted, credits_posted, debits_pending,
+                          credits_pending, seq)
+    SELECT * FROM {_p.unnest("uuid", *_BALANCE_TYPES)}
+),
+closed_accounts AS (
+    UPDATE accounts SET closed = true WHERE id = ANY({_p.array("uuid")})
+),
+new_transfers AS (
     INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, currency, code,
                            metadata, pending, timeout_seconds, status, seq, created_at,
                            expires_at, posted_amount, decided_seq)
-    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::numeric[], $5::text[],
-                         $6::text[], $7::jsonb[], $8::boolean[], $9::integer[], $10::text[],
-                         $11::bigint[], $12::timestamptz[], $13::timestamptz[],
-                         $14::numeric[], $15::bigint[])
-"""
-_DECIDE_TRANSFERS = """
+    SELECT * FROM {_p.unnest("uuid", "uuid", "uuid", "numeric", "text", "text", "jsonb", "boolean",
+                             "integer", "text", "bigint", "timestamptz", "timestamptz", "numeric", "bigint")}
+),
+decided_transfers AS (
     UPDATE transfers AS t
     SET status = u.status, posted_amount = u.posted_amount, decided_seq = u.decided_seq
-    FROM unnest($1::uuid[], $2::text[], $3::numeric[], $4::bigint[])
-        AS u(id, status, posted_amount, decided_seq)
+    FROM {_p.unnest("uuid", "text", "numeric", "bigint")} AS u(id, status, posted_amount, decided_seq)
     WHERE t.id = u.id
-"""
-_INSERT_ENTRIES = """
+),
+new_entries AS (
     INSERT INTO entries (account_id, seq, transfer_id, type, side, amount, debits_posted,
                          credits_posted, debits_pending, credits_pending, recorded_at)
-    SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::text[],
-                         $6::numeric[], $7::numeric[], $8::numeric[], $9::numeric[],
-                         $10::numeric[], $11::timestamptz[])
-"""
-_UPDATE_BALANCES = """
+    SELECT * FROM {_p.unnest("uuid", "bigint", "uuid", "text", "text", "numeric", "numeric", "numeric",
+                             "numeric", "numeric", "timestamptz")}
+),
+moved_balances AS (
     UPDATE balances AS b
     SET debits_posted = u.debits_posted, credits_posted = u.credits_posted,
         debits_pending = u.debits_pending, credits_pending = u.credits_pending, seq = u.seq
-    FROM unnest($1::uuid[], $2::numeric[], $3::numeric[], $4::numeric[], $5::numeric[],
-                $6::bigint[])
+    FROM {_p.unnest("uuid", *_BALANCE_TYPES)}
         AS u(account_id, debits_posted, credits_posted, debits_pending, credits_pending, seq)
     WHERE b.account_id = u.account_id
-"""
+)"""
+
+#: How many parameters :data:`PROJECTION_CTES` takes.
+PARAMETERS = _p.count
+del _p
+
+_WRITE = f"WITH {PROJECTION_CTES} SELECT"
+
 
 async def write_projections(
     conn: asyncpg.Connection, ledger: Ledger, applied: Sequence[tuple[RecordedEvent, tuple[Entry, ...]]]
 ) -> None:
-    """Write what ``applied`` events (with the entries ``Ledger.apply`` gave for
-    them) changed, as ``ledger`` now holds it: new accounts, balances, new and
-    decided transfers, entries."""
+    """Write what ``applied`` events changed, as one statement."""
+    await conn.execute(_WRITE, *projection_parameters(ledger, applied))
+
+
+def projection_parameters(
+    ledger: Ledger, applied: Sequence[tuple[RecordedEvent, tuple[Entry, ...]]]
+) -> list[list[Any]]:
+    """The parameters of :data:`PROJECTION_CTES` for ``applied`` events (with
+    the entries ``Ledger.apply`` gave for them), as ``ledger`` now holds them."""
     new_accounts: dict[UUID, int] = {}  # id: seq of its creation
     closed_accounts: set[UUID] = set()
     new_transfers: set[UUID] = set()
@@ -74,8 +115,6 @@ async def write_projections(
     entries: list[Entry] = []
     for record, event_entries in applied:
         event = record.event
-        # Projections are written as the batch left them (an account opened and
-        # closed, or a transfer made and posted, in one batch is one insert).
         match event:
             case AccountCreated():
                 new_accounts[event.account_id] = record.seq
@@ -87,75 +126,57 @@ async def write_projections(
                 decided_transfers.add(event.transfer_id)
         entries.extend(event_entries)
 
-    if new_accounts:
-        rows = [(ledger.accounts[i], seq) for i, seq in new_accounts.items()]
-        await conn.execute(
-            _INSERT_ACCOUNTS,
-            *columns(
-                [
-                    (
-                        a.id, a.currency, a.scale, a.flags.debits_must_not_exceed_credits,
-                        a.flags.credits_must_not_exceed_debits, a.metadata, a.closed, seq,
-                        a.created_at,
-                    )
-                    for a, seq in rows
-                ],
-                9,
-            ),
-        )
-        await conn.execute(_INSERT_BALANCES, list(new_accounts), list(new_accounts.values()))
-    if closed_accounts - new_accounts.keys():
-        await conn.execute(_CLOSE_ACCOUNTS, list(closed_accounts - new_accounts.keys()))
-    if new_transfers:
-        transfers = [ledger.transfers[i] for i in new_transfers]
-        await conn.execute(
-            _INSERT_TRANSFERS,
-            *columns(
-                [
-                    (
-                        t.id, t.debit_account_id, t.credit_account_id, t.amount, t.currency, t.code,
-                        t.metadata, t.pending, t.timeout_seconds, t.status, t.seq, t.created_at,
-                        t.expires_at, t.posted_amount, t.decided_seq,
-                    )
-                    for t in transfers
-                ],
-                15,
-            ),
-        )
-    if decided_transfers - new_transfers:
-        transfers = [ledger.transfers[i] for i in decided_transfers - new_transfers]
-        await conn.execute(
-            _DECIDE_TRANSFERS,
-            *columns([(t.id, t.status, t.posted_amount, t.decided_seq) for t in transfers], 4),
-        )
-    if entries:
-        await conn.execute(
-            _INSERT_ENTRIES,
-            *columns(
-                [
-                    (
-                        e.account_id, e.seq, e.transfer_id, e.type, e.side, e.amount,
-                        e.balance.debits_posted, e.balance.credits_posted,
-                        e.balance.debits_pending, e.balance.credits_pending, e.recorded_at,
-                    )
-                    for e in entries
-                ],
-                11,
-            ),
-        )
-        await conn.execute(_UPDATE_BALANCES, *columns(_final_balances(ledger, entries), 6))
-
-
-def _final_balances(ledger: Ledger, entries: list[Entry]) -> list[tuple]:
-    """Each touched account's balance after the batch, with the last seq that moved it."""
-    last_seq: dict[UUID, int] = {}
+    # The seq of the last event that changed each balance.
+    balance_seq = dict(new_accounts)
     for e in entries:
-        last_seq[e.account_id] = e.seq
-    rows = []
-    for account_id, seq in last_seq.items():
+        balance_seq[e.account_id] = e.seq
+    new_balances, moved_balances = [], []
+    for account_id, seq in balance_seq.items():
         b = ledger.accounts[account_id].balance
-        rows.append((account_id, b.debits_posted, b.credits_posted, b.debits_pending, b.credits_pending, seq))
-    return rows
+        row = (account_id, b.debits_posted, b.credits_posted, b.debits_pending, b.credits_pending, seq)
+        (new_balances if account_id in new_accounts else moved_balances).append(row)
+
+    accounts = [(ledger.accounts[i], seq) for i, seq in new_accounts.items()]
+    transfers = [ledger.transfers[i] for i in new_transfers]
+    decided = [ledger.transfers[i] for i in decided_transfers - new_transfers]
+    return [
+        *columns(
+            [
+                (
+                    a.id, a.currency, a.scale, a.flags.debits_must_not_exceed_credits,
+                    a.flags.credits_must_not_exceed_debits, a.metadata, a.closed, seq, a.created_at,
+                )
+                for a, seq in accounts
+            ],
+            9,
+        ),
+        *columns(new_balances, 6),
+        list(closed_accounts - new_accounts.keys()),
+        *columns(
+            [
+                (
+                    t.id, t.debit_account_id, t.credit_account_id, t.amount, t.currency, t.code,
+                    t.metadata, t.pending, t.timeout_seconds, t.status, t.seq, t.created_at,
+                    t.expires_at, t.posted_amount, t.decided_seq,
+                )
+                for t in transfers
+            ],
+            15,
+        ),
+        *columns([(t.id, t.status, t.posted_amount, t.decided_seq) for t in decided], 4),
+        *columns(
+            [
+                (
+                    e.account_id, e.seq, e.transfer_id, e.type, e.side, e.amount,
+                    e.balance.debits_posted, e.balance.credits_posted,
+                    e.balance.debits_pending, e.balance.credits_pending, e.recorded_at,
+                )
+                for e in entries
+            ],
+            11,
+        ),
+        *columns(moved_balances, 6),
+    ]
 
 
 def columns(rows: list[tuple], width: int) -> list[list[Any]]:
