@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import ipaddress
 import logging
 import sys
@@ -25,16 +26,34 @@ def _serve(settings: Settings) -> int:
             )
             return 2
         log.warning("authentication is off (no LEDGER_TOKENS): listening on loopback %s only", settings.host)
+    _tune_garbage_collector()
     try:
         # run_app stops taking requests on SIGTERM/SIGINT, finishes those in
         # flight, runs the cleanup contexts (stopping the embedded server), exits.
         web.run_app(
-            create_app(settings), host=settings.host, port=settings.port, print=None, loop=_event_loop()
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            print=None,
+            loop=_event_loop(),
+            access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
         )
     except StartupError as error:
         log.error("%s", error)
         return 2
     return 0
+
+
+def _tune_garbage_collector() -> None:
+    """Collect cycles less often than CPython's default (every 700 allocations).
+
+    An append of a few thousand transfers allocates a few hundred thousand
+    objects that live until it ends, and with the default thresholds the
+    collector traversed them again and again: a fifth of the append's time.
+    What is loaded at start (modules, settings) is frozen out of collection.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 def _event_loop():

@@ -78,6 +78,8 @@ class Settings:
     stream_wait: float = 2.0
     #: Seconds of silence after which a following stream writes an empty line.
     stream_keepalive: float = 15.0
+    #: A log line per request (aiohttp's access log).
+    access_log: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -98,6 +100,16 @@ class Settings:
                 raise ConfigError(f"{name} must be {bounds}, got {raw}")
             return value
 
+        def switch(name: str, default: bool) -> bool:
+            raw = env.get(name, "").strip().lower()
+            if raw == "":
+                return default
+            if raw in ("on", "true", "1", "yes"):
+                return True
+            if raw in ("off", "false", "0", "no"):
+                return False
+            raise ConfigError(f"{name} must be on or off, got {env[name]!r}")
+
         return cls(
             database_url=env.get("LEDGER_DATABASE_URL") or None,
             data_dir=Path(env.get("LEDGER_DATA_DIR") or ".ledger"),
@@ -112,6 +124,7 @@ class Settings:
             stream_pool_size=number("LEDGER_STREAM_POOL_SIZE", 8, 1),
             stream_wait=number("LEDGER_STREAM_WAIT", 2.0, 0.0, 600.0),
             stream_keepalive=number("LEDGER_STREAM_KEEPALIVE", 15.0, 0.001, 3600.0),
+            access_log=switch("LEDGER_ACCESS_LOG", True),
             retry=RetryPolicy(
                 attempts=number("LEDGER_RETRY_ATTEMPTS", RetryPolicy().attempts, 1),
             ),

@@ -11,6 +11,8 @@ import time
 import aiohttp
 import pytest
 
+from ledger.config import ConfigError, Settings
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -35,9 +37,9 @@ async def wait_ready(url: str, process: asyncio.subprocess.Process, timeout: flo
 
 @pytest.fixture
 def serve(tmp_path):
-    async def start() -> tuple[asyncio.subprocess.Process, str]:
+    async def start(**settings: str) -> tuple[asyncio.subprocess.Process, str]:
         port = free_port()
-        env = {**os.environ, "LEDGER_DATA_DIR": str(tmp_path / "data"), "LEDGER_PORT": str(port)}
+        env = {**os.environ, "LEDGER_DATA_DIR": str(tmp_path / "data"), "LEDGER_PORT": str(port), **settings}
         env.pop("LEDGER_DATABASE_URL", None)
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "ledger.cli", "serve", env=env,
@@ -76,3 +78,26 @@ async def test_serve_keeps_its_data_across_a_sigterm_and_restart(serve):
     finally:
         code, log = await stop(process)
     assert code == 0, log
+
+
+async def test_serve_logs_every_request_unless_the_access_log_is_off(serve):
+    for setting, logged in (("", True), ("off", False)):
+        process, url = await serve(LEDGER_ACCESS_LOG=setting)
+        try:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"{url}/v1/accounts") as response:
+                    assert response.status == 200
+        finally:
+            code, log = await stop(process)
+        assert code == 0, log
+        assert ('"GET /v1/accounts HTTP/1.1" 200' in log) is logged, log
+
+
+@pytest.mark.parametrize("raw, expected", [("off", False), ("0", False), ("On", True), ("true", True)])
+def test_the_access_log_setting_reads_on_and_off(raw, expected):
+    assert Settings.from_env({"LEDGER_ACCESS_LOG": raw}).access_log is expected
+
+
+def test_the_access_log_setting_refuses_anything_else():
+    with pytest.raises(ConfigError, match="LEDGER_ACCESS_LOG must be on or off"):
+        Settings.from_env({"LEDGER_ACCESS_LOG": "sometimes"})
