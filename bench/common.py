@@ -132,6 +132,19 @@ def peak_rss_mib(pid: int) -> int:
     raise RuntimeError("no VmHWM")
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User and system CPU a live process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_ticks() -> tuple[int, int]:
+    """Busy and total CPU ticks of the whole machine so far (``/proc/stat``)."""
+    ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle and iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
 def ledger_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "ledger.cli", *args]
 
