@@ -8,13 +8,14 @@ import random
 import uuid
 from collections import Counter
 from datetime import datetime, timezone
+from decimal import Decimal
 
 import pytest
 
 from ledger.api.app import create_app
 from ledger.api.keys import COALESCER
 from ledger.config import Settings
-from ledger.domain.commands import OpenAccount
+from ledger.domain.commands import MakeTransfer, OpenAccount
 from ledger.domain.ledger import Recorded
 from ledger.domain.model import AccountFlags
 from ledger.store.append import AppendRequest
@@ -161,3 +162,25 @@ async def test_closing_drains_the_queue_and_answers_every_request(database_url, 
     assert all(isinstance(o, Recorded) for outcomes in answers for o in outcomes)
     assert await db.fetchval("SELECT count(*) FROM accounts") == 6
     await writer.close()
+
+
+async def test_accounts_opened_and_moved_in_one_append_are_stored_as_the_append_left_them(client, db):
+    # The append writes everything in one statement, whose parts cannot see
+    # each other's rows: a new account's balance must go in already moved.
+    debit, credit = uuid.uuid4(), uuid.uuid4()
+    commands = [
+        OpenAccount(debit, "USD", 2, AccountFlags(), {}),
+        OpenAccount(credit, "USD", 2, AccountFlags(), {}),
+        MakeTransfer(uuid.uuid4(), debit, credit, Decimal("2.50"), "USD", None, {}),
+        MakeTransfer(uuid.uuid4(), debit, credit, Decimal("1.25"), "USD", None, {}),
+    ]
+    [outcomes] = await client.app[COALESCER].append([AppendRequest(commands)])
+
+    assert all(isinstance(o, Recorded) for o in outcomes)
+    rows = {
+        r["account_id"]: (r["debits_posted"], r["credits_posted"], r["seq"])
+        for r in await db.fetch("SELECT * FROM balances")
+    }
+    last_seq = outcomes[-1].record.seq
+    assert rows == {debit: (Decimal("3.75"), 0, last_seq), credit: (0, Decimal("3.75"), last_seq)}
+    await assert_log_matches_projections(db)
