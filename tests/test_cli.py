@@ -58,6 +58,19 @@ async def stop(process: asyncio.subprocess.Process) -> tuple[int, str]:
     return process.returncode, stderr.decode()
 
 
+async def get_and_stop(serve, path: str, **settings: str) -> str:
+    """Start the service, GET ``path`` (200), stop it with SIGTERM (exit 0); return its log."""
+    process, url = await serve(**settings)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{url}{path}") as response:
+                assert response.status == 200
+    finally:
+        code, log = await stop(process)
+    assert code == 0, log
+    return log
+
+
 async def test_serve_keeps_its_data_across_a_sigterm_and_restart(serve):
     process, url = await serve()
     async with aiohttp.ClientSession() as session:
@@ -70,26 +83,12 @@ async def test_serve_keeps_its_data_across_a_sigterm_and_restart(serve):
     expected_loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     assert f"event loop: {expected_loop}" in log
 
-    process, url = await serve()
-    try:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"{url}/v1/accounts/{account_id}") as response:
-                assert response.status == 200
-    finally:
-        code, log = await stop(process)
-    assert code == 0, log
+    await get_and_stop(serve, f"/v1/accounts/{account_id}")
 
 
 async def test_serve_logs_every_request_unless_the_access_log_is_off(serve):
     for setting, logged in (("", True), ("off", False)):
-        process, url = await serve(LEDGER_ACCESS_LOG=setting)
-        try:
-            async with aiohttp.ClientSession() as session:
-                async with session.get(f"{url}/v1/accounts") as response:
-                    assert response.status == 200
-        finally:
-            code, log = await stop(process)
-        assert code == 0, log
+        log = await get_and_stop(serve, "/v1/accounts", LEDGER_ACCESS_LOG=setting)
         assert ('"GET /v1/accounts HTTP/1.1" 200' in log) is logged, log
 
 
