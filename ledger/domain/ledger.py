@@ -18,6 +18,8 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+import msgspec
+
 from . import money
 from .codes import Code
 from .commands import (
@@ -44,9 +46,11 @@ from .events import (
 from .model import Account, Balance, Transfer, TransferStatus
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One side of a movement on one account, with the balance right after it."""
+class Entry(msgspec.Struct, frozen=True):
+    """One side of a movement on one account, with the balance right after it.
+
+    A msgspec struct, like :class:`~ledger.domain.model.Transfer`: two are
+    built per transfer appended."""
 
     account_id: UUID
     seq: int
@@ -363,7 +367,7 @@ class Ledger:
                 posted = event.amount if isinstance(event, PendingPosted) else None
                 self._move(event, release=transfer.amount, post=posted or money.ZERO)
                 self._keep_transfer(event.transfer_id)
-                self.transfers[event.transfer_id] = dataclasses.replace(
+                self.transfers[event.transfer_id] = msgspec.structs.replace(
                     transfer,
                     status=event.status,
                     posted_amount=posted,

@@ -9,6 +9,8 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+import msgspec
+
 from .money import ZERO
 
 
@@ -64,8 +66,10 @@ class TransferStatus:
     EXPIRED = "expired"
 
 
-@dataclass(frozen=True, slots=True)
-class Transfer:
+class Transfer(msgspec.Struct, frozen=True):
+    """A transfer as its events left it. A msgspec struct rather than a frozen
+    dataclass: one is built per transfer appended, ten times faster."""
+
     id: UUID
     debit_account_id: UUID
     credit_account_id: UUID
