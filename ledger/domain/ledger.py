@@ -177,12 +177,7 @@ class Ledger:
     def _decide_open_account(self, c: OpenAccount) -> Event | Existing | Refused:
         existing = self.accounts.get(c.id)
         if existing is not None:
-            differing = _differing(
-                (existing.currency, c.currency, "currency"),
-                (existing.scale, c.scale, "scale"),
-                (existing.flags, c.flags, "flags"),
-                (existing.metadata, c.metadata, "metadata"),
-            )
+            differing = _differing(existing, c, "currency", "scale", "flags", "metadata")
             if differing:
                 return _exists_with_different_fields("account", c.id, differing)
             return Existing(snapshot(existing))
@@ -212,14 +207,8 @@ class Ledger:
         existing = self.transfers.get(c.id)
         if existing is not None:
             differing = _differing(
-                (existing.debit_account_id, c.debit_account_id, "debit_account_id"),
-                (existing.credit_account_id, c.credit_account_id, "credit_account_id"),
-                (existing.amount, c.amount, "amount"),
-                (existing.currency, c.currency, "currency"),
-                (existing.code, c.code, "code"),
-                (existing.metadata, c.metadata, "metadata"),
-                (existing.pending, c.pending, "pending"),
-                (existing.timeout_seconds, c.timeout_seconds, "timeout_seconds"),
+                existing, c, "debit_account_id", "credit_account_id", "amount", "currency", "code",
+                "metadata", "pending", "timeout_seconds",
             )
             if differing:
                 return _exists_with_different_fields("transfer", c.id, differing)
@@ -526,8 +515,10 @@ def _check_limits(debit: Account, credit: Account, amount: Decimal) -> Refused |
     return None
 
 
-def _differing(*pairs: tuple[object, object, str]) -> list[str]:
-    return [name for stored, given, name in pairs if stored != given]
+def _differing(stored: object, given: object, *fields: str) -> list[str]:
+    """The ``fields`` whose values differ between what is stored and what a
+    command repeating it gives."""
+    return [name for name in fields if getattr(stored, name) != getattr(given, name)]
 
 
 def _exists_with_different_fields(kind: str, id_: UUID, fields: list[str]) -> Refused:
