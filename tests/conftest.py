@@ -8,6 +8,7 @@ gets its own database cloned from it, so tests are isolated and cheap.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -26,6 +27,8 @@ from ledger.store import migrations
 from ledger.store.connection import connect
 from ledger.store.embedded import EmbeddedPostgres
 from ledger.store.replay import fold_log
+from ledger.store.retry import RetryPolicy
+from ledger.store.writer import Writer
 
 USD = "USD"
 
@@ -144,6 +147,22 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await connect(database_url)
     yield conn
     await conn.close()
+
+
+@pytest.fixture
+async def writer(database_url: str, clock: FakeClock) -> AsyncIterator[Writer]:
+    """A writer of the test's own, without the service around it."""
+    writer = Writer(database_url, policy=RetryPolicy(), clock=clock)
+    yield writer
+    await writer.close()
+
+
+@contextlib.asynccontextmanager
+async def appends_held_up(db: asyncpg.Connection) -> AsyncIterator[None]:
+    """Hold the append lock in the test's own transaction: appends wait for it."""
+    async with db.transaction():
+        await db.execute("LOCK TABLE ledger_head IN EXCLUSIVE MODE")
+        yield
 
 
 @pytest.fixture

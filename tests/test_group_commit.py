@@ -3,11 +3,9 @@ own answer; the queue is bounded, survives a lost connection, and drains on
 shutdown."""
 
 import asyncio
-import contextlib
 import random
 import uuid
 from collections import Counter
-from datetime import datetime, timezone
 from decimal import Decimal
 
 import pytest
@@ -21,16 +19,13 @@ from ledger.domain.model import AccountFlags
 from ledger.store.append import AppendRequest
 from ledger.store.coalescer import Coalescer
 from ledger.store.retry import RetryPolicy, Unavailable
-from ledger.store.writer import WRITER_NAME, Writer
-from tests.conftest import assert_log_matches_projections, transfer_body, wait_for_blocked_backend
-
-
-@contextlib.asynccontextmanager
-async def appends_held_up(db):
-    """Hold the append lock in the test's own transaction: appends wait for it."""
-    async with db.transaction():
-        await db.execute("LOCK TABLE ledger_head IN EXCLUSIVE MODE")
-        yield
+from ledger.store.writer import WRITER_NAME
+from tests.conftest import (
+    appends_held_up,
+    assert_log_matches_projections,
+    transfer_body,
+    wait_for_blocked_backend,
+)
 
 
 async def error_code(response):
@@ -143,8 +138,7 @@ async def test_a_killed_append_that_may_not_retry_fails_alone(database_url, aioh
     assert await db.fetchval("SELECT count(*) FROM transfers") == 1
 
 
-async def test_closing_drains_the_queue_and_answers_every_request(database_url, db):
-    writer = Writer(database_url, policy=RetryPolicy(), clock=lambda: datetime.now(timezone.utc))
+async def test_closing_drains_the_queue_and_answers_every_request(writer, db):
     coalescer = Coalescer(writer, max_queued=100)
     coalescer.start()
     requests = [AppendRequest([OpenAccount(uuid.uuid4(), "USD", 2, AccountFlags(), {})]) for _ in range(6)]
@@ -161,7 +155,6 @@ async def test_closing_drains_the_queue_and_answers_every_request(database_url, 
     answers = [outcomes for [outcomes] in await asyncio.gather(first, *rest)]
     assert all(isinstance(o, Recorded) for outcomes in answers for o in outcomes)
     assert await db.fetchval("SELECT count(*) FROM accounts") == 6
-    await writer.close()
 
 
 async def test_accounts_opened_and_moved_in_one_append_are_stored_as_the_append_left_them(client, db):

@@ -26,6 +26,8 @@ async def ready(request: web.Request) -> web.Response:
         "pool_max": pool.get_max_size(),
         "head_revision": migrations.head_revision(),
         "append_retries": request.app[WRITER].retries,
+        "appends_decided_ahead": request.app[COALESCER].decided_ahead,
+        "appends_decided_again": request.app[WRITER].decided_again,
         "appends": request.app[COALESCER].appends,
         "appended_requests": request.app[COALESCER].requests,
         "write_queue": request.app[COALESCER].queued,

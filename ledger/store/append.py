@@ -1,15 +1,24 @@
 """The append: decide a batch of commands and record it, in one transaction.
 
-Run inside a SERIALIZABLE transaction (see :mod:`ledger.store.writer`):
+Recorded in a SERIALIZABLE transaction that first takes :data:`LOCK` (see
+:mod:`ledger.store.writer`), so that its snapshot sees every earlier append
+and appends are serial: seq is gapless and commit-ordered. Then:
 
-1. lock the head table, before any read, so the snapshot sees every earlier
-   append and appends are serial: seq is gapless and commit-ordered;
-2. load what the batch touches with one query per table (``= ANY($1)``);
-3. decide every command in order with the domain's :class:`Ledger`;
-4. write events (hash-chained) and projections (:mod:`ledger.store.projections`),
+1. read the head, and load what the batch touches with one query per table
+   (``= ANY($1)``);
+2. decide every command in order with the domain's :class:`Ledger`;
+3. write events (hash-chained) and projections (:mod:`ledger.store.projections`),
    move the head and NOTIFY the new head, all in one statement: data-modifying
    CTEs with one ``unnest`` per table. Under group commit most appends are
    small, and each round trip to the server is a wait that no batching shortens.
+
+A :class:`Batch` may also be decided ahead, before the lock, against the
+ledger as the previous append leaves it (see :mod:`ledger.store.coalescer`).
+It is then written as decided only if, under the lock, the head is still the
+one it was decided after: the head's hash commits to every event before it,
+and its epoch moves whenever projections are rewritten outside an append, so
+an equal head means that nothing the decisions read has changed since.
+Otherwise the batch is loaded and decided again, as above.
 
 Everything here may run again from the start after a conflict, so it only
 reads and writes inside the transaction it is given.
@@ -20,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -37,7 +46,11 @@ NOTIFY_CHANNEL = "ledger_events"
 #: The append lock: taken first by every append, and by whatever must see no
 #: append happen while it runs (repair, rebuild).
 LOCK = "LOCK TABLE ledger_head IN EXCLUSIVE MODE"
-HEAD = "SELECT seq, hash FROM ledger_head"
+HEAD = "SELECT seq, hash, epoch FROM ledger_head"
+#: Run by whatever rewrites projections outside an append (repair, rebuild),
+#: holding :data:`LOCK`: batches decided ahead against what was there before
+#: are then decided again.
+NEW_EPOCH = "UPDATE ledger_head SET epoch = epoch + 1"
 _LOAD_ACCOUNTS = ACCOUNT_SELECT + " WHERE a.id = ANY($1::uuid[])"
 _LOAD_TRANSFERS = TRANSFER_SELECT + " WHERE id = ANY($1::uuid[])"
 
@@ -66,43 +79,105 @@ class AppendRequest:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-async def append(
-    conn: asyncpg.Connection, requests: Sequence[AppendRequest], *, now: datetime
-) -> list[list[Outcome]]:
-    """Decide and record ``requests`` in order; one list of outcomes for each.
+class Head(NamedTuple):
+    """The head of the log: its last seq and hash, and the projections' epoch."""
 
-    Must run in a SERIALIZABLE transaction on ``conn``.
+    seq: int
+    hash: bytes
+    epoch: int
+
+
+class Batch:
+    """Requests decided in order against the accounts and transfers of a
+    :class:`Ledger`, starting at a known head of the log.
+
+    :meth:`seal` turns what was decided into the parameters of the one
+    statement that records it. That statement may be run only while the head
+    of the log is still :attr:`basis`: the decisions assumed it.
     """
-    await conn.execute(LOCK)
-    head = await conn.fetchrow(HEAD)
+
+    def __init__(self, ledger: Ledger, basis: Head) -> None:
+        self.ledger = ledger
+        #: The head the requests are decided against (``ledger.head`` is its seq).
+        self.basis = basis
+        #: The head once they are recorded (set by :meth:`seal`).
+        self.head = self.basis
+        #: One list of outcomes per request, in order.
+        self.results: list[list[Outcome]] = []
+        self.parameters: list[Any] | None = None
+        self._recorded: list[Recorded] = []
+        self.commands = 0
+
+    @classmethod
+    def after(cls, previous: Batch) -> Batch:
+        """A batch decided as if ``previous`` (sealed) were recorded. It shares
+        ``previous``'s ledger, which it moves on."""
+        return cls(previous.ledger, previous.head)
+
+    def decide(self, requests: Sequence[AppendRequest], *, now: datetime) -> None:
+        """Decide ``requests`` after those already in the batch. The ledger
+        must hold every account and transfer they touch (see :func:`load`)."""
+        for r in requests:
+            outcomes = self.ledger.execute_all(r.commands, now=now, metadata=r.metadata, atomic=r.atomic)
+            self.results.append(outcomes)
+            self._recorded.extend(o for o in outcomes if isinstance(o, Recorded))
+            self.commands += len(r.commands)
+
+    def seal(self) -> Batch:
+        """Compute the parameters that record the batch; decide nothing more."""
+        if self._recorded and self.parameters is None:
+            events, last_hash = _event_rows([o.record for o in self._recorded], self.basis.hash)
+            self.parameters = [
+                *projection_parameters(self.ledger, [(o.record, o.entries) for o in self._recorded]),
+                *columns(events, 7),
+                self.ledger.head,
+                last_hash,
+                NOTIFY_CHANNEL,
+                str(self.ledger.head),
+            ]
+            self.head = self.basis._replace(seq=self.ledger.head, hash=last_hash)
+        return self
+
+
+async def load(conn: asyncpg.Connection, requests: Sequence[AppendRequest], ledger: Ledger) -> None:
+    """Add to ``ledger`` the transfers and accounts ``requests`` touch that it
+    does not hold yet, as ``conn`` sees them: one query per table."""
     commands = [c for r in requests for c in r.commands]
-    transfers = [
-        transfer_from_row(row)
-        for row in await conn.fetch(_LOAD_TRANSFERS, list({i for c in commands for i in transfer_ids(c)}))
-    ]
+    missing = [*{i for c in commands for i in transfer_ids(c) if i not in ledger.transfers}]
+    transfers = [transfer_from_row(row) for row in await conn.fetch(_LOAD_TRANSFERS, missing)] if missing else []
+    ledger.transfers.update((t.id, t) for t in transfers)
     # A decision on a transfer moves that transfer's accounts.
     wanted = {i for c in commands for i in account_ids(c)}
     wanted.update(i for t in transfers for i in (t.debit_account_id, t.credit_account_id))
-    accounts = await conn.fetch(_LOAD_ACCOUNTS, list(wanted))
+    missing = [i for i in wanted if i not in ledger.accounts]
+    if missing:
+        ledger.accounts.update((row["id"], account_from_row(row)) for row in await conn.fetch(_LOAD_ACCOUNTS, missing))
 
-    ledger = Ledger(map(account_from_row, accounts), transfers, head=head["seq"])
-    results = [
-        ledger.execute_all(r.commands, now=now, metadata=r.metadata, atomic=r.atomic)
-        for r in requests
-    ]
-    recorded = [o for outcomes in results for o in outcomes if isinstance(o, Recorded)]
-    if recorded:
-        events, last_hash = _event_rows([o.record for o in recorded], head["hash"])
-        await conn.execute(
-            _WRITE,
-            *projection_parameters(ledger, [(o.record, o.entries) for o in recorded]),
-            *columns(events, 7),
-            ledger.head,
-            last_hash,
-            NOTIFY_CHANNEL,
-            str(ledger.head),
-        )
-    return results
+
+async def head(conn: asyncpg.Connection) -> Head:
+    return Head(*await conn.fetchrow(HEAD))
+
+
+async def write(conn: asyncpg.Connection, batch: Batch) -> None:
+    """Record the sealed ``batch``: events, projections, the new head, NOTIFY.
+
+    Must run in a SERIALIZABLE transaction on ``conn`` that holds :data:`LOCK`,
+    with the head at ``batch.basis``.
+    """
+    if batch.parameters is not None:
+        await conn.execute(_WRITE, *batch.parameters)
+
+
+async def append(conn: asyncpg.Connection, requests: Sequence[AppendRequest], *, now: datetime, at: Head) -> Batch:
+    """Decide ``requests`` in order against the log at head ``at`` and record them.
+
+    Must run in a SERIALIZABLE transaction on ``conn`` that holds :data:`LOCK`.
+    """
+    batch = Batch(Ledger(head=at.seq), at)
+    await load(conn, requests, batch.ledger)
+    batch.decide(requests, now=now)
+    await write(conn, batch.seal())
+    return batch
 
 
 def _event_rows(records: list[RecordedEvent], previous_hash: bytes) -> tuple[list[tuple], bytes]:

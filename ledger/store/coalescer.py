@@ -7,6 +7,14 @@ caller awaits the outcomes of its own request. Nothing waits on a timer: a
 lone request on an idle service is appended at once, and under load the next
 batch forms while the previous append is in flight.
 
+That next batch is also decided while the previous append is in flight,
+against the ledger as that append leaves it (plus what else it touches, read
+outside the lock), so that deciding one batch and recording the one before
+overlap. Under the lock it is written as decided only if the head is still
+the one it was decided after, and decided again otherwise (see
+:mod:`ledger.store.append`). The ledger carried from batch to batch is
+dropped whenever the queue runs dry, and past :data:`CHAIN_LIMIT` rows.
+
 Decisions stay per command and in queue order (the append decides each
 request's commands in order, atomic requests all-or-nothing), so a refused
 command never fails its neighbours. An append that fails for good (retries
@@ -27,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..domain.ledger import Outcome
-from .append import AppendRequest
+from .append import AppendRequest, Batch
 from .retry import Unavailable
 from .writer import Writer
 
@@ -43,6 +51,26 @@ class _Waiting:
     result: asyncio.Future[list[Outcome]]
 
 
+#: Accounts and transfers a ledger carried from append to append may hold
+#: before the next append reads afresh (bounds memory under endless load).
+CHAIN_LIMIT = 50_000
+
+
+@dataclass(slots=True)
+class _Append:
+    """Requests appended together."""
+
+    waiting: list[_Waiting]
+    #: As decided ahead of the lock; None: to be decided under it.
+    batch: Batch | None
+    task: asyncio.Future[Batch] | None = None
+    commands: int = 0
+
+    def add(self, waiting: list[_Waiting]) -> None:
+        self.waiting.extend(waiting)
+        self.commands += sum(len(w.request.commands) for w in waiting)
+
+
 class Coalescer:
     def __init__(self, writer: Writer, *, max_queued: int) -> None:
         self._writer = writer
@@ -56,6 +84,8 @@ class Coalescer:
         #: Appends made and requests they carried, since start (for health and tests).
         self.appends = 0
         self.requests = 0
+        #: Appends decided ahead of the lock, since start.
+        self.decided_ahead = 0
 
     @property
     def queued(self) -> int:
@@ -91,40 +121,91 @@ class Coalescer:
             await self._task
 
     async def _run(self) -> None:
+        recording: _Append | None = None  # in the writer's transaction
+        ahead: _Append | None = None  # decided after ``recording``; waits for it
+        last: Batch | None = None  # recorded last, while busy: what ``ahead`` may start from
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                await self._append(self._take())
-            if self._closing:
-                return
+            if recording is not None and recording.task is not None and recording.task.done():
+                last = self._answer(recording)
+                recording = None
+                if ahead is not None:
+                    recording, ahead = self._start(ahead), None
+                continue
+            if not self._queue:
+                if recording is None:
+                    last = None  # idle: the next append reads everything afresh
+                    if self._closing:
+                        return
+                await self._wait()
+                continue
+            if ahead is None:
+                base = last if recording is None else recording.batch
+                if base is None or base.ledger.size > CHAIN_LIMIT:
+                    if recording is None:
+                        recording = self._start(_Append(self._take(MAX_COMMANDS), batch=None))
+                    else:  # decided under the lock: what it leaves is known once it is recorded
+                        await self._wait()
+                    continue
+                ahead = _Append([], Batch.after(base))
+            room = MAX_COMMANDS - ahead.commands
+            if len(self._queue[0].request.commands) > room:
+                await self._wait()  # ahead is full: for the append before it
+                continue
+            waiting = self._take(room)
+            ahead.add(waiting)
+            if ahead.batch is not None:
+                try:
+                    await self._writer.decide(ahead.batch, [w.request for w in waiting])
+                except Exception:
+                    log.warning("deciding ahead failed; deciding under the lock", exc_info=True)
+                    ahead.batch = None
+            if recording is None:
+                recording, ahead = self._start(ahead), None
 
-    def _take(self) -> list[_Waiting]:
-        """Everything waiting, in order, up to :data:`MAX_COMMANDS` commands
-        (a single request is never split)."""
-        batch: list[_Waiting] = []
+    async def _wait(self) -> None:
+        await self._wake.wait()
+        self._wake.clear()
+
+    def _start(self, append: _Append) -> _Append:
+        """Start recording ``append``: as decided ahead, if it was and the head
+        is still what it was decided after; else decided under the lock."""
+        self.appends += 1
+        self.requests += len(append.waiting)
+        self.decided_ahead += append.batch is not None
+        requests = [w.request for w in append.waiting]
+        append.task = asyncio.ensure_future(
+            self._writer.record(requests, append.batch.seal() if append.batch else None)
+        )
+        append.task.add_done_callback(lambda _: self._wake.set())
+        return append
+
+    def _answer(self, append: _Append) -> Batch | None:
+        """Answer the requests of a finished append; the batch it recorded, if it did."""
+        assert append.task is not None
+        try:
+            batch = append.task.result()
+        except Exception as error:  # the callers answer for it (503, or 500 if unexpected)
+            if not isinstance(error, Unavailable):
+                log.exception("an append of %d requests failed", len(append.waiting))
+            for waiting in append.waiting:
+                if not waiting.result.done():
+                    waiting.result.set_exception(error)
+            return None
+        for waiting, outcomes in zip(append.waiting, batch.results, strict=True):
+            if not waiting.result.done():
+                waiting.result.set_result(outcomes)
+        return batch
+
+    def _take(self, room: int) -> list[_Waiting]:
+        """Everything waiting, in order, up to ``room`` commands (a single
+        request is never split; the first is taken whatever its size)."""
+        taken: list[_Waiting] = []
         commands = 0
         while self._queue:
             size = len(self._queue[0].request.commands)
-            if batch and commands + size > MAX_COMMANDS:
+            if taken and commands + size > room:
                 break
-            batch.append(self._queue.popleft())
+            taken.append(self._queue.popleft())
             commands += size
         self._queued -= commands
-        return batch
-
-    async def _append(self, batch: list[_Waiting]) -> None:
-        self.appends += 1
-        self.requests += len(batch)
-        try:
-            results = await self._writer.append([w.request for w in batch])
-        except Exception as error:  # the callers answer for it (503, or 500 if unexpected)
-            if not isinstance(error, Unavailable):
-                log.exception("an append of %d requests failed", len(batch))
-            for waiting in batch:
-                if not waiting.result.done():
-                    waiting.result.set_exception(error)
-            return
-        for waiting, outcomes in zip(batch, results, strict=True):
-            if not waiting.result.done():
-                waiting.result.set_result(outcomes)
+        return taken

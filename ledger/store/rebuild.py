@@ -16,7 +16,7 @@ import asyncpg
 
 from ..domain.ledger import Entry, Ledger
 from ..domain.events import RecordedEvent
-from .append import HEAD, LOCK
+from .append import HEAD, LOCK, NEW_EPOCH
 from .projections import write_projections
 from .replay import ChainBroken, ChainCheck, stored_events
 
@@ -43,6 +43,7 @@ async def rebuild_projections(conn: asyncpg.Connection, *, chunk: int = 5000, pr
         await conn.execute(LOCK)
         head = await conn.fetchrow(HEAD)
         await conn.execute(_EMPTY)
+        await conn.execute(NEW_EPOCH)
         async for record in stored_events(conn, chain, prefetch=prefetch):
             if not chain.ok:
                 raise ChainBroken(chain.first_bad_seq)

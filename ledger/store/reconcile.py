@@ -22,7 +22,7 @@ import msgspec
 from ..domain import money
 from ..domain.ledger import Ledger
 from ..domain.model import Balance
-from .append import HEAD, LOCK
+from .append import HEAD, LOCK, NEW_EPOCH
 from .projections import columns
 from .replay import FORGET_EVERY, ChainCheck, stored_events
 
@@ -111,6 +111,7 @@ async def reconcile(conn: asyncpg.Connection, *, repair: bool = False, prefetch:
         report.totals = _totals(ledger)
         repairs = await _compare(conn, ledger, report, prefetch)
         if repair and repairs and report.chain.ok and report.replay_error is None:
+            await conn.execute(NEW_EPOCH)
             await conn.execute(
                 _REPAIR,
                 *columns([(i, *(getattr(b, f) for f in BALANCE_FIELDS)) for i, b in repairs.items()], 5),

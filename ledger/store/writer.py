@@ -1,5 +1,6 @@
 """The one writer of a process: a dedicated connection and the retrying
-SERIALIZABLE transaction around each append.
+SERIALIZABLE transaction around each append, and a second connection that
+reads for batches decided ahead of the lock.
 
 Appends are serial per database anyway (the head lock), so the process keeps a
 single connection for them instead of paying a pool acquire and reset per
@@ -17,7 +18,7 @@ from datetime import datetime
 import asyncpg
 
 from ..domain.ledger import Outcome
-from .append import AppendRequest, append
+from .append import LOCK, AppendRequest, Batch, append, head, load, write
 from .connection import connect
 from .retry import CONFLICTS, CONNECTION_LOST, RetryPolicy, retrying
 
@@ -27,6 +28,8 @@ Clock = Callable[[], datetime]
 
 #: The writer connection's ``application_name``, as ``pg_stat_activity`` shows it.
 WRITER_NAME = "ledger-writer"
+#: The connection that reads ahead of the writer, for decisions made ahead.
+READER_NAME = "ledger-writer-reads"
 
 
 class Writer:
@@ -35,9 +38,13 @@ class Writer:
         self._policy = policy
         self._clock = clock
         self._conn: asyncpg.Connection | None = None
+        self._reader: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
         #: Attempts that failed and were retried, since start (for health and tests).
         self.retries = 0
+        #: Batches decided ahead that were decided again under the lock,
+        #: because the head had moved on from the one they were decided after.
+        self.decided_again = 0
 
     async def append(self, requests: Sequence[AppendRequest]) -> list[list[Outcome]]:
         """Decide and record ``requests`` as one transaction; one outcome list each.
@@ -45,16 +52,41 @@ class Writer:
         Raises :class:`~ledger.store.retry.Unavailable` when conflicts or a lost
         database outlast the retry policy.
         """
-        async with self._lock:
-            return await retrying(
-                lambda: self._attempt(requests), self._policy, CONFLICTS + CONNECTION_LOST
-            )
+        return (await self.record(requests)).results
 
-    async def _attempt(self, requests: Sequence[AppendRequest]) -> list[list[Outcome]]:
+    async def record(self, requests: Sequence[AppendRequest], batch: Batch | None = None) -> Batch:
+        """Record ``requests`` as one transaction: as the sealed ``batch``
+        decided them if the head of the log is still its basis, else decided
+        afresh under the lock. Return the batch recorded.
+        """
+        async with self._lock:
+            return await retrying(lambda: self._attempt(requests, batch), self._policy, CONFLICTS + CONNECTION_LOST)
+
+    async def decide(self, batch: Batch, requests: Sequence[AppendRequest]) -> None:
+        """Decide ``requests`` into ``batch`` ahead of recording it, first
+        reading what its ledger lacks on a connection of its own, outside any
+        transaction. Nothing is written."""
+        if self._reader is None or self._reader.is_closed():
+            self._reader = await connect(self._dsn, server_settings={"application_name": READER_NAME})
+        try:
+            await load(self._reader, requests, batch.ledger)
+        except CONNECTION_LOST:
+            self._reader.terminate()
+            raise
+        batch.decide(requests, now=self._clock())
+
+    async def _attempt(self, requests: Sequence[AppendRequest], batch: Batch | None) -> Batch:
         try:
             conn = await self._connection()
             async with conn.transaction(isolation="serializable"):
-                return await append(conn, requests, now=self._clock())
+                await conn.execute(LOCK)
+                at = await head(conn)
+                if batch is not None:
+                    if batch.basis == at:
+                        await write(conn, batch)
+                        return batch
+                    self.decided_again += 1
+                return await append(conn, requests, now=self._clock(), at=at)
         except CONNECTION_LOST:
             await self.close()
             self.retries += 1
@@ -69,6 +101,9 @@ class Writer:
         return self._conn
 
     async def close(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.terminate()
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
             try:

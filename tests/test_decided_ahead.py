@@ -1,0 +1,178 @@
+"""Batches decided ahead of the lock, while the append before them is recorded:
+written as decided only while the head of the log is the one they were
+decided after, and decided again under the lock otherwise."""
+
+import asyncio
+import uuid
+from decimal import Decimal
+
+import pytest
+
+from ledger.api.keys import COALESCER, WRITER
+from ledger.domain.codes import Code
+from ledger.domain.commands import Command, MakeTransfer, OpenAccount
+from ledger.domain.ledger import Recorded, Refused
+from ledger.domain.model import AccountFlags
+from ledger.store.append import HEAD, AppendRequest, Batch
+from ledger.store.rebuild import rebuild_projections
+from ledger.store.reconcile import reconcile
+from ledger.store.retry import RetryPolicy
+from ledger.store.writer import READER_NAME, Writer
+from tests.conftest import (
+    appends_held_up,
+    assert_log_matches_projections,
+    assert_no_flag_violated,
+    transfer_body,
+    wait_for_blocked_backend,
+)
+
+
+def transfer(debit: uuid.UUID, credit: uuid.UUID, amount: str) -> MakeTransfer:
+    return MakeTransfer(uuid.uuid4(), debit, credit, Decimal(amount), "USD", None, {})
+
+
+def one_request(*commands: Command) -> list[AppendRequest]:
+    return [AppendRequest(list(commands))]
+
+
+@pytest.fixture
+async def wallet_and_shop(writer: Writer) -> tuple[uuid.UUID, uuid.UUID, Batch]:
+    """A wallet that may not go below zero, paid 10.00 by a shop; and the
+    batch that recorded it, for the next one to be decided after."""
+    wallet, shop = uuid.uuid4(), uuid.uuid4()
+    recorded = await writer.record(
+        one_request(
+            OpenAccount(wallet, "USD", 2, AccountFlags(debits_must_not_exceed_credits=True), {}),
+            OpenAccount(shop, "USD", 2, AccountFlags(), {}),
+            transfer(shop, wallet, "10.00"),
+        )
+    )
+    return wallet, shop, recorded
+
+
+async def decide_ahead(writer: Writer, after: Batch, *commands: Command) -> tuple[Batch, list[AppendRequest]]:
+    batch = Batch.after(after)
+    requests = one_request(*commands)
+    await writer.decide(batch, requests)
+    return batch, requests
+
+
+async def debits_and_credits(db, account: uuid.UUID) -> tuple[Decimal, Decimal]:
+    row = await db.fetchrow("SELECT debits_posted, credits_posted FROM balances WHERE account_id = $1", account)
+    return row["debits_posted"], row["credits_posted"]
+
+
+async def test_a_batch_decided_ahead_is_written_as_decided_while_the_head_stands(writer, db, wallet_and_shop):
+    wallet, shop, first = wallet_and_shop
+    ahead, requests = await decide_ahead(writer, first, transfer(wallet, shop, "8.00"))
+
+    recorded = await writer.record(requests, ahead.seal())
+
+    assert recorded is ahead
+    assert writer.decided_again == 0
+    [[outcome]] = recorded.results
+    assert isinstance(outcome, Recorded)
+    assert await debits_and_credits(db, wallet) == (Decimal("8.00"), Decimal("10.00"))
+    await assert_log_matches_projections(db)
+
+
+async def test_an_append_by_another_process_meanwhile_has_it_decided_again(
+    writer, db, database_url, clock, wallet_and_shop
+):
+    wallet, shop, first = wallet_and_shop
+    ahead, requests = await decide_ahead(writer, first, transfer(wallet, shop, "8.00"))
+    assert isinstance(ahead.results[0][0], Recorded)  # 8.00 of the 10.00 would fit
+    other = Writer(database_url, policy=RetryPolicy(), clock=clock)
+    try:
+        [[spent]] = await other.append(one_request(transfer(wallet, shop, "5.00")))
+    finally:
+        await other.close()
+    assert isinstance(spent, Recorded)
+
+    recorded = await writer.record(requests, ahead.seal())
+
+    assert recorded is not ahead
+    assert writer.decided_again == 1
+    [[outcome]] = recorded.results
+    assert isinstance(outcome, Refused) and outcome.code == Code.EXCEEDS_CREDITS
+    assert await debits_and_credits(db, wallet) == (Decimal("5.00"), Decimal("10.00"))
+    await assert_log_matches_projections(db)
+    await assert_no_flag_violated(db)
+
+
+async def repair(db) -> None:
+    assert (await reconcile(db, repair=True)).repaired == 1
+
+
+async def rebuild(db) -> None:
+    await rebuild_projections(db)
+
+
+@pytest.mark.parametrize("rewrite", [repair, rebuild])
+async def test_projections_rewritten_meanwhile_have_it_decided_again(rewrite, writer, db, wallet_and_shop):
+    wallet, shop, _ = wallet_and_shop
+    # The wallet's stored balance is wrong, and the next append reads it.
+    await db.execute("UPDATE balances SET credits_posted = 1000 WHERE account_id = $1", wallet)
+    touched = await writer.record(one_request(transfer(shop, wallet, "1.00")))
+    ahead, requests = await decide_ahead(writer, touched, transfer(wallet, shop, "500.00"))
+    assert isinstance(ahead.results[0][0], Recorded)  # against the wrong balance
+    epoch = (await db.fetchrow(HEAD))["epoch"]
+
+    await rewrite(db)  # puts the log's 11.00 back
+    recorded = await writer.record(requests, ahead.seal())
+
+    assert (await db.fetchrow(HEAD))["epoch"] == epoch + 1
+    assert recorded is not ahead
+    [[outcome]] = recorded.results
+    assert isinstance(outcome, Refused) and outcome.code == Code.EXCEEDS_CREDITS
+    await assert_log_matches_projections(db)
+    await assert_no_flag_violated(db)
+
+
+async def writes_behind_a_held_up_append(client, db, a, b, count: int = 10) -> list[int]:
+    """POST a transfer whose append the test holds up, and ``count`` more
+    that queue behind it; their statuses once all are answered."""
+    coalescer = client.app[COALESCER]
+    async with appends_held_up(db):
+        first = asyncio.ensure_future(client.post("/v1/transfers", json=transfer_body(a, b, "1.00")))
+        await wait_for_blocked_backend(db)
+        queued = [
+            asyncio.ensure_future(client.post("/v1/transfers", json=transfer_body(a, b, "1.00")))
+            for _ in range(count)
+        ]
+        while coalescer.queued < count:
+            await asyncio.sleep(0.01)
+    return [r.status for r in await asyncio.gather(first, *queued)]
+
+
+async def test_writes_queued_behind_an_append_are_decided_ahead(client, open_account, db):
+    a, b = await open_account(), await open_account()
+
+    assert await writes_behind_a_held_up_append(client, db, a, b) == [201] * 11
+
+    assert client.app[COALESCER].decided_ahead >= 1
+    assert client.app[WRITER].decided_again == 0
+    await assert_log_matches_projections(db)
+
+
+async def test_a_lost_reading_connection_costs_only_decisions_ahead_and_is_replaced(client, open_account, db):
+    a, b = await open_account(), await open_account()
+    coalescer = client.app[COALESCER]
+    await writes_behind_a_held_up_append(client, db, a, b)
+    decided_ahead = coalescer.decided_ahead
+    assert decided_ahead >= 1
+
+    killed = await db.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND application_name = $1",
+        READER_NAME,
+    )
+    assert killed == 1
+    statuses = [
+        *await writes_behind_a_held_up_append(client, db, a, b),
+        *await writes_behind_a_held_up_append(client, db, a, b),
+    ]
+
+    assert statuses == [201] * 22
+    assert coalescer.decided_ahead > decided_ahead
+    await assert_log_matches_projections(db)
