@@ -11,8 +11,9 @@ append is safe because every command carries its id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 
 import asyncpg
@@ -30,6 +31,27 @@ Clock = Callable[[], datetime]
 WRITER_NAME = "ledger-writer"
 #: The connection that reads ahead of the writer, for decisions made ahead.
 READER_NAME = "ledger-writer-reads"
+
+
+#: BEGIN and the append lock in one round trip (a simple query may hold
+#: several statements): every round trip of an append is a wait that the
+#: HTTP work queued meanwhile lengthens.
+_BEGIN_LOCKED = f"BEGIN ISOLATION LEVEL SERIALIZABLE; {LOCK}"
+
+
+@contextlib.asynccontextmanager
+async def _locked_transaction(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """A SERIALIZABLE transaction holding the append lock, committed if the
+    block succeeds and rolled back if it raises."""
+    try:
+        await conn.execute(_BEGIN_LOCKED)
+        yield
+    except BaseException:
+        if not conn.is_closed() and conn.is_in_transaction():
+            with contextlib.suppress(*CONNECTION_LOST):
+                await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
 
 
 class Writer:
@@ -78,8 +100,7 @@ class Writer:
     async def _attempt(self, requests: Sequence[AppendRequest], batch: Batch | None) -> Batch:
         try:
             conn = await self._connection()
-            async with conn.transaction(isolation="serializable"):
-                await conn.execute(LOCK)
+            async with _locked_transaction(conn):
                 at = await head(conn)
                 if batch is not None:
                     if batch.basis == at:
