@@ -34,7 +34,7 @@ def report_out(report: Report) -> dict[str, Any]:
         "accounts_checked": report.accounts_checked,
         "mismatches": [
             {
-                "account_id": str(m.account_id),
+                "account_id": m.account_id,
                 "field": m.field,
                 "stored": m.stored,
                 "replayed": m.replayed,

@@ -92,7 +92,7 @@ async def _events_after(
                 {
                     "seq": row["seq"],
                     "type": row["type"],
-                    "stream_id": str(row["stream_id"]),
+                    "stream_id": row["stream_id"],
                     "data": msgspec.Raw(row["data"]),
                     "recorded_at": format_timestamp(row["recorded_at"]),
                 }
@@ -129,14 +129,14 @@ async def balance(request: web.Request) -> web.Response:
             raise InvalidField(f"account {account.id} was opened by event {opened}, after {seq}", "as_of_seq")
         past = await history.balance_as_of(conn, account.id, seq)
     return codec.respond(
-        request, {"account_id": str(account.id), "as_of_seq": seq, **balance_out(past, account.scale)}
+        request, {"account_id": account.id, "as_of_seq": seq, **balance_out(past, account.scale)}
     )
 
 
 def _entry_out(row: asyncpg.Record, scale: int) -> dict[str, Any]:
     return {
         "seq": row["seq"],
-        "transfer_id": str(row["transfer_id"]),
+        "transfer_id": row["transfer_id"],
         "type": row["type"],
         "side": row["side"],
         "amount": money.format_amount(row["amount"], scale),

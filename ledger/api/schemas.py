@@ -212,7 +212,7 @@ def balance_out(balance: Balance, scale: int) -> dict[str, str]:
 
 def account_out(account: Account) -> dict[str, Any]:
     return {
-        "id": str(account.id),
+        "id": account.id,
         "currency": account.currency,
         "scale": account.scale,
         "flags": account.flags.as_dict(),
@@ -225,9 +225,9 @@ def account_out(account: Account) -> dict[str, Any]:
 
 def transfer_out(transfer: Transfer) -> dict[str, Any]:
     return {
-        "id": str(transfer.id),
-        "debit_account_id": str(transfer.debit_account_id),
-        "credit_account_id": str(transfer.credit_account_id),
+        "id": transfer.id,
+        "debit_account_id": transfer.debit_account_id,
+        "credit_account_id": transfer.credit_account_id,
         # The amount was stored at the accounts' scale when it was recorded.
         "amount": format(transfer.amount, "f"),
         "currency": transfer.currency,

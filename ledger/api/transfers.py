@@ -81,7 +81,7 @@ def _items(request: web.Request, raws: list[msgspec.Raw]) -> list[BatchItem]:
 
 def _result(command: Command, outcome: Outcome) -> dict[str, Any]:
     if isinstance(outcome, Refused):
-        return {"id": str(command.id), "error": {"code": str(outcome.code), "message": outcome.message}}
+        return {"id": command.id, "error": {"code": str(outcome.code), "message": outcome.message}}
     assert isinstance(outcome, (Recorded, Existing)) and isinstance(outcome.subject, Transfer)
     if isinstance(outcome, Recorded):
         return {"id": str(command.id), "status": "created", "seq": outcome.record.seq}

@@ -111,6 +111,8 @@ class Coalescer:
         self._queue.extend(waiting)
         self._queued += size
         self._wake.set()
+        if len(waiting) == 1:  # most writes: no gathering future needed
+            return [await waiting[0].result]
         return list(await asyncio.gather(*(w.result for w in waiting)))
 
     async def close(self) -> None:
