@@ -13,6 +13,7 @@ from ledger.domain.codes import Code
 from ledger.domain.commands import Command, MakeTransfer, OpenAccount
 from ledger.domain.ledger import Recorded, Refused
 from ledger.domain.model import AccountFlags
+from ledger.store import coalescer as coalescer_module
 from ledger.store.append import HEAD, AppendRequest, Batch
 from ledger.store.rebuild import rebuild_projections
 from ledger.store.reconcile import reconcile
@@ -175,4 +176,29 @@ async def test_a_lost_reading_connection_costs_only_decisions_ahead_and_is_repla
 
     assert statuses == [201] * 22
     assert coalescer.decided_ahead > decided_ahead
+    await assert_log_matches_projections(db)
+
+
+async def test_a_batch_decided_after_one_never_recorded_is_decided_again(writer, db, wallet_and_shop):
+    wallet, shop, first = wallet_and_shop
+    lost, _ = await decide_ahead(writer, first, transfer(wallet, shop, "8.00"))  # its append fails
+    ahead, requests = await decide_ahead(writer, lost.seal(), transfer(wallet, shop, "5.00"))
+    assert isinstance(ahead.results[0][0], Refused)  # after the 8.00 that never happened
+
+    recorded = await writer.record(requests, ahead.seal())
+
+    assert recorded is not ahead
+    [[outcome]] = recorded.results
+    assert isinstance(outcome, Recorded)
+    assert await debits_and_credits(db, wallet) == (Decimal("5.00"), Decimal("10.00"))
+    await assert_log_matches_projections(db)
+
+
+async def test_a_ledger_carried_past_the_limit_is_dropped_and_read_afresh(client, open_account, db, monkeypatch):
+    monkeypatch.setattr(coalescer_module, "CHAIN_LIMIT", 0)
+    a, b = await open_account(), await open_account()
+
+    assert await writes_behind_a_held_up_append(client, db, a, b) == [201] * 11
+
+    assert client.app[COALESCER].decided_ahead == 0
     await assert_log_matches_projections(db)
