@@ -171,13 +171,18 @@ class Coalescer:
     def _start(self, append: _Append) -> _Append:
         """Start recording ``append``: as decided ahead, if it was and the head
         is still what it was decided after; else decided under the lock."""
+        if append.batch is not None:
+            # Sealed now, before anything is decided after it.
+            try:
+                append.batch.seal()
+            except Exception:
+                log.exception("sealing a batch decided ahead failed; deciding it under the lock")
+                append.batch = None
         self.appends += 1
         self.requests += len(append.waiting)
         self.decided_ahead += append.batch is not None
         requests = [w.request for w in append.waiting]
-        append.task = asyncio.ensure_future(
-            self._writer.record(requests, append.batch.seal() if append.batch else None)
-        )
+        append.task = asyncio.ensure_future(self._writer.record(requests, append.batch))
         append.task.add_done_callback(lambda _: self._wake.set())
         return append
 
