@@ -43,7 +43,7 @@ def event_hash(
         {
             "seq": seq,
             "type": type,
-            "stream_id": str(stream_id),
+            "stream_id": stream_id,  # msgspec writes the canonical form, as str() does
             "data": data,
             "metadata": metadata,
             "recorded_at": format_timestamp(recorded_at),
