@@ -177,3 +177,20 @@ async def test_accounts_opened_and_moved_in_one_append_are_stored_as_the_append_
     last_seq = outcomes[-1].record.seq
     assert rows == {debit: (Decimal("3.75"), 0, last_seq), credit: (0, Decimal("3.75"), last_seq)}
     await assert_log_matches_projections(db)
+
+
+async def test_a_failed_write_queue_refuses_writes_and_says_it_is_not_ready(client, open_account, db, monkeypatch):
+    a, b = await open_account(), await open_account()
+    coalescer = client.app[COALESCER]
+
+    def fault(room):
+        raise RuntimeError("a bug in the queue")
+
+    monkeypatch.setattr(coalescer, "_take", fault)
+    # Bounded: without an answer, the test fails instead of waiting for ever.
+    first = await asyncio.wait_for(client.post("/v1/transfers", json=transfer_body(a, b, "1.00")), 10)
+    later = await asyncio.wait_for(client.post("/v1/transfers", json=transfer_body(a, b, "1.00")), 10)
+
+    assert [(r.status, await error_code(r)) for r in (first, later)] == [(503, "unavailable")] * 2
+    assert (await client.get("/health/ready")).status == 503
+    assert await db.fetchval("SELECT count(*) FROM transfers") == 0

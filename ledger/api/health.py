@@ -47,6 +47,12 @@ async def ready(request: web.Request) -> web.Response:
             status=503,
         )
     database["schema_revision"] = revision
+    if request.app[COALESCER].failed:
+        return codec.respond(
+            request,
+            {"status": "unavailable", "reason": "the write queue failed: see the log, restart", "database": database},
+            status=503,
+        )
     if revision != database["head_revision"]:
         return codec.respond(
             request,

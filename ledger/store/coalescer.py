@@ -80,6 +80,8 @@ class Coalescer:
         self._queued = 0
         self._wake = asyncio.Event()
         self._closing = False
+        #: Set if this task failed: every write is refused with it.
+        self._failure: Unavailable | None = None
         self._task: asyncio.Task[None] | None = None
         #: Appends made and requests they carried, since start (for health and tests).
         self.appends = 0
@@ -92,6 +94,11 @@ class Coalescer:
         """Commands waiting for an append."""
         return self._queued
 
+    @property
+    def failed(self) -> bool:
+        """The queue's task failed: writes are refused until a restart."""
+        return self._failure is not None
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="ledger-coalescer")
 
@@ -102,6 +109,8 @@ class Coalescer:
         service is stopping, and when the append carrying them fails for good.
         """
         size = sum(len(r.commands) for r in requests)
+        if self._failure is not None:
+            raise self._failure
         if self._closing:
             raise Unavailable("the service is stopping")
         if self._queued + size > self.max_queued:
@@ -126,43 +135,59 @@ class Coalescer:
         recording: _Append | None = None  # in the writer's transaction
         ahead: _Append | None = None  # decided after ``recording``; waits for it
         last: Batch | None = None  # recorded last, while busy: what ``ahead`` may start from
-        while True:
-            if recording is not None and recording.task is not None and recording.task.done():
-                last = self._answer(recording)
-                recording = None
-                if ahead is not None:
-                    recording, ahead = self._start(ahead), None
-                continue
-            if not self._queue:
-                if recording is None:
-                    last = None  # idle: the next append reads everything afresh
-                    if self._closing:
-                        return
-                await self._wait()
-                continue
-            if ahead is None:
-                base = last if recording is None else recording.batch
-                if base is None or base.ledger.size > CHAIN_LIMIT:
-                    if recording is None:
-                        recording = self._start(_Append(self._take(MAX_COMMANDS), batch=None))
-                    else:  # decided under the lock: what it leaves is known once it is recorded
-                        await self._wait()
+        try:
+            while True:
+                if recording is not None and recording.task is not None and recording.task.done():
+                    last = self._answer(recording)
+                    recording = None
+                    if ahead is not None:
+                        recording, ahead = self._start(ahead), None
                     continue
-                ahead = _Append([], Batch.after(base))
-            room = MAX_COMMANDS - ahead.commands
-            if len(self._queue[0].request.commands) > room:
-                await self._wait()  # ahead is full: for the append before it
-                continue
-            waiting = self._take(room)
-            ahead.add(waiting)
-            if ahead.batch is not None:
-                try:
-                    await self._writer.decide(ahead.batch, [w.request for w in waiting])
-                except Exception:
-                    log.warning("deciding ahead failed; deciding under the lock", exc_info=True)
-                    ahead.batch = None
-            if recording is None:
-                recording, ahead = self._start(ahead), None
+                if not self._queue:
+                    if recording is None:
+                        last = None  # idle: the next append reads everything afresh
+                        if self._closing:
+                            return
+                    await self._wait()
+                    continue
+                if ahead is None:
+                    base = last if recording is None else recording.batch
+                    if base is None or base.ledger.size > CHAIN_LIMIT:
+                        if recording is None:
+                            recording = self._start(_Append(self._take(MAX_COMMANDS), batch=None))
+                        else:  # decided under the lock: what it leaves is known once it is recorded
+                            await self._wait()
+                        continue
+                    ahead = _Append([], Batch.after(base))
+                room = MAX_COMMANDS - ahead.commands
+                if len(self._queue[0].request.commands) > room:
+                    await self._wait()  # ahead is full: for the append before it
+                    continue
+                waiting = self._take(room)
+                ahead.add(waiting)
+                if ahead.batch is not None:
+                    try:
+                        await self._writer.decide(ahead.batch, [w.request for w in waiting])
+                    except Exception:
+                        log.warning("deciding ahead failed; deciding under the lock", exc_info=True)
+                        ahead.batch = None
+                if recording is None:
+                    recording, ahead = self._start(ahead), None
+        except Exception:
+            # A fault of this task's own: refuse writes from now on and answer
+            # every caller it holds, rather than leave them waiting for ever.
+            log.critical("the write queue failed; writes are refused from now on", exc_info=True)
+            self._closing = True
+            self._failure = failure = Unavailable("the service cannot write; see its log")
+            stranded = [*(ahead.waiting if ahead else ()), *self._queue]
+            self._queue.clear()
+            self._queued = 0
+            for waiting in stranded:
+                if not waiting.result.done():
+                    waiting.result.set_exception(failure)
+            if recording is not None and recording.task is not None:
+                await asyncio.wait((recording.task,))
+                self._answer(recording)
 
     async def _wait(self) -> None:
         await self._wake.wait()
