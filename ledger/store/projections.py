@@ -34,6 +34,8 @@ class Placeholders:
         self.count = after
 
     def unnest(self, *types: str) -> str:
+        #: The number of the last ``unnest``'s first array, to name it again.
+        self.unnested = self.count + 1
         return f"unnest({', '.join(self.array(t) for t in types)})"
 
     def array(self, type_: str) -> str:
@@ -86,7 +88,9 @@ moved_balances AS (
         debits_pending = u.debits_pending, credits_pending = u.credits_pending, seq = u.seq
     FROM {_p.unnest("uuid", *_BALANCE_TYPES)}
         AS u(account_id, debits_posted, credits_posted, debits_pending, credits_pending, seq)
-    WHERE b.account_id = u.account_id
+    -- The accounts named again as an array: the planner then reaches their
+    -- rows by the primary key, instead of hashing a scan of every balance.
+    WHERE b.account_id = u.account_id AND b.account_id = ANY(${_p.unnested}::uuid[])
 )"""
 
 #: How many parameters :data:`PROJECTION_CTES` takes.
