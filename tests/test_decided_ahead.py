@@ -10,7 +10,7 @@ import pytest
 
 from ledger.api.keys import COALESCER, WRITER
 from ledger.domain.codes import Code
-from ledger.domain.commands import Command, MakeTransfer, OpenAccount
+from ledger.domain.commands import CloseAccount, Command, MakeTransfer, OpenAccount, PostTransfer, VoidTransfer
 from ledger.domain.ledger import Recorded, Refused
 from ledger.domain.model import AccountFlags
 from ledger.store import coalescer as coalescer_module
@@ -56,6 +56,39 @@ async def decide_ahead(writer: Writer, after: Batch, *commands: Command) -> tupl
     requests = one_request(*commands)
     await writer.decide(batch, requests)
     return batch, requests
+
+
+async def test_decisions_ahead_on_what_the_append_before_made_are_written_as_decided(writer, db, wallet_and_shop):
+    # Holds made by the append in flight are posted, voided and closed over
+    # by the batch decided after it, before any of it is in the database.
+    wallet, shop, first = wallet_and_shop
+    spare = uuid.uuid4()
+    held, voided = uuid.uuid4(), uuid.uuid4()
+    in_flight, in_flight_requests = await decide_ahead(
+        writer,
+        first,
+        OpenAccount(spare, "USD", 2, AccountFlags(), {}),
+        MakeTransfer(held, wallet, shop, Decimal("4.00"), "USD", None, {}, pending=True),
+        MakeTransfer(voided, wallet, shop, Decimal("3.00"), "USD", None, {}, pending=True),
+    )
+    after, after_requests = await decide_ahead(
+        writer,
+        in_flight.seal(),
+        PostTransfer(held, Decimal("2.50")),
+        VoidTransfer(voided),
+        CloseAccount(spare),
+        transfer(wallet, shop, "7.50"),  # fits only once the holds are released
+    )
+
+    assert await writer.record(in_flight_requests, in_flight) is in_flight
+    recorded = await writer.record(after_requests, after.seal())
+
+    assert recorded is after and writer.decided_again == 0
+    assert all(isinstance(o, Recorded) for o in recorded.results[0])
+    assert await debits_and_credits(db, wallet) == (Decimal("10.00"), Decimal("10.00"))
+    assert await db.fetchval("SELECT closed FROM accounts WHERE id = $1", spare)
+    await assert_log_matches_projections(db)
+    await assert_no_flag_violated(db)
 
 
 async def debits_and_credits(db, account: uuid.UUID) -> tuple[Decimal, Decimal]:
