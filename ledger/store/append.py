@@ -106,7 +106,6 @@ class Batch:
         self.results: list[list[Outcome]] = []
         self.parameters: list[Any] | None = None
         self._recorded: list[Recorded] = []
-        self.commands = 0
 
     @classmethod
     def after(cls, previous: Batch) -> Batch:
@@ -121,7 +120,6 @@ class Batch:
             outcomes = self.ledger.execute_all(r.commands, now=now, metadata=r.metadata, atomic=r.atomic)
             self.results.append(outcomes)
             self._recorded.extend(o for o in outcomes if isinstance(o, Recorded))
-            self.commands += len(r.commands)
 
     def seal(self) -> Batch:
         """Compute the parameters that record the batch; decide nothing more."""

@@ -64,11 +64,10 @@ class _Append:
     #: As decided ahead of the lock; None: to be decided under it.
     batch: Batch | None
     task: asyncio.Future[Batch] | None = None
-    commands: int = 0
 
-    def add(self, waiting: list[_Waiting]) -> None:
-        self.waiting.extend(waiting)
-        self.commands += sum(len(w.request.commands) for w in waiting)
+    @property
+    def commands(self) -> int:
+        return sum(len(w.request.commands) for w in self.waiting)
 
 
 class Coalescer:
@@ -164,7 +163,7 @@ class Coalescer:
                     await self._wait()  # ahead is full: for the append before it
                     continue
                 waiting = self._take(room)
-                ahead.add(waiting)
+                ahead.waiting.extend(waiting)
                 if ahead.batch is not None:
                     try:
                         await self._writer.decide(ahead.batch, [w.request for w in waiting])

@@ -94,8 +94,7 @@ class Writer:
         """Decide ``requests`` into ``batch`` ahead of recording it, first
         reading what its ledger lacks on a connection of its own, outside any
         transaction. Nothing is written."""
-        if self._reader is None or self._reader.is_closed():
-            self._reader = await connect(self._dsn, server_settings={"application_name": READER_NAME, **_KEYED})
+        self._reader = await self._connected(self._reader, READER_NAME)
         try:
             await load(self._reader, requests, batch.ledger)
         except CONNECTION_LOST:
@@ -123,9 +122,14 @@ class Writer:
             raise
 
     async def _connection(self) -> asyncpg.Connection:
-        if self._conn is None or self._conn.is_closed():
-            self._conn = await connect(self._dsn, server_settings={"application_name": WRITER_NAME, **_KEYED})
+        self._conn = await self._connected(self._conn, WRITER_NAME)
         return self._conn
+
+    async def _connected(self, conn: asyncpg.Connection | None, name: str) -> asyncpg.Connection:
+        """``conn``, or a new connection named ``name`` if it is gone."""
+        if conn is None or conn.is_closed():
+            conn = await connect(self._dsn, server_settings={"application_name": name, **_KEYED})
+        return conn
 
     async def close(self) -> None:
         reader, self._reader = self._reader, None
