@@ -37,7 +37,7 @@ from ..domain.chain import event_hash
 from ..domain.commands import Command, account_ids, transfer_ids
 from ..domain.events import RecordedEvent
 from ..domain.ledger import Ledger, Outcome, Recorded
-from .projections import PARAMETERS, PROJECTION_CTES, Placeholders, columns, projection_parameters
+from .projections import Placeholders, columns, projection_ctes, projection_parameters
 from .rows import ACCOUNT_SELECT, TRANSFER_SELECT, account_from_row, transfer_from_row
 
 #: The channel that carries the new head seq after each append.
@@ -54,17 +54,27 @@ NEW_EPOCH = "UPDATE ledger_head SET epoch = epoch + 1"
 _LOAD_ACCOUNTS = ACCOUNT_SELECT + " WHERE a.id = ANY($1::uuid[])"
 _LOAD_TRANSFERS = TRANSFER_SELECT + " WHERE id = ANY($1::uuid[])"
 
-_p = Placeholders(after=PARAMETERS)
+#: Is the head still the given one? (For a batch that records nothing.)
+_HEAD_IS = "SELECT 1 FROM ledger_head WHERE seq = $1 AND hash = $2 AND epoch = $3"
+
+_p = Placeholders()
+_PROJECTIONS = projection_ctes(_p, when="EXISTS (SELECT FROM moved_head)")
 _WRITE = f"""
-WITH {PROJECTION_CTES},
+WITH moved_head AS (
+    -- Only from the head the batch was decided after. The row lock makes a
+    -- concurrent append wait for this one, or this one for it (and then find
+    -- the head moved, or fail to serialize).
+    UPDATE ledger_head SET seq = {_p.one("bigint")}, hash = {_p.one("bytea")}
+    WHERE seq = {_p.one("bigint")} AND hash = {_p.one("bytea")} AND epoch = {_p.one("bigint")}
+    RETURNING seq
+),
+{_PROJECTIONS},
 new_events AS (
     INSERT INTO events (seq, type, stream_id, data, metadata, recorded_at, hash)
     SELECT * FROM {_p.unnest("bigint", "text", "uuid", "jsonb", "jsonb", "timestamptz", "bytea")}
-),
-new_head AS (
-    UPDATE ledger_head SET seq = {_p.one("bigint")}, hash = {_p.one("bytea")}
+    WHERE EXISTS (SELECT FROM moved_head)
 )
-SELECT pg_notify({_p.one("text")}, {_p.one("text")})
+SELECT pg_notify({_p.one("text")}, {_p.one("text")}) FROM moved_head
 """
 del _p
 
@@ -127,9 +137,10 @@ class Batch:
             events, last_hash = _event_rows([o.record for o in self._recorded], self.basis.hash)
             self.parameters = [
                 *projection_parameters(self.ledger, [(o.record, o.entries) for o in self._recorded]),
-                *columns(events, 7),
                 self.ledger.head,
                 last_hash,
+                *self.basis,
+                *columns(events, 7),
                 NOTIFY_CHANNEL,
                 str(self.ledger.head),
             ]
@@ -156,14 +167,16 @@ async def head(conn: asyncpg.Connection) -> Head:
     return Head(*await conn.fetchrow(HEAD))
 
 
-async def write(conn: asyncpg.Connection, batch: Batch) -> None:
-    """Record the sealed ``batch``: events, projections, the new head, NOTIFY.
+async def write(conn: asyncpg.Connection, batch: Batch) -> bool:
+    """Record the sealed ``batch`` (events, projections, the new head, NOTIFY)
+    if the head of the log is still its basis; say whether it was.
 
-    Must run in a SERIALIZABLE transaction on ``conn`` that holds :data:`LOCK`,
-    with the head at ``batch.basis``.
+    One statement: outside a transaction it is one, with the head row's lock
+    in place of :data:`LOCK`. A batch that records nothing only checks the head.
     """
-    if batch.parameters is not None:
-        await conn.execute(_WRITE, *batch.parameters)
+    if batch.parameters is None:
+        return await conn.fetchval(_HEAD_IS, *batch.basis) is not None
+    return await conn.execute(_WRITE, *batch.parameters) == "SELECT 1"
 
 
 async def append(conn: asyncpg.Connection, requests: Sequence[AppendRequest], *, now: datetime, at: Head) -> Batch:
@@ -174,7 +187,8 @@ async def append(conn: asyncpg.Connection, requests: Sequence[AppendRequest], *,
     batch = Batch(Ledger(head=at.seq), at)
     await load(conn, requests, batch.ledger)
     batch.decide(requests, now=now)
-    await write(conn, batch.seal())
+    if not await write(conn, batch.seal()):
+        raise RuntimeError("the head of the log moved under the append lock")
     return batch
 
 

@@ -61,8 +61,10 @@ class _Append:
     """Requests appended together."""
 
     waiting: list[_Waiting]
-    #: As decided ahead of the lock; None: to be decided under it.
+    #: As decided outside the lock; None: to be decided under it.
     batch: Batch | None
+    #: Decided while the append before it was being recorded.
+    after_another: bool = False
     task: asyncio.Future[Batch] | None = None
 
     @property
@@ -90,7 +92,8 @@ class Coalescer:
 
     @property
     def queued(self) -> int:
-        """Commands waiting for an append."""
+        """Commands waiting for an append to start recording them (queued,
+        or decided ahead of it)."""
         return self._queued
 
     @property
@@ -151,13 +154,13 @@ class Coalescer:
                     continue
                 if ahead is None:
                     base = last if recording is None else recording.batch
-                    if base is None or base.ledger.size > CHAIN_LIMIT:
-                        if recording is None:
-                            recording = self._start(_Append(self._take(MAX_COMMANDS), batch=None))
-                        else:  # decided under the lock: what it leaves is known once it is recorded
-                            await self._wait()
+                    if base is not None and base.ledger.size <= CHAIN_LIMIT:
+                        ahead = _Append([], Batch.after(base), after_another=recording is not None)
+                    elif recording is None:
+                        ahead = _Append([], await self._fresh())
+                    else:  # what the append in flight leaves is known once it is recorded
+                        await self._wait()
                         continue
-                    ahead = _Append([], Batch.after(base))
                 room = MAX_COMMANDS - ahead.commands
                 if len(self._queue[0].request.commands) > room:
                     await self._wait()  # ahead is full: for the append before it
@@ -168,7 +171,7 @@ class Coalescer:
                     try:
                         await self._writer.decide(ahead.batch, [w.request for w in waiting])
                     except Exception:
-                        log.warning("deciding ahead failed; deciding under the lock", exc_info=True)
+                        log.warning("deciding outside the lock failed; deciding under it", exc_info=True)
                         ahead.batch = None
                 if recording is None:
                     recording, ahead = self._start(ahead), None
@@ -188,6 +191,15 @@ class Coalescer:
                 await asyncio.wait((recording.task,))
                 self._answer(recording)
 
+    async def _fresh(self) -> Batch | None:
+        """A batch to decide against the log as it stands; None (decided
+        under the lock) if the log cannot be read."""
+        try:
+            return await self._writer.fresh()
+        except Exception:
+            log.warning("reading the head of the log failed; deciding under the lock", exc_info=True)
+            return None
+
     async def _wait(self) -> None:
         await self._wake.wait()
         self._wake.clear()
@@ -204,7 +216,8 @@ class Coalescer:
                 append.batch = None
         self.appends += 1
         self.requests += len(append.waiting)
-        self.decided_ahead += append.batch is not None
+        self._queued -= append.commands
+        self.decided_ahead += append.batch is not None and append.after_another
         requests = [w.request for w in append.waiting]
         append.task = asyncio.ensure_future(self._writer.record(requests, append.batch))
         append.task.add_done_callback(lambda _: self._wake.set())
@@ -238,5 +251,4 @@ class Coalescer:
                 break
             taken.append(self._queue.popleft())
             commands += size
-        self._queued -= commands
         return taken

@@ -1,8 +1,8 @@
 """The projections of the log: accounts, balances, transfers and entries.
 
-:data:`PROJECTION_CTES` writes what a run of applied events changed as
+:func:`projection_ctes` writes what a run of applied events changed as
 data-modifying CTEs, one ``unnest`` per table, over the parameters
-:func:`projection_parameters` gives (``$1`` … ``$``:data:`PARAMETERS`). The
+:func:`projection_parameters` gives. The
 append puts them in its one write statement, next to the events; the rebuild
 runs them alone (:func:`write_projections`) for the whole log, a chunk at a
 time, so a projection is always written by the same code whichever way it
@@ -27,11 +27,11 @@ from ..domain.ledger import Entry, Ledger
 
 
 class Placeholders:
-    """Numbers a statement's parameters (after the first ``after``) in the
-    order they are written, each cast to its type."""
+    """Numbers a statement's parameters in the order they are made, each cast
+    to its type."""
 
-    def __init__(self, *, after: int = 0) -> None:
-        self.count = after
+    def __init__(self) -> None:
+        self.count = 0
 
     def unnest(self, *types: str) -> str:
         #: The number of the last ``unnest``'s first array, to name it again.
@@ -46,58 +46,63 @@ class Placeholders:
         return f"${self.count}::{type_}"
 
 
-_p = Placeholders()
 _BALANCE_TYPES = ("numeric", "numeric", "numeric", "numeric", "bigint")
 
-PROJECTION_CTES = f"""
+
+def projection_ctes(p: Placeholders, *, when: str = "true") -> str:
+    """The CTEs that write the projections, each only if the SQL condition
+    ``when`` holds (the append's: that it moved the head). Their parameters
+    are numbered by ``p``, in the order :func:`projection_parameters` gives."""
+    return f"""
 new_accounts AS (
     INSERT INTO accounts (id, currency, scale, debits_must_not_exceed_credits,
                           credits_must_not_exceed_debits, metadata, closed, seq, created_at)
-    SELECT * FROM {_p.unnest("uuid", "text", "smallint", "boolean", "boolean", "jsonb", "boolean", "bigint", "timestamptz")}
+    SELECT * FROM {p.unnest("uuid", "text", "smallint", "boolean", "boolean", "jsonb", "boolean", "bigint", "timestamptz")}
+    WHERE {when}
 ),
 new_balances AS (
     INSERT INTO balances (account_id, debits_posted, credits_posted, debits_pending,
                           credits_pending, seq)
-    SELECT * FROM {_p.unnest("uuid", *_BALANCE_TYPES)}
+    SELECT * FROM {p.unnest("uuid", *_BALANCE_TYPES)}
+    WHERE {when}
 ),
 closed_accounts AS (
-    UPDATE accounts SET closed = true WHERE id = ANY({_p.array("uuid")})
+    UPDATE accounts SET closed = true WHERE id = ANY({p.array("uuid")}) AND {when}
 ),
 new_transfers AS (
     INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, currency, code,
                            metadata, pending, timeout_seconds, status, seq, created_at,
                            expires_at, posted_amount, decided_seq)
-    SELECT * FROM {_p.unnest("uuid", "uuid", "uuid", "numeric", "text", "text", "jsonb", "boolean",
-                             "integer", "text", "bigint", "timestamptz", "timestamptz", "numeric", "bigint")}
+    SELECT * FROM {p.unnest("uuid", "uuid", "uuid", "numeric", "text", "text", "jsonb", "boolean",
+                            "integer", "text", "bigint", "timestamptz", "timestamptz", "numeric", "bigint")}
+    WHERE {when}
 ),
 decided_transfers AS (
     UPDATE transfers AS t
     SET status = u.status, posted_amount = u.posted_amount, decided_seq = u.decided_seq
-    FROM {_p.unnest("uuid", "text", "numeric", "bigint")} AS u(id, status, posted_amount, decided_seq)
-    WHERE t.id = u.id
+    FROM {p.unnest("uuid", "text", "numeric", "bigint")} AS u(id, status, posted_amount, decided_seq)
+    WHERE t.id = u.id AND {when}
 ),
 new_entries AS (
     INSERT INTO entries (account_id, seq, transfer_id, type, side, amount, debits_posted,
                          credits_posted, debits_pending, credits_pending, recorded_at)
-    SELECT * FROM {_p.unnest("uuid", "bigint", "uuid", "text", "text", "numeric", "numeric", "numeric",
-                             "numeric", "numeric", "timestamptz")}
+    SELECT * FROM {p.unnest("uuid", "bigint", "uuid", "text", "text", "numeric", "numeric", "numeric",
+                            "numeric", "numeric", "timestamptz")}
+    WHERE {when}
 ),
 moved_balances AS (
     UPDATE balances AS b
     SET debits_posted = u.debits_posted, credits_posted = u.credits_posted,
         debits_pending = u.debits_pending, credits_pending = u.credits_pending, seq = u.seq
-    FROM {_p.unnest("uuid", *_BALANCE_TYPES)}
+    FROM {p.unnest("uuid", *_BALANCE_TYPES)}
         AS u(account_id, debits_posted, credits_posted, debits_pending, credits_pending, seq)
     -- The accounts named again as an array: the planner then reaches their
     -- rows by the primary key, instead of hashing a scan of every balance.
-    WHERE b.account_id = u.account_id AND b.account_id = ANY(${_p.unnested}::uuid[])
+    WHERE b.account_id = u.account_id AND b.account_id = ANY(${p.unnested}::uuid[]) AND {when}
 )"""
 
-#: How many parameters :data:`PROJECTION_CTES` takes.
-PARAMETERS = _p.count
-del _p
 
-_WRITE = f"WITH {PROJECTION_CTES} SELECT"
+_WRITE = f"WITH {projection_ctes(Placeholders())} SELECT"
 
 
 async def write_projections(

@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
+from typing import Any, TypeVar
 
 import asyncpg
 
-from ..domain.ledger import Outcome
+from ..domain.ledger import Ledger, Outcome
 from .append import LOCK, AppendRequest, Batch, append, head, load, write
 from .connection import connect
 from .retry import CONFLICTS, CONNECTION_LOST, RetryPolicy, retrying
@@ -26,6 +27,7 @@ from .retry import CONFLICTS, CONNECTION_LOST, RetryPolicy, retrying
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+T = TypeVar("T")
 
 #: The writer connection's ``application_name``, as ``pg_stat_activity`` shows it.
 WRITER_NAME = "ledger-writer"
@@ -38,6 +40,10 @@ READER_NAME = "ledger-writer-reads"
 #: rather scan a table of some thousands of rows whole than look up a hundred
 #: keys in it; priced as on SSD or in cache, it looks them up.
 _KEYED = {"random_page_cost": "1.1"}
+
+#: A batch decided ahead is written as one statement outside a transaction
+#: (see :func:`~ledger.store.append.write`): SERIALIZABLE as every append.
+_WRITING = {**_KEYED, "default_transaction_isolation": "serializable"}
 
 #: BEGIN and the append lock in one round trip (a simple query may hold
 #: several statements): every round trip of an append is a wait that the
@@ -90,29 +96,38 @@ class Writer:
         async with self._lock:
             return await retrying(lambda: self._attempt(requests, batch), self._policy, CONFLICTS + CONNECTION_LOST)
 
+    async def fresh(self) -> Batch:
+        """An empty batch, to be decided against the log as it stands now
+        (read on the reading connection)."""
+        at = await self._read(head)
+        return Batch(Ledger(head=at.seq), at)
+
     async def decide(self, batch: Batch, requests: Sequence[AppendRequest]) -> None:
         """Decide ``requests`` into ``batch`` ahead of recording it, first
         reading what its ledger lacks on a connection of its own, outside any
         transaction. Nothing is written."""
-        self._reader = await self._connected(self._reader, READER_NAME)
-        try:
-            await load(self._reader, requests, batch.ledger)
-        except CONNECTION_LOST:
-            self._reader.terminate()
-            raise
+        await self._read(load, requests, batch.ledger)
         batch.decide(requests, now=self._clock())
+
+    async def _read(self, read: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """``read(connection, *args)`` on the reading connection, opened anew
+        if it was lost."""
+        self._reader = reader = await self._connected(self._reader, READER_NAME, _KEYED)
+        try:
+            return await read(reader, *args)
+        except CONNECTION_LOST:
+            reader.terminate()
+            raise
 
     async def _attempt(self, requests: Sequence[AppendRequest], batch: Batch | None) -> Batch:
         try:
             conn = await self._connection()
+            if batch is not None:
+                if await write(conn, batch):
+                    return batch
+                self.decided_again += 1
             async with _locked_transaction(conn):
-                at = await head(conn)
-                if batch is not None:
-                    if batch.basis == at:
-                        await write(conn, batch)
-                        return batch
-                    self.decided_again += 1
-                return await append(conn, requests, now=self._clock(), at=at)
+                return await append(conn, requests, now=self._clock(), at=await head(conn))
         except CONNECTION_LOST:
             await self.close()
             self.retries += 1
@@ -122,13 +137,15 @@ class Writer:
             raise
 
     async def _connection(self) -> asyncpg.Connection:
-        self._conn = await self._connected(self._conn, WRITER_NAME)
+        self._conn = await self._connected(self._conn, WRITER_NAME, _WRITING)
         return self._conn
 
-    async def _connected(self, conn: asyncpg.Connection | None, name: str) -> asyncpg.Connection:
+    async def _connected(
+        self, conn: asyncpg.Connection | None, name: str, settings: dict[str, str]
+    ) -> asyncpg.Connection:
         """``conn``, or a new connection named ``name`` if it is gone."""
         if conn is None or conn.is_closed():
-            conn = await connect(self._dsn, server_settings={"application_name": name, **_KEYED})
+            conn = await connect(self._dsn, server_settings={"application_name": name, **settings})
         return conn
 
     async def close(self) -> None:
