@@ -134,6 +134,53 @@ async def test_an_append_by_another_process_meanwhile_has_it_decided_again(
     await assert_no_flag_violated(db)
 
 
+async def test_a_refusal_decided_on_a_head_since_moved_is_decided_again(
+    writer, db, database_url, clock, wallet_and_shop
+):
+    wallet, shop, first = wallet_and_shop
+    ahead, requests = await decide_ahead(writer, first, transfer(wallet, shop, "15.00"))
+    assert isinstance(ahead.results[0][0], Refused)  # the wallet holds 10.00
+    other = Writer(database_url, policy=RetryPolicy(), clock=clock)
+    try:
+        await other.append(one_request(transfer(shop, wallet, "5.00")))
+    finally:
+        await other.close()
+
+    # The batch records nothing, yet its refusal stood on the old head.
+    recorded = await writer.record(requests, ahead.seal())
+
+    assert writer.decided_again == 1
+    [[outcome]] = recorded.results
+    assert isinstance(outcome, Recorded)
+    assert await debits_and_credits(db, wallet) == (Decimal("15.00"), Decimal("15.00"))
+    await assert_log_matches_projections(db)
+
+
+async def test_two_processes_writing_from_one_head_at_once_record_both(writer, db, database_url, clock, wallet_and_shop):
+    wallet, shop, _ = wallet_and_shop
+    other = Writer(database_url, policy=RetryPolicy(), clock=clock)
+    try:
+        batches = [await w.fresh() for w in (writer, other)]
+        requests = [one_request(transfer(wallet, shop, "6.00")) for _ in batches]
+        for w, batch, request in zip((writer, other), batches, requests):
+            await w.decide(batch, request)
+        assert batches[0].basis == batches[1].basis
+        assert all(isinstance(b.results[0][0], Recorded) for b in batches)  # each alone would fit
+
+        # Both written at once: one waits for the other's head, then finds it moved.
+        recorded = await asyncio.gather(*(w.record(r, b.seal()) for w, r, b in zip((writer, other), requests, batches)))
+        decided_again = writer.decided_again + other.decided_again
+    finally:
+        await other.close()
+
+    assert decided_again == 1
+    outcomes = sorted(type(b.results[0][0]).__name__ for b in recorded)
+    assert outcomes == ["Recorded", "Refused"]  # 12.00 of 10.00 never both
+    assert await debits_and_credits(db, wallet) == (Decimal("6.00"), Decimal("10.00"))
+    await assert_log_matches_projections(db)
+    await assert_no_flag_violated(db)
+
+
 async def repair(db) -> None:
     assert (await reconcile(db, repair=True)).repaired == 1
 
