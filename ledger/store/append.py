@@ -1,24 +1,25 @@
 """The append: decide a batch of commands and record it, in one transaction.
 
-Recorded in a SERIALIZABLE transaction that first takes :data:`LOCK` (see
-:mod:`ledger.store.writer`), so that its snapshot sees every earlier append
-and appends are serial: seq is gapless and commit-ordered. Then:
+A batch is decided in order with the domain's :class:`Ledger`, against the
+accounts and transfers it touches as of a known head of the log (its
+:attr:`Batch.basis`), and recorded by one statement (:func:`write`): events
+(hash-chained), projections (:mod:`ledger.store.projections`), the new head
+and a NOTIFY of it, as data-modifying CTEs with one ``unnest`` per table.
+That statement moves the head row only from the basis, and writes nothing
+unless it did: the head's hash commits to every event before it, and its
+epoch moves whenever projections are rewritten outside an append, so an
+unmoved head means that nothing the decisions read has changed since.
 
-1. read the head, and load what the batch touches with one query per table
-   (``= ANY($1)``);
-2. decide every command in order with the domain's :class:`Ledger`;
-3. write events (hash-chained) and projections (:mod:`ledger.store.projections`),
-   move the head and NOTIFY the new head, all in one statement: data-modifying
-   CTEs with one ``unnest`` per table. Under group commit most appends are
-   small, and each round trip to the server is a wait that no batching shortens.
-
-A :class:`Batch` may also be decided ahead, before the lock, against the
-ledger as the previous append leaves it (see :mod:`ledger.store.coalescer`).
-It is then written as decided only if, under the lock, the head is still the
-one it was decided after: the head's hash commits to every event before it,
-and its epoch moves whenever projections are rewritten outside an append, so
-an equal head means that nothing the decisions read has changed since.
-Otherwise the batch is loaded and decided again, as above.
+Most batches are decided outside any lock (see :mod:`ledger.store.coalescer`),
+on what a reading connection loads with one query per table (``= ANY($1)``)
+or on what the append before them leaves, and their statement runs alone, a
+SERIALIZABLE transaction of its own: the head row's lock stands in for
+:data:`LOCK`, so appends stay serial, seq gapless and commit-ordered, and
+under group commit an append is one round trip. If the head has moved, the
+batch is decided again by :func:`append`: in a SERIALIZABLE transaction that
+first takes :data:`LOCK` (see :mod:`ledger.store.writer`), so that its
+snapshot sees every earlier append, it reads the head, loads, decides and
+writes.
 
 Everything here may run again from the start after a conflict, so it only
 reads and writes inside the transaction it is given.

@@ -7,13 +7,15 @@ caller awaits the outcomes of its own request. Nothing waits on a timer: a
 lone request on an idle service is appended at once, and under load the next
 batch forms while the previous append is in flight.
 
-That next batch is also decided while the previous append is in flight,
-against the ledger as that append leaves it (plus what else it touches, read
-outside the lock), so that deciding one batch and recording the one before
-overlap. Under the lock it is written as decided only if the head is still
-the one it was decided after, and decided again otherwise (see
-:mod:`ledger.store.append`). The ledger carried from batch to batch is
-dropped whenever the queue runs dry, and past :data:`CHAIN_LIMIT` rows.
+Every batch is decided outside the lock: the next one while the previous
+append is in flight, against the ledger as that append leaves it (plus what
+else it touches, read on the writer's reading connection), so that deciding
+one batch and recording the one before overlap; with nothing in flight,
+against the log as it stands. It is written as decided only if the head is
+still the one it was decided after, and decided again under the lock
+otherwise (see :mod:`ledger.store.append`). The ledger carried from batch to
+batch is dropped whenever the queue runs dry, and past :data:`CHAIN_LIMIT`
+rows.
 
 Decisions stay per command and in queue order (the append decides each
 request's commands in order, atomic requests all-or-nothing), so a refused

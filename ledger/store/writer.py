@@ -1,6 +1,6 @@
 """The one writer of a process: a dedicated connection and the retrying
-SERIALIZABLE transaction around each append, and a second connection that
-reads for batches decided ahead of the lock.
+SERIALIZABLE transaction of each append, and a second connection that reads
+for batches decided outside the lock.
 
 Appends are serial per database anyway (the head lock), so the process keeps a
 single connection for them instead of paying a pool acquire and reset per
@@ -31,7 +31,7 @@ T = TypeVar("T")
 
 #: The writer connection's ``application_name``, as ``pg_stat_activity`` shows it.
 WRITER_NAME = "ledger-writer"
-#: The connection that reads ahead of the writer, for decisions made ahead.
+#: The connection that reads for decisions made outside the lock.
 READER_NAME = "ledger-writer-reads"
 
 
@@ -41,7 +41,7 @@ READER_NAME = "ledger-writer-reads"
 #: keys in it; priced as on SSD or in cache, it looks them up.
 _KEYED = {"random_page_cost": "1.1"}
 
-#: A batch decided ahead is written as one statement outside a transaction
+#: A batch decided outside the lock is written as one statement outside a transaction
 #: (see :func:`~ledger.store.append.write`): SERIALIZABLE as every append.
 _WRITING = {**_KEYED, "default_transaction_isolation": "serializable"}
 
@@ -76,7 +76,7 @@ class Writer:
         self._lock = asyncio.Lock()
         #: Attempts that failed and were retried, since start (for health and tests).
         self.retries = 0
-        #: Batches decided ahead that were decided again under the lock,
+        #: Batches decided outside the lock that were decided again under it,
         #: because the head had moved on from the one they were decided after.
         self.decided_again = 0
 
