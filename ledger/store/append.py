@@ -38,7 +38,7 @@ from ..domain.chain import event_hash
 from ..domain.commands import Command, account_ids, transfer_ids
 from ..domain.events import RecordedEvent
 from ..domain.ledger import Ledger, Outcome, Recorded
-from .projections import Placeholders, columns, projection_ctes, projection_parameters
+from .projections import Placeholders, projection_ctes, projection_parameters
 from .rows import ACCOUNT_SELECT, TRANSFER_SELECT, account_from_row, transfer_from_row
 
 #: The channel that carries the new head seq after each append.
@@ -72,7 +72,9 @@ WITH moved_head AS (
 {_PROJECTIONS},
 new_events AS (
     INSERT INTO events (seq, type, stream_id, data, metadata, recorded_at, hash)
-    SELECT * FROM {_p.unnest("bigint", "text", "uuid", "jsonb", "jsonb", "timestamptz", "bytea")}
+    SELECT seq, type, stream_id, data, metadata, recorded_at, decode(hash, 'base64')
+    FROM {_p.rows("r", "seq bigint, type text, stream_id uuid, data jsonb, metadata jsonb, "
+                       "recorded_at timestamptz, hash text")}
     WHERE EXISTS (SELECT FROM moved_head)
 )
 SELECT pg_notify({_p.one("text")}, {_p.one("text")}) FROM moved_head
@@ -141,7 +143,7 @@ class Batch:
                 self.ledger.head,
                 last_hash,
                 *self.basis,
-                *columns(events, 7),
+                events,
                 NOTIFY_CHANNEL,
                 str(self.ledger.head),
             ]
@@ -193,7 +195,7 @@ async def append(conn: asyncpg.Connection, requests: Sequence[AppendRequest], *,
     return batch
 
 
-def _event_rows(records: list[RecordedEvent], previous_hash: bytes) -> tuple[list[tuple], bytes]:
+def _event_rows(records: list[RecordedEvent], previous_hash: bytes) -> tuple[list[dict[str, Any]], bytes]:
     """The events' rows, each hash-chained to the one before, and the last hash."""
     rows = []
     for record in records:
@@ -208,7 +210,15 @@ def _event_rows(records: list[RecordedEvent], previous_hash: bytes) -> tuple[lis
             metadata=record.metadata,
             recorded_at=record.recorded_at,
         )
-        rows.append((record.seq, event.type, event.stream_id, data, record.metadata, record.recorded_at, previous_hash))
+        rows.append(
+            {
+                "seq": record.seq,
+                "type": event.type,
+                "stream_id": event.stream_id,
+                "data": data,
+                "metadata": record.metadata,
+                "recorded_at": record.recorded_at,
+                "hash": previous_hash,  # base64 in JSON
+            }
+        )
     return rows, previous_hash
-
-
