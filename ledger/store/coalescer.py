@@ -86,6 +86,7 @@ class Coalescer:
         #: Set if this task failed: every write is refused with it.
         self._failure: Unavailable | None = None
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: Appends made and requests they carried, since start (for health and tests).
         self.appends = 0
         self.requests = 0
@@ -104,7 +105,9 @@ class Coalescer:
         return self._failure is not None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="ledger-coalescer")
+        # Kept: asking for the running loop is a system call per write on Python 3.11.
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run(), name="ledger-coalescer")
 
     async def append(self, requests: Sequence[AppendRequest]) -> list[list[Outcome]]:
         """Queue ``requests`` and wait for their outcomes, one list each.
@@ -119,8 +122,7 @@ class Coalescer:
             raise Unavailable("the service is stopping")
         if self._queued + size > self.max_queued:
             raise Unavailable(f"{self._queued} commands are waiting to be written; try again shortly")
-        loop = asyncio.get_running_loop()
-        waiting = [_Waiting(r, loop.create_future()) for r in requests]
+        waiting = [_Waiting(r, self._loop.create_future()) for r in requests]
         self._queue.extend(waiting)
         self._queued += size
         self._wake.set()
