@@ -4,7 +4,7 @@ A batch is decided in order with the domain's :class:`Ledger`, against the
 accounts and transfers it touches as of a known head of the log (its
 :attr:`Batch.basis`), and recorded by one statement (:func:`write`): events
 (hash-chained), projections (:mod:`ledger.store.projections`), the new head
-and a NOTIFY of it, as data-modifying CTEs with one ``unnest`` per table.
+and a NOTIFY of it, as data-modifying CTEs with one ``jsonb`` array of rows per table.
 That statement moves the head row only from the basis, and writes nothing
 unless it did: the head's hash commits to every event before it, and its
 epoch moves whenever projections are rewritten outside an append, so an

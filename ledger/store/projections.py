@@ -1,12 +1,11 @@
 """The projections of the log: accounts, balances, transfers and entries.
 
 :func:`projection_ctes` writes what a run of applied events changed as
-data-modifying CTEs, one ``unnest`` per table, over the parameters
-:func:`projection_parameters` gives. The
-append puts them in its one write statement, next to the events; the rebuild
-runs them alone (:func:`write_projections`) for the whole log, a chunk at a
-time, so a projection is always written by the same code whichever way it
-comes.
+data-modifying CTEs, one ``jsonb`` array of rows per table, over the
+parameters :func:`projection_parameters` gives. The append puts them in its
+one write statement, next to the events; the rebuild runs them alone
+(:func:`write_projections`) for the whole log, a chunk at a time, so a
+projection is always written by the same code whichever way it comes.
 
 The CTEs of one statement share a snapshot and cannot see each other's rows,
 so no row is written twice: an account opened in the run is inserted with the
@@ -189,10 +188,3 @@ def _as_row(balance: Balance) -> dict[str, Decimal]:
         "debits_pending": balance.debits_pending,
         "credits_pending": balance.credits_pending,
     }
-
-
-def columns(rows: list[tuple], width: int) -> list[list[Any]]:
-    """Rows turned into one list per column, for ``unnest`` parameters."""
-    if not rows:
-        return [[] for _ in range(width)]
-    return [list(column) for column in zip(*rows, strict=True)]

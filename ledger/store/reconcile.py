@@ -23,7 +23,6 @@ from ..domain import money
 from ..domain.ledger import Ledger
 from ..domain.model import Balance
 from .append import HEAD, LOCK, NEW_EPOCH
-from .projections import columns
 from .replay import FORGET_EVERY, ChainCheck, stored_events
 
 BALANCE_FIELDS = ("debits_posted", "credits_posted", "debits_pending", "credits_pending")
@@ -112,10 +111,8 @@ async def reconcile(conn: asyncpg.Connection, *, repair: bool = False, prefetch:
         repairs = await _compare(conn, ledger, report, prefetch)
         if repair and repairs and report.chain.ok and report.replay_error is None:
             await conn.execute(NEW_EPOCH)
-            await conn.execute(
-                _REPAIR,
-                *columns([(i, *(getattr(b, f) for f in BALANCE_FIELDS)) for i, b in repairs.items()], 5),
-            )
+            rows = [(i, *(getattr(b, f) for f in BALANCE_FIELDS)) for i, b in repairs.items()]
+            await conn.execute(_REPAIR, *map(list, zip(*rows)))  # one array per column
             report.repaired = len(repairs)
     report.duration_ms = round((time.monotonic() - started) * 1000)
     return report
