@@ -15,8 +15,8 @@ left it in; only rows that existed before are updated.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -47,12 +47,9 @@ class Placeholders:
         return f"${self.count}::{type_}"
 
 
-_BALANCE_COLUMNS = "debits_posted numeric, credits_posted numeric, debits_pending numeric, credits_pending numeric"
-#: The balance right after an entry, from its nested ``balance`` object.
-_BALANCE_AFTER = ", ".join(
-    f"(balance->>'{name}')::numeric AS {name}"
-    for name in ("debits_posted", "credits_posted", "debits_pending", "credits_pending")
-)
+#: The four totals of a row's nested ``balance`` object (a :class:`Balance`
+#: as msgspec encodes it), as columns of their own.
+_BALANCE = ", ".join(f"(balance->>'{f.name}')::numeric AS {f.name}" for f in dataclasses.fields(Balance))
 
 
 def projection_ctes(p: Placeholders, *, when: str = "true") -> str:
@@ -76,7 +73,7 @@ new_accounts AS (
 new_balances AS (
     INSERT INTO balances (account_id, debits_posted, credits_posted, debits_pending,
                           credits_pending, seq)
-    SELECT * FROM {p.rows("r", f"account_id uuid, {_BALANCE_COLUMNS}, seq bigint")}
+    SELECT account_id, {_BALANCE}, seq FROM {p.rows("r", "account_id uuid, balance jsonb, seq bigint")}
     WHERE {when}
 ),
 closed_accounts AS (
@@ -102,7 +99,7 @@ decided_transfers AS (
     WHERE t.id = u.id AND t.id = ANY(ARRAY(SELECT id FROM decided_rows)) AND {when}
 ),
 entry_rows AS (
-    SELECT account_id, seq, transfer_id, type, side, amount, {_BALANCE_AFTER}, recorded_at
+    SELECT account_id, seq, transfer_id, type, side, amount, {_BALANCE}, recorded_at
     FROM jsonb_to_recordset({entries}) AS e(account_id uuid, seq bigint, transfer_id uuid, type text,
                                                side text, amount numeric, balance jsonb, recorded_at timestamptz)
 ),
@@ -170,7 +167,7 @@ def projection_parameters(ledger: Ledger, applied: Sequence[tuple[RecordedEvent,
                 "metadata": a.metadata, "closed": a.closed, "seq": seq, "created_at": a.created_at,
             }
         )
-        balances.append({"account_id": account_id, **_as_row(a.balance), "seq": last_entry.get(account_id, seq)})
+        balances.append({"account_id": account_id, "balance": a.balance, "seq": last_entry.get(account_id, seq)})
     return [
         entries,  # the Entry structs, keyed as entry_rows reads them
         accounts,
@@ -179,12 +176,3 @@ def projection_parameters(ledger: Ledger, applied: Sequence[tuple[RecordedEvent,
         [ledger.transfers[i] for i in new_transfers],  # Transfer's fields are the columns
         [ledger.transfers[i] for i in decided_transfers - new_transfers],
     ]
-
-
-def _as_row(balance: Balance) -> dict[str, Decimal]:
-    return {
-        "debits_posted": balance.debits_posted,
-        "credits_posted": balance.credits_posted,
-        "debits_pending": balance.debits_pending,
-        "credits_pending": balance.credits_pending,
-    }
