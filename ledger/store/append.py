@@ -49,7 +49,7 @@ NOTIFY_CHANNEL = "ledger_events"
 LOCK = "LOCK TABLE ledger_head IN EXCLUSIVE MODE"
 HEAD = "SELECT seq, hash, epoch FROM ledger_head"
 #: Run by whatever rewrites projections outside an append (repair, rebuild),
-#: holding :data:`LOCK`: batches decided ahead against what was there before
+#: holding :data:`LOCK`: batches decided against what was there before
 #: are then decided again.
 NEW_EPOCH = "UPDATE ledger_head SET epoch = epoch + 1"
 _LOAD_ACCOUNTS = ACCOUNT_SELECT + " WHERE a.id = ANY($1::uuid[])"

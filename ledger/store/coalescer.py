@@ -90,7 +90,7 @@ class Coalescer:
         #: Appends made and requests they carried, since start (for health and tests).
         self.appends = 0
         self.requests = 0
-        #: Appends decided ahead of the lock, since start.
+        #: Appends decided while the one before was being recorded, since start.
         self.decided_ahead = 0
 
     @property
@@ -138,8 +138,8 @@ class Coalescer:
             await self._task
 
     async def _run(self) -> None:
-        recording: _Append | None = None  # in the writer's transaction
-        ahead: _Append | None = None  # decided after ``recording``; waits for it
+        recording: _Append | None = None  # with the writer
+        ahead: _Append | None = None  # being decided (after ``recording``, if any); waits for it
         last: Batch | None = None  # recorded last, while busy: what ``ahead`` may start from
         try:
             while True:
@@ -209,14 +209,15 @@ class Coalescer:
         self._wake.clear()
 
     def _start(self, append: _Append) -> _Append:
-        """Start recording ``append``: as decided ahead, if it was and the head
-        is still what it was decided after; else decided under the lock."""
+        """Start recording ``append``: as decided outside the lock, if it was
+        and the head is still what it was decided after; else decided under
+        the lock."""
         if append.batch is not None:
             # Sealed now, before anything is decided after it.
             try:
                 append.batch.seal()
             except Exception:
-                log.exception("sealing a batch decided ahead failed; deciding it under the lock")
+                log.exception("sealing a batch failed; deciding it under the lock")
                 append.batch = None
         self.appends += 1
         self.requests += len(append.waiting)
