@@ -226,6 +226,18 @@ async def writes_behind_a_held_up_append(client, db, a, b, count: int = 10) -> l
     return [r.status for r in await asyncio.gather(first, *queued)]
 
 
+async def test_a_lone_write_on_an_idle_service_is_recorded_without_the_table_lock(client, open_account, db):
+    a, b = await open_account(), await open_account()
+    async with db.transaction():
+        # Conflicts with the append lock (EXCLUSIVE), not with writing the head row.
+        await db.execute("LOCK TABLE ledger_head IN ROW SHARE MODE")
+        response = await asyncio.wait_for(client.post("/v1/transfers", json=transfer_body(a, b, "1.00")), 10)
+
+    assert response.status == 201
+    assert client.app[WRITER].decided_again == 0
+    await assert_log_matches_projections(db)
+
+
 async def test_writes_queued_behind_an_append_are_decided_ahead(client, open_account, db):
     a, b = await open_account(), await open_account()
 
