@@ -4,10 +4,10 @@ A batch is decided in order with the domain's :class:`Ledger`, against the
 accounts and transfers it touches as of a known head of the log (its
 :attr:`Batch.basis`), and recorded by one statement (:func:`write`): events
 (hash-chained), projections (:mod:`ledger.store.projections`), the new head
-and a NOTIFY of it, as data-modifying CTEs with one ``jsonb`` array of rows per table.
-That statement moves the head row only from the basis, and writes nothing
-unless it did: the head's hash commits to every event before it, and its
-epoch moves whenever projections are rewritten outside an append, so an
+and a NOTIFY of it, as data-modifying CTEs with one ``jsonb`` array of rows
+per table. That statement moves the head row only from the basis, and writes
+nothing unless it did: the head's hash commits to every event before it, and
+its epoch moves whenever projections are rewritten outside an append, so an
 unmoved head means that nothing the decisions read has changed since.
 
 Most batches are decided outside any lock (see :mod:`ledger.store.coalescer`),
@@ -121,6 +121,12 @@ class Batch:
         self._recorded: list[Recorded] = []
 
     @classmethod
+    def at(cls, head: Head) -> Batch:
+        """A batch decided against the log at ``head``, starting from an empty
+        ledger (see :func:`load`)."""
+        return cls(Ledger(head=head.seq), head)
+
+    @classmethod
     def after(cls, previous: Batch) -> Batch:
         """A batch decided as if ``previous`` (sealed) were recorded. It shares
         ``previous``'s ledger, which it moves on."""
@@ -187,7 +193,7 @@ async def append(conn: asyncpg.Connection, requests: Sequence[AppendRequest], *,
 
     Must run in a SERIALIZABLE transaction on ``conn`` that holds :data:`LOCK`.
     """
-    batch = Batch(Ledger(head=at.seq), at)
+    batch = Batch.at(at)
     await load(conn, requests, batch.ledger)
     batch.decide(requests, now=now)
     if not await write(conn, batch.seal()):

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from ..domain.ledger import Ledger, Outcome
+from ..domain.ledger import Outcome
 from .append import LOCK, AppendRequest, Batch, append, head, load, write
 from .connection import connect
 from .retry import CONFLICTS, CONNECTION_LOST, RetryPolicy, retrying
@@ -99,8 +99,7 @@ class Writer:
     async def fresh(self) -> Batch:
         """An empty batch, to be decided against the log as it stands now
         (read on the reading connection)."""
-        at = await self._read(head)
-        return Batch(Ledger(head=at.seq), at)
+        return Batch.at(await self._read(head))
 
     async def decide(self, batch: Batch, requests: Sequence[AppendRequest]) -> None:
         """Decide ``requests`` into ``batch`` ahead of recording it, first
