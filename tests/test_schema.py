@@ -1,4 +1,7 @@
-"""The event log in the database: append-only, gapless, hash-chained."""
+"""The event log in the database: append-only, gapless, hash-chained; and
+projections that name only accounts that exist."""
+
+import uuid
 
 import asyncpg
 import pytest
@@ -37,3 +40,42 @@ async def test_an_event_edited_behind_the_services_back_breaks_the_chain(db, som
     with pytest.raises(ChainBroken) as broken:
         await fold_log(db)
     assert broken.value.seq == 3
+
+
+NOBODY = uuid.UUID(int=1)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "INSERT INTO balances (account_id, seq) VALUES ($1, 1)",
+        "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, currency, metadata, pending, status,"
+        " seq, created_at) SELECT gen_random_uuid(), id, $1, 1, 'USD', '{}', false, 'posted', 1, now() FROM accounts",
+        "INSERT INTO entries (account_id, seq, transfer_id, type, side, amount, recorded_at)"
+        " VALUES ($1, 100, gen_random_uuid(), 'transfer_posted', 'debit', 1, now())",
+    ],
+    ids=["balance", "transfer", "entry"],
+)
+async def test_a_row_naming_an_account_that_does_not_exist_is_refused(db, some_events, statement):
+    before = await db.fetchval("SELECT count(*) FROM balances") + await db.fetchval("SELECT count(*) FROM entries")
+    with pytest.raises(asyncpg.ForeignKeyViolationError, match=str(NOBODY)):
+        await db.execute(statement, NOBODY)
+    assert await db.fetchval("SELECT count(*) FROM balances") + await db.fetchval("SELECT count(*) FROM entries") == before
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "DELETE FROM accounts",
+        "UPDATE accounts SET id = gen_random_uuid()",
+        "UPDATE entries SET account_id = (SELECT max(id::text)::uuid FROM accounts)",
+        "UPDATE transfers SET credit_account_id = debit_account_id, debit_account_id = credit_account_id",
+        "TRUNCATE accounts",
+    ],
+)
+async def test_what_a_row_names_cannot_be_taken_away(db, some_events, statement):
+    before = await db.fetch("SELECT * FROM entries ORDER BY account_id, seq")
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        await db.execute(statement)
+    assert await db.fetchval("SELECT count(*) FROM accounts") == 2
+    assert await db.fetch("SELECT * FROM entries ORDER BY account_id, seq") == before
