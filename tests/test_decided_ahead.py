@@ -52,7 +52,7 @@ async def wallet_and_shop(writer: Writer) -> tuple[uuid.UUID, uuid.UUID, Batch]:
 
 
 async def decide_ahead(writer: Writer, after: Batch, *commands: Command) -> tuple[Batch, list[AppendRequest]]:
-    batch = Batch.after(after)
+    batch = Batch.after(after, limit=coalescer_module.CHAIN_LIMIT)
     requests = one_request(*commands)
     await writer.decide(batch, requests)
     return batch, requests
@@ -286,11 +286,20 @@ async def test_a_batch_decided_after_one_never_recorded_is_decided_again(writer,
     await assert_log_matches_projections(db)
 
 
-async def test_a_ledger_carried_past_the_limit_is_dropped_and_read_afresh(client, open_account, db, monkeypatch):
+async def test_a_ledger_carried_past_the_limit_keeps_what_the_append_in_flight_changed(
+    client, open_account, fund, db, monkeypatch
+):
+    # Cut down before every batch: each is decided on what the append in
+    # flight left the wallet (not yet in the database) and the rest read afresh.
     monkeypatch.setattr(coalescer_module, "CHAIN_LIMIT", 0)
-    a, b = await open_account(), await open_account()
+    wallet, shop = await open_account(flags={"debits_must_not_exceed_credits": True}), await open_account()
+    await fund(wallet, "5.00")
 
-    assert await writes_behind_a_held_up_append(client, db, a, b) == [201] * 11
+    statuses = await writes_behind_a_held_up_append(client, db, wallet, shop)
 
-    assert client.app[COALESCER].decided_ahead == 0
+    assert statuses == [201] * 5 + [422] * 6
+    assert client.app[COALESCER].decided_ahead > 0
+    await assert_no_flag_violated(db)
     await assert_log_matches_projections(db)
+
+

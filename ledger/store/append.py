@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
+from uuid import UUID
 
 import asyncpg
 
@@ -38,6 +39,7 @@ from ..domain.chain import event_hash
 from ..domain.commands import Command, account_ids, transfer_ids
 from ..domain.events import RecordedEvent
 from ..domain.ledger import Ledger, Outcome, Recorded
+from ..domain.model import Transfer
 from .projections import Placeholders, projection_ctes, projection_parameters
 from .rows import ACCOUNT_SELECT, TRANSFER_SELECT, account_from_row, transfer_from_row
 
@@ -119,6 +121,10 @@ class Batch:
         self.results: list[list[Outcome]] = []
         self.parameters: list[Any] | None = None
         self._recorded: list[Recorded] = []
+        # The event rows, hash-chained from the basis as they are decided, so
+        # that sealing (between one append and the next) has little left to do.
+        self._events: list[dict[str, Any]] = []
+        self._last_hash = basis.hash
 
     @classmethod
     def at(cls, head: Head) -> Batch:
@@ -127,10 +133,36 @@ class Batch:
         return cls(Ledger(head=head.seq), head)
 
     @classmethod
-    def after(cls, previous: Batch) -> Batch:
-        """A batch decided as if ``previous`` (sealed) were recorded. It shares
-        ``previous``'s ledger, which it moves on."""
-        return cls(previous.ledger, previous.head)
+    def after(cls, previous: Batch, *, limit: int) -> Batch:
+        """A batch decided as if ``previous`` (sealed) were recorded.
+
+        It shares ``previous``'s ledger, which it moves on, while that holds
+        at most ``limit`` accounts and transfers; past that, only those
+        ``previous`` changed are kept, and the rest are loaded again (see
+        :func:`load`). That is sound only if every append before ``previous``
+        is recorded: then what ``previous`` changed is all that a reading
+        connection may not see yet.
+        """
+        ledger = previous.ledger
+        if ledger.size > limit:
+            accounts, transfers = previous._changed()
+            ledger = Ledger(
+                [ledger.accounts[i] for i in accounts], [ledger.transfers[i] for i in transfers], head=ledger.head
+            )
+        return cls(ledger, previous.head)
+
+    def _changed(self) -> tuple[set[UUID], set[UUID]]:
+        """The ids of the accounts and of the transfers the batch changed."""
+        accounts: set[UUID] = set()
+        transfers: set[UUID] = set()
+        for outcome in self._recorded:
+            subject = outcome.subject
+            if isinstance(subject, Transfer):
+                transfers.add(subject.id)
+                accounts.update((subject.debit_account_id, subject.credit_account_id))
+            else:
+                accounts.add(subject.id)
+        return accounts, transfers
 
     def decide(self, requests: Sequence[AppendRequest], *, now: datetime) -> None:
         """Decide ``requests`` after those already in the batch. The ledger
@@ -138,22 +170,23 @@ class Batch:
         for r in requests:
             outcomes = self.ledger.execute_all(r.commands, now=now, metadata=r.metadata, atomic=r.atomic)
             self.results.append(outcomes)
-            self._recorded.extend(o for o in outcomes if isinstance(o, Recorded))
+            recorded = [o for o in outcomes if isinstance(o, Recorded)]
+            self._recorded += recorded
+            self._last_hash = _add_event_rows(self._events, [o.record for o in recorded], self._last_hash)
 
     def seal(self) -> Batch:
         """Compute the parameters that record the batch; decide nothing more."""
         if self._recorded and self.parameters is None:
-            events, last_hash = _event_rows([o.record for o in self._recorded], self.basis.hash)
             self.parameters = [
                 *projection_parameters(self.ledger, [(o.record, o.entries) for o in self._recorded]),
                 self.ledger.head,
-                last_hash,
+                self._last_hash,
                 *self.basis,
-                events,
+                self._events,
                 NOTIFY_CHANNEL,
                 str(self.ledger.head),
             ]
-            self.head = self.basis._replace(seq=self.ledger.head, hash=last_hash)
+            self.head = self.basis._replace(seq=self.ledger.head, hash=self._last_hash)
         return self
 
 
@@ -201,9 +234,9 @@ async def append(conn: asyncpg.Connection, requests: Sequence[AppendRequest], *,
     return batch
 
 
-def _event_rows(records: list[RecordedEvent], previous_hash: bytes) -> tuple[list[dict[str, Any]], bytes]:
-    """The events' rows, each hash-chained to the one before, and the last hash."""
-    rows = []
+def _add_event_rows(rows: list[dict[str, Any]], records: list[RecordedEvent], previous_hash: bytes) -> bytes:
+    """Add the rows of ``records`` to ``rows``, each hash-chained to the one
+    before (the first to ``previous_hash``); return the last hash."""
     for record in records:
         event = record.event
         data = event.to_data()
@@ -227,4 +260,4 @@ def _event_rows(records: list[RecordedEvent], previous_hash: bytes) -> tuple[lis
                 "hash": previous_hash,  # base64 in JSON
             }
         )
-    return rows, previous_hash
+    return previous_hash

@@ -15,7 +15,7 @@ against the log as it stands. It is written as decided only if the head is
 still the one it was decided after, and decided again under the lock
 otherwise (see :mod:`ledger.store.append`). The ledger carried from batch to
 batch is dropped whenever the queue runs dry, and past :data:`CHAIN_LIMIT`
-rows.
+rows it is cut down to what the append in flight changed.
 
 Decisions stay per command and in queue order (the append decides each
 request's commands in order, atomic requests all-or-nothing), so a refused
@@ -54,7 +54,8 @@ class _Waiting:
 
 
 #: Accounts and transfers a ledger carried from append to append may hold
-#: before the next append reads afresh (bounds memory under endless load).
+#: before it is cut down to what the last append changed (bounds memory under
+#: endless load).
 CHAIN_LIMIT = 50_000
 
 
@@ -158,8 +159,8 @@ class Coalescer:
                     continue
                 if ahead is None:
                     base = last if recording is None else recording.batch
-                    if base is not None and base.ledger.size <= CHAIN_LIMIT:
-                        ahead = _Append([], Batch.after(base), after_another=recording is not None)
+                    if base is not None:  # and everything before it is recorded
+                        ahead = _Append([], Batch.after(base, limit=CHAIN_LIMIT), after_another=recording is not None)
                     elif recording is None:
                         ahead = _Append([], await self._fresh())
                     else:  # what the append in flight leaves is known once it is recorded
