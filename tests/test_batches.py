@@ -3,6 +3,7 @@
 import uuid
 from decimal import Decimal
 
+from ledger.store.append import SLICE
 from tests.conftest import assert_log_matches_projections, ledger_snapshot, transfer_body
 
 
@@ -23,6 +24,25 @@ async def test_each_item_is_decided_in_order_against_earlier_items(client, open_
     assert results[1]["error"]["code"] == "exceeds_credits"
     assert results[2]["status"] == "created"
     assert results[2]["seq"] == results[0]["seq"] + 1
+    await assert_log_matches_projections(db)
+
+
+async def test_a_batch_longer_than_a_slice_is_decided_in_order_from_first_item_to_last(
+    client, open_account, fund, db
+):
+    # Decided a slice at a time; the money runs out in the second slice.
+    protected = await open_account(flags={"debits_must_not_exceed_credits": True})
+    other = await open_account()
+    await fund(protected, "1.00")
+    items = [transfer_body(protected, other, "0.01") for _ in range(3 * SLICE)]
+
+    response = await client.post("/v1/transfer-batches", json={"transfers": items})
+
+    results = (await response.json())["results"]
+    assert [r["id"] for r in results] == [i["id"] for i in items]
+    first = results[0]["seq"]
+    assert [r.get("seq") for r in results[:100]] == list(range(first, first + 100))
+    assert {r["error"]["code"] for r in results[100:]} == {"exceeds_credits"}
     await assert_log_matches_projections(db)
 
 

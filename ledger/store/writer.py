@@ -104,9 +104,15 @@ class Writer:
     async def decide(self, batch: Batch, requests: Sequence[AppendRequest]) -> None:
         """Decide ``requests`` into ``batch`` ahead of recording it, first
         reading what its ledger lacks on a connection of its own, outside any
-        transaction. Nothing is written."""
+        transaction. Nothing is written.
+
+        The event loop gets a turn after each slice of commands: a full
+        batch takes a few hundred milliseconds to decide, and meanwhile the
+        append in flight (megabytes of parameters) must keep going out to the
+        database, and other requests be served."""
         await self._read(load, requests, batch.ledger)
-        batch.decide(requests, now=self._clock())
+        for _ in batch.deciding(requests, now=self._clock()):
+            await asyncio.sleep(0)
 
     async def _read(self, read: Callable[..., Awaitable[T]], *args: Any) -> T:
         """``read(connection, *args)`` on the reading connection, opened anew
