@@ -96,6 +96,25 @@ async def debits_and_credits(db, account: uuid.UUID) -> tuple[Decimal, Decimal]:
     return row["debits_posted"], row["credits_posted"]
 
 
+async def test_a_sealed_batch_is_written_as_sealed_whatever_is_decided_after_it(writer, db):
+    # The batch decided next shares the ledger, and may move an account the
+    # sealed one opened before the sealed one is written.
+    shop, customer = uuid.uuid4(), uuid.uuid4()
+    first = await writer.fresh()
+    requests = one_request(
+        OpenAccount(shop, "USD", 2, AccountFlags(), {}),
+        OpenAccount(customer, "USD", 2, AccountFlags(), {}),
+        transfer(shop, customer, "3.00"),
+    )
+    await writer.decide(first, requests)
+    await decide_ahead(writer, first.seal(), transfer(shop, customer, "5.00"))  # never recorded
+
+    await writer.record(requests, first)
+
+    assert await debits_and_credits(db, customer) == (Decimal("0.00"), Decimal("3.00"))
+    await assert_log_matches_projections(db)
+
+
 async def test_a_batch_decided_ahead_is_written_as_decided_while_the_head_stands(writer, db, wallet_and_shop):
     wallet, shop, first = wallet_and_shop
     ahead, requests = await decide_ahead(writer, first, transfer(wallet, shop, "8.00"))

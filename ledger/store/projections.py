@@ -170,7 +170,11 @@ def projection_parameters(ledger: Ledger, applied: Sequence[tuple[RecordedEvent,
                 "metadata": a.metadata, "closed": a.closed, "seq": seq, "created_at": a.created_at,
             }
         )
-        balances.append({"account_id": account_id, "balance": a.balance, "seq": last_entry.get(account_id, seq)})
+        # A copy: batches decided after this one move the ledger's balances
+        # on, maybe before these parameters are sent.
+        balances.append(
+            {"account_id": account_id, "balance": a.balance.copy(), "seq": last_entry.get(account_id, seq)}
+        )
     return [
         accounts,
         balances,
