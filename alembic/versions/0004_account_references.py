@@ -26,7 +26,7 @@ def _foreign_key(table: str, column: str) -> str:
 
 def upgrade() -> None:
     # A foreign key checks each inserted row with a query of its own and
-    # locks the account row it finds: a third of the database's time in an
+    # locks the account row it finds: a fifth of the write statement's time in an
     # append of 8190 transfers (24,570 checks). The same guarantee, held
     # another way: new rows are checked as one set after each statement
     # (an anti-join against accounts), and accounts are never removed, nor
