@@ -1,9 +1,12 @@
 """A small HTTP/1.1 load generator: worker processes, keep-alive connections,
 one request in flight per connection, latency of every request.
 
-Requests are built ahead of time as raw bytes and responses are parsed only as
-far as the status line and ``Content-Length``, so that the generator spends as
-little CPU as it can; the CPU it did spend is reported with its figures.
+Request bodies come from a factory made before the clock starts (it may build
+them all ahead), and responses are parsed only as far as the status line and
+``Content-Length``, so that the generator spends as little CPU as it can; the
+CPU it did spend is reported with its figures. The wall time reported is the
+measured window alone: from the first worker's start of load to the last
+one's end, not the workers' start-up.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ class Result:
     statuses: dict[int, int] = field(default_factory=dict)
     cpu_seconds: float = 0.0
     items: int = 0
+    #: The measured window (``time.monotonic``, the same clock in every worker).
+    started: float = float("inf")
+    ended: float = 0.0
 
     def merge(self, other: Result) -> None:
         self.latencies += other.latencies
@@ -32,6 +38,8 @@ class Result:
             self.statuses[status] = self.statuses.get(status, 0) + count
         self.cpu_seconds += other.cpu_seconds
         self.items += other.items
+        self.started = min(self.started, other.started)
+        self.ended = max(self.ended, other.ended)
 
 
 async def _connection(host: str, port: int, path: str, body: BodyFactory, items: int, until: float, out: Result) -> None:
@@ -72,15 +80,19 @@ def _worker(args: tuple) -> Result:
         new_loop = asyncio.new_event_loop
     out = Result()
     body = make_body(seed)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+
     async def all_connections() -> None:
-        until = time.monotonic() + seconds
+        out.started = time.monotonic()
+        until = out.started + seconds
         await asyncio.gather(*(_connection(host, port, path, body, items, until, out) for _ in range(connections)))
+        out.ended = time.monotonic()
 
     loop = new_loop()
     loop.run_until_complete(all_connections())
     loop.close()
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    out.cpu_seconds = usage.ru_utime + usage.ru_stime
+    out.cpu_seconds = usage.ru_utime + usage.ru_stime - before.ru_utime - before.ru_stime
     return out
 
 
@@ -96,20 +108,18 @@ def run(
 ) -> tuple[Result, float]:
     """``connections`` keep-alive connections spread over ``processes``
     workers, POSTing ``make_body(seed)(n)`` for ``seconds``. Returns the merged
-    result and the wall time. ``items`` is what one 2xx response counts for
-    (transfers per batch)."""
+    result and the wall time of the measured window. ``items`` is what one 2xx
+    response counts for (transfers per batch)."""
     host, port = url.removeprefix("http://").split(":")
     shares = [connections // processes + (i < connections % processes) for i in range(processes)]
-    started = time.monotonic()
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
         parts = pool.map(
             _worker, [(host, int(port), path, make_body, items, share, seconds, i) for i, share in enumerate(shares)]
         )
-    wall = time.monotonic() - started
     total = Result()
     for part in parts:
         total.merge(part)
-    return total, wall
+    return total, total.ended - total.started
 
 
 def percentile(values: list[float], q: float) -> float:
