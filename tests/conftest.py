@@ -217,6 +217,24 @@ async def ledger_snapshot(db: asyncpg.Connection) -> dict[str, Any]:
     }
 
 
+#: The tables an append writes, each with its key.
+TABLE_KEYS = {
+    "events": "seq",
+    "accounts": "id",
+    "balances": "account_id",
+    "transfers": "id",
+    "entries": "account_id, seq",
+}
+
+
+async def stored_rows(db: asyncpg.Connection, *tables: str) -> dict[str, list[str]]:
+    """Every row of ``tables`` as PostgreSQL prints it, in key order."""
+    return {
+        table: [r[0] for r in await db.fetch(f"SELECT t::text FROM {table} t ORDER BY {TABLE_KEYS[table]}")]
+        for table in tables
+    }
+
+
 async def assert_log_matches_projections(db: asyncpg.Connection) -> None:
     """The fold of the log (hash chain verified) equals every stored balance,
     seq runs 1..N without a gap, and posted debits equal credits per currency."""

@@ -13,7 +13,7 @@ import pytest
 
 from ledger.store.rebuild import rebuild_projections
 from ledger.store.replay import ChainBroken
-from tests.conftest import assert_log_matches_projections, ledger_snapshot, transfer_body
+from tests.conftest import assert_log_matches_projections, ledger_snapshot, stored_rows, transfer_body
 
 ACCOUNTS = 12
 TRANSFERS = 3000
@@ -145,16 +145,7 @@ async def test_a_deleted_last_event_is_found_at_the_head(client, open_account, d
 
 
 async def projections(db):
-    """Every projection row as PostgreSQL prints it, in key order."""
-    return {
-        table: [r[0] for r in await db.fetch(f"SELECT t::text FROM {table} t ORDER BY {key}")]
-        for table, key in (
-            ("accounts", "id"),
-            ("balances", "account_id"),
-            ("transfers", "id"),
-            ("entries", "account_id, seq"),
-        )
-    }
+    return await stored_rows(db, "accounts", "balances", "transfers", "entries")
 
 
 async def test_rebuild_reproduces_every_projection_byte_for_byte(client, busy_ledger, db):

@@ -11,20 +11,26 @@ The CTEs of one statement share a snapshot and cannot see each other's rows,
 so no row is written twice: an account opened in the run is inserted with the
 balance the run left it, a transfer made in the run with the state the run
 left it in; only rows that existed before are updated.
+
+Large runs send their new transfers and entries by COPY instead
+(:mod:`ledger.store.copying`, :meth:`Projection.copy`), with the same CTEs
+for accounts and decided transfers, and the balances moved from the entries
+read back from their table.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
 
 from ..domain.events import AccountClosed, AccountCreated, PendingDecided, RecordedEvent, TransferPending, TransferPosted
 from ..domain.ledger import Entry, Ledger
-from ..domain.model import Balance
+from ..domain.model import Balance, Transfer
+from .copying import ENTRY_COLUMNS, TRANSFER_COLUMNS, copy_rows, entry_line, transfer_line
 
 
 class Placeholders:
@@ -55,7 +61,7 @@ _BALANCE = ", ".join(f"(balance->>'{f.name}')::numeric AS {f.name}" for f in dat
 def projection_ctes(p: Placeholders, *, when: str = "true") -> str:
     """The CTEs that write the projections, each only if the SQL condition
     ``when`` holds (the append's: that it moved the head). Their parameters
-    are numbered by ``p``, in the order :func:`projection_parameters` gives.
+    are numbered by ``p``, in the order :meth:`Projection.parameters` gives.
 
     Rows go in as one ``jsonb`` array per table, which msgspec encodes in one
     call: as ``unnest`` arrays, asyncpg type-checked and encoded every value
@@ -64,6 +70,29 @@ def projection_ctes(p: Placeholders, *, when: str = "true") -> str:
     Rows that are updated are also named as an array (``= ANY(ARRAY(…))``):
     the planner cannot count a ``jsonb`` array's rows, and would rather hash a
     scan of the whole table than look the keys up."""
+    return f"""{_account_ctes(p, when)},
+new_transfers AS (
+    INSERT INTO transfers ({", ".join(TRANSFER_COLUMNS)})
+    SELECT * FROM {p.rows("r", "id uuid, debit_account_id uuid, credit_account_id uuid, amount numeric, "
+                               "currency text, code text, metadata jsonb, pending boolean, timeout_seconds integer, "
+                               "status text, seq bigint, created_at timestamptz, expires_at timestamptz, "
+                               "posted_amount numeric, decided_seq bigint")}
+    WHERE {when}
+),
+{_decided_ctes(p, when)},
+entry_rows AS (
+    SELECT account_id, seq, transfer_id, type, side, amount, {_BALANCE}, recorded_at
+    FROM {p.rows("e", "account_id uuid, seq bigint, transfer_id uuid, type text, side text, amount numeric, "
+                      "balance jsonb, recorded_at timestamptz")}
+),
+new_entries AS (
+    INSERT INTO entries ({", ".join(ENTRY_COLUMNS)})
+    SELECT * FROM entry_rows WHERE {when}
+),
+{_moved_balances(when)}"""
+
+
+def _account_ctes(p: Placeholders, when: str) -> str:
     return f"""
 new_accounts AS (
     INSERT INTO accounts (id, currency, scale, debits_must_not_exceed_credits,
@@ -81,17 +110,11 @@ new_balances AS (
 ),
 closed_accounts AS (
     UPDATE accounts SET closed = true WHERE id = ANY({p.array("uuid")}) AND {when}
-),
-new_transfers AS (
-    INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, currency, code,
-                           metadata, pending, timeout_seconds, status, seq, created_at,
-                           expires_at, posted_amount, decided_seq)
-    SELECT * FROM {p.rows("r", "id uuid, debit_account_id uuid, credit_account_id uuid, amount numeric, "
-                               "currency text, code text, metadata jsonb, pending boolean, timeout_seconds integer, "
-                               "status text, seq bigint, created_at timestamptz, expires_at timestamptz, "
-                               "posted_amount numeric, decided_seq bigint")}
-    WHERE {when}
-),
+)"""
+
+
+def _decided_ctes(p: Placeholders, when: str) -> str:
+    return f"""
 decided_rows AS (
     SELECT * FROM {p.rows("u", "id uuid, status text, posted_amount numeric, decided_seq bigint")}
 ),
@@ -100,20 +123,15 @@ decided_transfers AS (
     SET status = u.status, posted_amount = u.posted_amount, decided_seq = u.decided_seq
     FROM decided_rows AS u
     WHERE t.id = u.id AND t.id = ANY(ARRAY(SELECT id FROM decided_rows)) AND {when}
-),
-entry_rows AS (
-    SELECT account_id, seq, transfer_id, type, side, amount, {_BALANCE}, recorded_at
-    FROM {p.rows("e", "account_id uuid, seq bigint, transfer_id uuid, type text, side text, amount numeric, "
-                      "balance jsonb, recorded_at timestamptz")}
-),
-new_entries AS (
-    INSERT INTO entries (account_id, seq, transfer_id, type, side, amount, debits_posted,
-                         credits_posted, debits_pending, credits_pending, recorded_at)
-    SELECT * FROM entry_rows WHERE {when}
-),
+)"""
+
+
+def _moved_balances(when: str) -> str:
+    """Each balance as the last of the ``entry_rows`` on it left it. (In one
+    statement with :func:`_account_ctes`, an account opened in the run is not
+    updated: its row is inserted there, and is not visible here.)"""
+    return f"""
 moved_balances AS (
-    -- Each balance as its last entry left it. (An account opened in the run
-    -- is not updated: its row is inserted, above, and not visible here.)
     UPDATE balances AS b
     SET debits_posted = u.debits_posted, credits_posted = u.credits_posted,
         debits_pending = u.debits_pending, credits_pending = u.credits_pending, seq = u.seq
@@ -126,19 +144,56 @@ moved_balances AS (
 )"""
 
 
-_WRITE = f"WITH {projection_ctes(Placeholders())} SELECT"
+_p = Placeholders()
+#: Before the COPY: what the copied rows refer to (accounts) and what they
+#: do not hold (decisions on transfers made before the run).
+_BEFORE_COPY = f"WITH {_account_ctes(_p, 'true')}, {_decided_ctes(_p, 'true')} SELECT"
+#: After it: the balances, from the entries copied, read back by account
+#: past the seq the run follows.
+_AFTER_COPY = f"""WITH
+entry_rows AS (
+    SELECT {", ".join(ENTRY_COLUMNS)} FROM entries
+    WHERE account_id = ANY($1::uuid[]) AND seq > $2::bigint
+),
+{_moved_balances("true")} SELECT"""
+del _p
 
 
-async def write_projections(
-    conn: asyncpg.Connection, ledger: Ledger, applied: Sequence[tuple[RecordedEvent, tuple[Entry, ...]]]
-) -> None:
-    """Write what ``applied`` events changed, as one statement."""
-    await conn.execute(_WRITE, *projection_parameters(ledger, applied))
+class Projection(NamedTuple):
+    """What a run of applied events changed, as the rows of each projection."""
+
+    accounts: list[dict[str, Any]]
+    #: The balances of the accounts opened in the run, as the run left them.
+    balances: list[dict[str, Any]]
+    #: Accounts closed in the run that existed before it.
+    closed: list[UUID]
+    new_transfers: list[Transfer]
+    #: Transfers decided in the run that existed before it.
+    decided_transfers: list[Transfer]
+    entries: list[Entry]
+
+    def parameters(self) -> list[Any]:
+        """The parameters of :func:`projection_ctes`, rows as they are (the
+        ``Transfer`` and ``Entry`` structs' fields are the columns, an
+        entry's balance nested)."""
+        return list(self)
+
+    async def copy(self, conn: asyncpg.Connection, *, after: int) -> None:
+        """Write the projections in ``conn``'s transaction, the new transfers
+        and entries by COPY, in three steps: what those rows refer to, the
+        rows, and the balances they moved. Every event of the run has a seq
+        greater than ``after``."""
+        await conn.execute(_BEFORE_COPY, self.accounts, self.balances, self.closed, self.decided_transfers)
+        await copy_rows(conn, "transfers", TRANSFER_COLUMNS, transfer_line, self.new_transfers)
+        await copy_rows(conn, "entries", ENTRY_COLUMNS, entry_line, self.entries)
+        # Accounts opened in the run were inserted with their balances.
+        moved = {e.account_id for e in self.entries}.difference(a["id"] for a in self.accounts)
+        await conn.execute(_AFTER_COPY, list(moved), after)
 
 
-def projection_parameters(ledger: Ledger, applied: Sequence[tuple[RecordedEvent, tuple[Entry, ...]]]) -> list[Any]:
-    """The parameters of :func:`projection_ctes` for ``applied`` events (with
-    the entries ``Ledger.apply`` gave for them), as ``ledger`` now holds them."""
+def projection(ledger: Ledger, applied: Sequence[tuple[RecordedEvent, tuple[Entry, ...]]]) -> Projection:
+    """What ``applied`` events (with the entries ``Ledger.apply`` gave for
+    them) changed, as ``ledger`` now holds it."""
     new_accounts: dict[UUID, int] = {}  # id: seq of its creation
     closed_accounts: set[UUID] = set()
     new_transfers: set[UUID] = set()
@@ -175,11 +230,11 @@ def projection_parameters(ledger: Ledger, applied: Sequence[tuple[RecordedEvent,
         balances.append(
             {"account_id": account_id, "balance": a.balance.copy(), "seq": last_entry.get(account_id, seq)}
         )
-    return [
+    return Projection(
         accounts,
         balances,
         list(closed_accounts - new_accounts.keys()),
-        [ledger.transfers[i] for i in new_transfers],  # Transfer's fields are the columns
+        [ledger.transfers[i] for i in new_transfers],
         [ledger.transfers[i] for i in decided_transfers - new_transfers],
-        entries,  # the Entry structs: their fields are the columns, the balance nested
-    ]
+        entries,
+    )

@@ -2,8 +2,8 @@
 
 In one SERIALIZABLE transaction that takes the append lock first: empty the
 projections, fold the log through a cursor, and write what each chunk of
-events changed with the same :func:`write_projections` the appends use, so
-the result is what the appends would have written. A broken hash chain
+events changed with the same :meth:`~ledger.store.projections.Projection.copy`
+that large appends use, so the result is what the appends would have written. A broken hash chain
 aborts the rebuild (and so changes nothing): a tampered log is no source to
 rebuild from.
 """
@@ -17,7 +17,7 @@ import asyncpg
 from ..domain.ledger import Entry, Ledger
 from ..domain.events import RecordedEvent
 from .append import HEAD, LOCK, NEW_EPOCH
-from .projections import write_projections
+from .projections import projection
 from .replay import ChainBroken, ChainCheck, stored_events
 
 _EMPTY = "TRUNCATE entries, transfers, balances, accounts"
@@ -50,11 +50,16 @@ async def rebuild_projections(conn: asyncpg.Connection, *, chunk: int = 5000, pr
             applied.append((record, ledger.apply(record)))
             events += 1
             if len(applied) == chunk:
-                await write_projections(conn, ledger, applied)
+                await _write(conn, ledger, applied)
                 applied.clear()
                 ledger.forget_settled_transfers()
-        await write_projections(conn, ledger, applied)
+        await _write(conn, ledger, applied)
         chain.finish(head["seq"], head["hash"])
         if not chain.ok:
             raise ChainBroken(chain.first_bad_seq)
     return Rebuilt(events=events, accounts=len(ledger.accounts))
+
+
+async def _write(conn: asyncpg.Connection, ledger: Ledger, applied: list[tuple[RecordedEvent, tuple[Entry, ...]]]) -> None:
+    if applied:
+        await projection(ledger, applied).copy(conn, after=applied[0][0].seq - 1)

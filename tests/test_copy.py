@@ -1,0 +1,177 @@
+"""Large batches are recorded by COPY: the same rows as the one-statement
+write, only from the head they were decided after, and all or nothing."""
+
+import random
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import pytest
+
+from ledger.domain.commands import CloseAccount, MakeTransfer, OpenAccount, PostTransfer, VoidTransfer
+from ledger.domain.model import AccountFlags
+from ledger.store import append as append_module
+from ledger.store.append import AppendRequest, write
+from ledger.store.connection import connect
+from ledger.store.retry import RetryPolicy
+from ledger.store.writer import Writer
+from tests.conftest import (
+    TABLE_KEYS,
+    assert_log_matches_projections,
+    clone_template,
+    drop_database,
+    ledger_snapshot,
+    stored_rows,
+    transfer_body,
+)
+
+MOMENT = datetime(2026, 12, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+#: Text that COPY's text format must escape, and JSON that holds escapes.
+AWKWARD_CODE = "tab\there\nnew line\\back slash\rreturn"
+AWKWARD_METADATA = {"note": 'back\\slash "quoted" ünïcødé\t\n', "list": [1, 2.5, None, True], "nested": {"\\": "\\N"}}
+
+
+@pytest.fixture
+def copy_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every batch that records anything is recorded by COPY."""
+    monkeypatch.setattr(append_module, "COPY_FROM", 1)
+
+
+def one_request(*commands) -> list[AppendRequest]:
+    return [AppendRequest(list(commands), metadata={"request_id": "r-1", "token": "tést\\"})]
+
+
+def awkward_appends() -> list[list[AppendRequest]]:
+    """Two appends touching every projection: accounts opened (and moved at
+    once), closed, transfers held and decided in the append that made them
+    and in a later one, a refusal, and text that needs escaping."""
+    ids = iter(uuid.UUID(int=random.Random(7).getrandbits(128) + n, version=4) for n in range(100))
+    wallet, shop, bank, idle, late = (next(ids) for _ in range(5))
+    held, held_and_posted, voided = next(ids), next(ids), next(ids)
+    usd = dict(currency="USD", code=None, metadata={})
+    first = one_request(
+        OpenAccount(wallet, "USD", 2, AccountFlags(debits_must_not_exceed_credits=True), AWKWARD_METADATA),
+        OpenAccount(shop, "USD", 2, AccountFlags(), {}),
+        OpenAccount(bank, "USD", 2, AccountFlags(), {}),
+        OpenAccount(idle, "USD", 2, AccountFlags(), {}),
+        MakeTransfer(next(ids), bank, wallet, Decimal("100.00"), "USD", AWKWARD_CODE, AWKWARD_METADATA),
+        MakeTransfer(held, wallet, shop, Decimal("30.00"), **usd, pending=True, timeout_seconds=60),
+        MakeTransfer(held_and_posted, wallet, shop, Decimal("20.00"), **usd, pending=True),
+        PostTransfer(held_and_posted, Decimal("15.00")),
+        MakeTransfer(voided, bank, shop, Decimal("7.00"), **usd, pending=True),
+        MakeTransfer(next(ids), wallet, shop, Decimal("1000.00"), **usd),  # refused: exceeds credits
+    )
+    second = one_request(
+        PostTransfer(held, Decimal("25.00")),
+        VoidTransfer(voided),
+        CloseAccount(idle),
+        OpenAccount(late, "USD", 2, AccountFlags(), {}),
+        MakeTransfer(next(ids), bank, late, Decimal("5.00"), **usd),
+        MakeTransfer(next(ids), late, wallet, Decimal("0.01"), **usd),
+    )
+    return [first, second]
+
+
+async def record_awkward_appends(dsn: str) -> dict[str, list[str]]:
+    """Record :func:`awkward_appends` on ``dsn``, the first under the lock,
+    the second decided outside it; every row written, and the head."""
+    writer = Writer(dsn, policy=RetryPolicy(), clock=lambda: MOMENT)
+    first, second = awkward_appends()
+    try:
+        await writer.append(first)
+        batch = await writer.fresh()
+        await writer.decide(batch, second)
+        await writer.record(second, batch.seal())
+    finally:
+        await writer.close()
+    conn = await connect(dsn)
+    try:
+        rows = await stored_rows(conn, *TABLE_KEYS)
+        rows["ledger_head"] = [str(tuple(await conn.fetchrow("SELECT seq, hash, epoch FROM ledger_head")))]
+    finally:
+        await conn.close()
+    return rows
+
+
+@pytest.fixture
+async def another_database_url(server_dsn: str, template_database: str) -> AsyncIterator[str]:
+    dsn = await clone_template(server_dsn, template_database)
+    yield dsn
+    await drop_database(server_dsn, dsn)
+
+
+async def test_rows_recorded_by_copy_are_those_one_statement_records(
+    database_url, another_database_url, monkeypatch
+):
+    monkeypatch.setattr(append_module, "COPY_FROM", 10**9)
+    by_statement = await record_awkward_appends(database_url)
+    monkeypatch.setattr(append_module, "COPY_FROM", 1)
+    by_copy = await record_awkward_appends(another_database_url)
+
+    assert by_copy == by_statement
+    assert len(by_copy["events"]) == 15  # every command but the refusal
+    conn = await connect(another_database_url)
+    try:  # the awkward text is in it, as given
+        assert await conn.fetchrow("SELECT code, metadata FROM transfers WHERE code IS NOT NULL") == (
+            AWKWARD_CODE, AWKWARD_METADATA
+        )
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def opened(writer: Writer) -> Callable[..., list[AppendRequest]]:
+    """Two open accounts, and a maker of requests moving 1.00 between them."""
+    debit, credit = uuid.uuid4(), uuid.uuid4()
+    await writer.append(one_request(*(OpenAccount(i, "USD", 2, AccountFlags(), {}) for i in (debit, credit))))
+
+    def transfers(count: int = 1) -> list[AppendRequest]:
+        return one_request(
+            *(MakeTransfer(uuid.uuid4(), debit, credit, Decimal("1.00"), "USD", None, {}) for _ in range(count))
+        )
+
+    return transfers
+
+
+async def test_a_copied_batch_decided_on_a_head_since_moved_writes_nothing(copy_everything, writer, opened, db):
+    batch = await writer.fresh()
+    await writer.decide(batch, opened())
+    await writer.append(opened())  # moves the head
+    before = await ledger_snapshot(db)
+
+    assert await write(db, batch.seal()) is False
+    assert await ledger_snapshot(db) == before
+
+
+async def test_a_copy_that_fails_midway_leaves_the_ledger_as_it_was(copy_everything, writer, opened, db):
+    batch = await writer.fresh()
+    await writer.decide(batch, opened(3))
+    batch.seal()
+    # A row in the way of the batch's last entry: the COPY of entries fails,
+    # after the head was moved and the events and transfers copied.
+    last = batch.projection.entries[-1]
+    await db.execute(
+        "INSERT INTO entries (account_id, seq, transfer_id, type, side, amount, recorded_at) "
+        "VALUES ($1, $2, $3, 'transfer_posted', 'debit', 1, now())",
+        last.account_id, last.seq, uuid.uuid4(),
+    )
+    before = await ledger_snapshot(db)
+
+    with pytest.raises(Exception, match="duplicate key"):
+        await write(db, batch)
+    assert await ledger_snapshot(db) == before
+
+
+async def test_a_batch_past_the_copy_threshold_is_recorded_whole_over_http(client, open_account, db):
+    accounts = [await open_account() for _ in range(4)]
+    rng = random.Random(5)
+    items = [transfer_body(*rng.sample(accounts, 2), "0.01") for _ in range(append_module.COPY_FROM + 100)]
+
+    response = await client.post("/v1/transfer-batches", json={"transfers": items})
+
+    assert response.status == 200
+    results = (await response.json())["results"]
+    assert [r["status"] for r in results] == ["created"] * len(items)
+    assert await db.fetchval("SELECT count(*) FROM transfers") == len(items)
+    await assert_log_matches_projections(db)
