@@ -84,8 +84,8 @@ def _result(command: Command, outcome: Outcome) -> dict[str, Any]:
         return {"id": command.id, "error": {"code": str(outcome.code), "message": outcome.message}}
     assert isinstance(outcome, (Recorded, Existing)) and isinstance(outcome.subject, Transfer)
     if isinstance(outcome, Recorded):
-        return {"id": str(command.id), "status": "created", "seq": outcome.record.seq}
+        return {"id": command.id, "status": "created", "seq": outcome.record.seq}
     # An unchanged decision points at the event that decided the transfer.
     transfer = outcome.subject
     decided = None if isinstance(command, MakeTransfer) else transfer.decided_seq
-    return {"id": str(command.id), "status": "exists", "seq": decided or transfer.seq}
+    return {"id": command.id, "status": "exists", "seq": decided or transfer.seq}

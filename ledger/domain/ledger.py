@@ -11,6 +11,7 @@ folding the stored log can never disagree.
 from __future__ import annotations
 
 import dataclasses
+import decimal
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -235,9 +236,9 @@ class Ledger:
                 Code.CURRENCY_MISMATCH,
                 f"the debit account has scale {debit.scale}, the credit account {credit.scale}",
             )
-        refusal = _check_scale(c.amount, debit.scale)
-        if refusal is not None:
-            return refusal
+        amount = _scaled(c.amount, debit.scale)
+        if isinstance(amount, Refused):
+            return amount
         for account in (debit, credit):
             if account.closed:
                 return Refused(Code.ACCOUNT_CLOSED, f"account {account.id} is closed")
@@ -248,7 +249,7 @@ class Ledger:
             transfer_id=c.id,
             debit_account_id=c.debit_account_id,
             credit_account_id=c.credit_account_id,
-            amount=_at_scale(c.amount, debit.scale),
+            amount=amount,
             currency=c.currency,
             code=c.code,
             metadata=c.metadata,
@@ -275,15 +276,15 @@ class Ledger:
         if refusal is not None:
             return refusal
         scale = self.accounts[transfer.debit_account_id].scale
-        refusal = _check_scale(amount, scale)
-        if refusal is not None:
-            return refusal
+        amount = _scaled(amount, scale)
+        if isinstance(amount, Refused):
+            return amount
         if amount > transfer.amount:
             return Refused(
                 Code.POST_AMOUNT_EXCEEDS_PENDING,
                 f"cannot post {amount}: transfer {c.id} holds only {transfer.amount}",
             )
-        return _decided(PendingPosted, transfer, _at_scale(amount, scale))
+        return _decided(PendingPosted, transfer, amount)
 
     def _decide_void(self, c: VoidTransfer, now: datetime) -> Event | Existing | Refused:
         transfer = self.transfers.get(c.id)
@@ -476,9 +477,6 @@ def _decided(
     )
 
 
-def _at_scale(amount: Decimal, scale: int) -> Decimal:
-    """``amount`` as stored: with exactly its accounts' fractional digits."""
-    return Decimal(money.format_amount(amount, scale))
 
 
 def _not_positive(amount: Decimal) -> Refused:
@@ -489,13 +487,16 @@ def _transfer_not_found(transfer_id: UUID) -> Refused:
     return Refused(Code.TRANSFER_NOT_FOUND, f"transfer {transfer_id} does not exist")
 
 
-def _check_scale(amount: Decimal, scale: int) -> Refused | None:
-    if money.fractional_digits(amount) > scale:
+def _scaled(amount: Decimal, scale: int) -> Decimal | Refused:
+    """``amount`` as stored, with exactly its accounts' ``scale`` fractional
+    digits; refused if it needs more."""
+    try:
+        return amount.quantize(money.quantum(scale), context=money.MONEY)
+    except decimal.Inexact:
         return Refused(
             Code.AMOUNT_SCALE_EXCEEDED,
             f"amount {amount} has more than the accounts' {scale} fractional digits",
         )
-    return None
 
 
 def _check_limits(debit: Account, credit: Account, amount: Decimal) -> Refused | None:

@@ -36,21 +36,19 @@ def parse_amount(text: str) -> Decimal:
     """
     if not _AMOUNT.fullmatch(text):
         raise InvalidField('must be a decimal string such as "12.50"')
-    digits = sum(c.isdigit() for c in text)
+    # Matched: digits, with at most a sign and a point besides.
+    digits = len(text) - text.startswith("-") - ("." in text)
     if digits > MAX_DIGITS:
         raise InvalidField(f"has {digits} digits; at most {MAX_DIGITS} are allowed")
     return Decimal(text)
 
 
-def fractional_digits(amount: Decimal) -> int:
-    """How many digits after the point ``amount`` needs (``5.10`` needs 1)."""
-    exponent = amount.normalize(MONEY).as_tuple().exponent
-    assert isinstance(exponent, int)
-    return max(0, -exponent)
+_QUANTA = tuple(Decimal(1).scaleb(-scale) for scale in range(MAX_SCALE + 1))
 
 
 def quantum(scale: int) -> Decimal:
-    return Decimal(1).scaleb(-scale)
+    """The smallest amount at ``scale`` (``0.01`` at 2)."""
+    return _QUANTA[scale]
 
 
 def format_amount(amount: Decimal, scale: int) -> str:
