@@ -368,18 +368,12 @@ class Ledger:
                     posted_amount=posted,
                     decided_seq=record.seq,
                 )
-        return tuple(
-            Entry(
-                account_id=account_id,
-                seq=record.seq,
-                transfer_id=event.transfer_id,
-                type=event.type,
-                side=side,
-                amount=event.amount,
-                balance=self.accounts[account_id].balance.copy(),
-                recorded_at=record.recorded_at,
-            )
-            for account_id, side in ((event.debit_account_id, "debit"), (event.credit_account_id, "credit"))
+        # Two per transfer appended: built positionally, without a loop.
+        seq, transfer_id, type_, amount, at = record.seq, event.transfer_id, event.type, event.amount, record.recorded_at
+        debit, credit = event.debit_account_id, event.credit_account_id
+        return (
+            Entry(debit, seq, transfer_id, type_, "debit", amount, self.accounts[debit].balance.copy(), at),
+            Entry(credit, seq, transfer_id, type_, "credit", amount, self.accounts[credit].balance.copy(), at),
         )
 
     def _move(
