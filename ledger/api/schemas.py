@@ -35,8 +35,9 @@ TimeoutSeconds = Annotated[int, Meta(ge=1, le=366 * 24 * 3600)]
 _json = msgspec.json.Encoder()
 
 
-class _Request(Struct, forbid_unknown_fields=True):
-    """Request bodies: exactly the documented fields, nothing else."""
+class _Request(Struct, forbid_unknown_fields=True, gc=False):
+    """Request bodies: exactly the documented fields, nothing else. Decoded
+    JSON cannot refer back to them, so the garbage collector leaves them alone."""
 
 
 class FlagsIn(_Request, kw_only=True):

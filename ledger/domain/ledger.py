@@ -47,11 +47,12 @@ from .events import (
 from .model import Account, Balance, Transfer, TransferStatus
 
 
-class Entry(msgspec.Struct, frozen=True):
+class Entry(msgspec.Struct, frozen=True, gc=False):
     """One side of a movement on one account, with the balance right after it.
 
-    A msgspec struct, like :class:`~ledger.domain.model.Transfer`: two are
-    built per transfer appended."""
+    A msgspec struct, like :class:`~ledger.domain.model.Transfer` (and, like
+    it, left alone by the garbage collector): two are built per transfer
+    appended."""
 
     account_id: UUID
     seq: int
