@@ -87,6 +87,8 @@ async def record_awkward_appends(dsn: str) -> dict[str, list[str]]:
         await writer.close()
     conn = await connect(dsn)
     try:
+        # The chain, verified from the rows as read back.
+        await assert_log_matches_projections(conn)
         rows = await stored_rows(conn, *TABLE_KEYS)
         rows["ledger_head"] = [str(tuple(await conn.fetchrow("SELECT seq, hash, epoch FROM ledger_head")))]
     finally:

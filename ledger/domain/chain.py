@@ -29,17 +29,26 @@ def format_timestamp(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def canonical(value: Any) -> bytes:
+    """``value`` as canonical JSON: keys sorted, no blanks, UUIDs and amounts
+    as strings. An event (a dataclass) encodes as the dict of its fields."""
+    return _encoder.encode(value)
+
+
 def event_hash(
     previous: bytes,
     *,
     seq: int,
     type: str,
     stream_id: UUID,
-    data: dict[str, Any],
-    metadata: dict[str, Any],
+    data: dict[str, Any] | msgspec.Raw,
+    metadata: dict[str, Any] | msgspec.Raw,
     recorded_at: datetime,
 ) -> bytes:
-    canonical = _encoder.encode(
+    """The hash of an event after ``previous``. ``data`` and ``metadata`` may
+    be given as their :func:`canonical` JSON already (``msgspec.Raw``), as
+    the append does: the same bytes either way."""
+    canonical_bytes = _encoder.encode(
         {
             "seq": seq,
             "type": type,
@@ -49,4 +58,4 @@ def event_hash(
             "recorded_at": format_timestamp(recorded_at),
         }
     )
-    return hashlib.sha256(previous + canonical).digest()
+    return hashlib.sha256(previous + canonical_bytes).digest()

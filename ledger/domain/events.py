@@ -2,7 +2,7 @@
 (accounts, balances, transfers, entries) is a fold of these events.
 
 Each event knows its ``type`` (as stored), its ``stream_id`` (the account or
-transfer it is about) and its ``data``: the JSON-ready dict stored with it,
+transfer it is about) and its ``data``: its fields, stored as a JSON object,
 UUIDs and amounts as strings (amounts at their accounts' scale).
 
 ========================== ===================================================
@@ -40,9 +40,6 @@ class _Event:
     @property
     def stream_id(self) -> UUID:
         return getattr(self, self._subject)
-
-    def to_data(self) -> dict[str, Any]:
-        return msgspec.to_builtins(self)
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Self:

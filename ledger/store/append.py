@@ -37,8 +37,9 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
+import msgspec
 
-from ..domain.chain import event_hash
+from ..domain.chain import canonical, event_hash
 from ..domain.commands import Command, account_ids, transfer_ids
 from ..domain.events import RecordedEvent
 from ..domain.ledger import Ledger, Outcome, Recorded
@@ -294,17 +295,24 @@ async def append(conn: asyncpg.Connection, requests: Sequence[AppendRequest], *,
 
 def _add_event_rows(rows: list[dict[str, Any]], records: list[RecordedEvent], previous_hash: bytes) -> bytes:
     """Add the rows of ``records`` to ``rows``, each hash-chained to the one
-    before (the first to ``previous_hash``); return the last hash."""
+    before (the first to ``previous_hash``); return the last hash.
+
+    Data and metadata are encoded once, canonically, for the hash and the
+    row alike (the events of a request share its metadata)."""
+    encoded_metadata: tuple[object, msgspec.Raw] | None = None
     for record in records:
         event = record.event
-        data = event.to_data()
+        data = msgspec.Raw(canonical(event))
+        if encoded_metadata is None or encoded_metadata[0] is not record.metadata:
+            encoded_metadata = (record.metadata, msgspec.Raw(canonical(record.metadata)))
+        metadata = encoded_metadata[1]
         previous_hash = event_hash(
             previous_hash,
             seq=record.seq,
             type=event.type,
             stream_id=event.stream_id,
             data=data,
-            metadata=record.metadata,
+            metadata=metadata,
             recorded_at=record.recorded_at,
         )
         rows.append(
@@ -313,7 +321,7 @@ def _add_event_rows(rows: list[dict[str, Any]], records: list[RecordedEvent], pr
                 "type": event.type,
                 "stream_id": event.stream_id,
                 "data": data,
-                "metadata": record.metadata,
+                "metadata": metadata,
                 "recorded_at": record.recorded_at,
                 "hash": previous_hash,  # base64 in JSON
             }
