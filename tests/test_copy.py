@@ -29,7 +29,11 @@ from tests.conftest import (
 MOMENT = datetime(2026, 12, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
 #: Text that COPY's text format must escape, and JSON that holds escapes.
 AWKWARD_CODE = "tab\there\nnew line\\back slash\rreturn"
-AWKWARD_METADATA = {"note": 'back\\slash "quoted" ünïcødé\t\n', "list": [1, 2.5, None, True], "nested": {"\\": "\\N"}}
+AWKWARD_METADATA = {
+    "note": 'back\\slash "quoted" ünïcødé\t\n',
+    "list": [1, 2.5, None, True],
+    "nested": {"\\": "\\N"},
+}
 
 
 @pytest.fixture

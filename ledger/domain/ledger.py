@@ -370,7 +370,8 @@ class Ledger:
                     decided_seq=record.seq,
                 )
         # Two per transfer appended: built positionally, without a loop.
-        seq, transfer_id, type_, amount, at = record.seq, event.transfer_id, event.type, event.amount, record.recorded_at
+        seq, at = record.seq, record.recorded_at
+        transfer_id, type_, amount = event.transfer_id, event.type, event.amount
         debit, credit = event.debit_account_id, event.credit_account_id
         return (
             Entry(debit, seq, transfer_id, type_, "debit", amount, self.accounts[debit].balance.copy(), at),

@@ -95,8 +95,8 @@ TRANSFER_COLUMNS = Transfer.__struct_fields__
 
 def transfer_line(t: Transfer) -> str:
     return (
-        f"{t.id.hex}\t{t.debit_account_id.hex}\t{t.credit_account_id.hex}\t{t.amount}\t{text(t.currency)}\t{text(t.code)}\t"
-        f"{json(t.metadata)}\t{boolean(t.pending)}\t{number(t.timeout_seconds)}\t{t.status}\t{t.seq}\t"
+        f"{t.id.hex}\t{t.debit_account_id.hex}\t{t.credit_account_id.hex}\t{t.amount}\t{text(t.currency)}\t"
+        f"{text(t.code)}\t{json(t.metadata)}\t{boolean(t.pending)}\t{number(t.timeout_seconds)}\t{t.status}\t{t.seq}\t"
         f"{timestamp(t.created_at)}\t{timestamp(t.expires_at)}\t{number(t.posted_amount)}\t{number(t.decided_seq)}\n"
     )
 

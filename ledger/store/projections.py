@@ -1,21 +1,20 @@
 """The projections of the log: accounts, balances, transfers and entries.
 
-:func:`projection_ctes` writes what a run of applied events changed as
-data-modifying CTEs, one ``jsonb`` array of rows per table, over the
-parameters :func:`projection_parameters` gives. The append puts them in its
-one write statement, next to the events; the rebuild runs them alone
-(:func:`write_projections`) for the whole log, a chunk at a time, so a
-projection is always written by the same code whichever way it comes.
+:func:`projection` gathers what a run of applied events changed, as the
+rows of each projection (a :class:`Projection`), and :func:`projection_ctes`
+writes them as data-modifying CTEs, one ``jsonb`` array of rows per table.
+The append puts those CTEs in its one write statement, next to the events.
 
 The CTEs of one statement share a snapshot and cannot see each other's rows,
 so no row is written twice: an account opened in the run is inserted with the
 balance the run left it, a transfer made in the run with the state the run
 left it in; only rows that existed before are updated.
 
-Large runs send their new transfers and entries by COPY instead
-(:mod:`ledger.store.copying`, :meth:`Projection.copy`), with the same CTEs
-for accounts and decided transfers, and the balances moved from the entries
-read back from their table.
+Large appends, and the rebuild (the whole log, a chunk at a time), send the
+new transfers and entries by COPY instead (:meth:`Projection.copy`, with
+:mod:`ledger.store.copying`), around the same CTEs for accounts and decided
+transfers and the balances moved, so a projection is always written by the
+same code whichever way it comes.
 """
 
 from __future__ import annotations

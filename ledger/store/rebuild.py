@@ -2,8 +2,9 @@
 
 In one SERIALIZABLE transaction that takes the append lock first: empty the
 projections, fold the log through a cursor, and write what each chunk of
-events changed with the same :meth:`~ledger.store.projections.Projection.copy`
-that large appends use, so the result is what the appends would have written. A broken hash chain
+events changed with the same
+:meth:`~ledger.store.projections.Projection.copy` that large appends use, so
+the result is what the appends would have written. A broken hash chain
 aborts the rebuild (and so changes nothing): a tampered log is no source to
 rebuild from.
 """
@@ -60,6 +61,9 @@ async def rebuild_projections(conn: asyncpg.Connection, *, chunk: int = 5000, pr
     return Rebuilt(events=events, accounts=len(ledger.accounts))
 
 
-async def _write(conn: asyncpg.Connection, ledger: Ledger, applied: list[tuple[RecordedEvent, tuple[Entry, ...]]]) -> None:
+async def _write(
+    conn: asyncpg.Connection, ledger: Ledger, applied: list[tuple[RecordedEvent, tuple[Entry, ...]]]
+) -> None:
+    """Write what the chunk ``applied`` changed (if anything)."""
     if applied:
         await projection(ledger, applied).copy(conn, after=applied[0][0].seq - 1)
