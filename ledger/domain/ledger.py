@@ -473,8 +473,6 @@ def _decided(
     )
 
 
-
-
 def _not_positive(amount: Decimal) -> Refused:
     return Refused(Code.AMOUNT_MUST_BE_POSITIVE, f"amount must be positive, got {amount}")
 
