@@ -19,7 +19,6 @@ same code whichever way it comes.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -54,7 +53,7 @@ class Placeholders:
 
 #: The four totals of a row's nested ``balance`` object (a :class:`Balance`
 #: as msgspec encodes it), as columns of their own.
-_BALANCE = ", ".join(f"(balance->>'{f.name}')::numeric AS {f.name}" for f in dataclasses.fields(Balance))
+_BALANCE = ", ".join(f"(balance->>'{name}')::numeric AS {name}" for name in Balance.__struct_fields__)
 
 
 def projection_ctes(p: Placeholders, *, when: str = "true") -> str:
