@@ -4,16 +4,22 @@ so running it twice can never record it twice: the id is the idempotency key
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+import msgspec
+
 from .model import AccountFlags
 
 
-@dataclass(frozen=True, slots=True)
-class OpenAccount:
+class _Command(msgspec.Struct, frozen=True, gc=False):
+    """Commands are immutable msgspec structs: one is built per item of every
+    request, and they refer to nothing that could refer back to them, so the
+    garbage collector leaves them alone."""
+
+
+class OpenAccount(_Command):
     id: UUID
     currency: str
     scale: int
@@ -21,15 +27,13 @@ class OpenAccount:
     metadata: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class CloseAccount:
+class CloseAccount(_Command):
     """Refuse every later transfer touching the account; only without pending amounts."""
 
     id: UUID
 
 
-@dataclass(frozen=True, slots=True)
-class MakeTransfer:
+class MakeTransfer(_Command):
     """Move ``amount`` at once or, with ``pending``, hold it until a decision."""
 
     id: UUID
@@ -43,8 +47,7 @@ class MakeTransfer:
     timeout_seconds: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class PostTransfer:
+class PostTransfer(_Command):
     """Move a pending transfer's ``amount`` (default: all of it) to posted and
     release the rest."""
 
@@ -52,15 +55,13 @@ class PostTransfer:
     amount: Decimal | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class VoidTransfer:
+class VoidTransfer(_Command):
     """Release a pending transfer's whole amount."""
 
     id: UUID
 
 
-@dataclass(frozen=True, slots=True)
-class ExpireTransfer:
+class ExpireTransfer(_Command):
     """Release a pending transfer whose deadline has passed. Issued by the
     service itself; a transfer that is already decided is left as it is."""
 

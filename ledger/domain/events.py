@@ -20,7 +20,6 @@ pending_transfer_expired   a held amount was released at its deadline
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar, Self
@@ -31,8 +30,11 @@ import msgspec
 from .model import AccountFlags, TransferStatus
 
 
-class _Event:
-    __slots__ = ()
+class _Event(msgspec.Struct, frozen=True, gc=False):
+    """Events are immutable msgspec structs, which the garbage collector
+    leaves alone (they refer to nothing that could refer back to them): one
+    or more is made per command recorded."""
+
     type: ClassVar[str]
     #: The field holding the id of what the event is about: its ``stream_id``.
     _subject: ClassVar[str]
@@ -47,16 +49,13 @@ class _Event:
 
 
 class _AccountEvent(_Event):
-    __slots__ = ()
     _subject = "account_id"
 
 
 class _TransferEvent(_Event):
-    __slots__ = ()
     _subject = "transfer_id"
 
 
-@dataclass(frozen=True, slots=True)
 class AccountCreated(_AccountEvent):
     type: ClassVar[str] = "account_created"
 
@@ -67,14 +66,12 @@ class AccountCreated(_AccountEvent):
     metadata: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
 class AccountClosed(_AccountEvent):
     type: ClassVar[str] = "account_closed"
 
     account_id: UUID
 
 
-@dataclass(frozen=True, slots=True)
 class _TransferMade(_TransferEvent):
     """A transfer request accepted: what it moves, between which accounts."""
 
@@ -87,14 +84,12 @@ class _TransferMade(_TransferEvent):
     metadata: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
 class TransferPosted(_TransferMade):
     """Money moved at once from the debit account to the credit account."""
 
     type: ClassVar[str] = "transfer_posted"
 
 
-@dataclass(frozen=True, slots=True)
 class TransferPending(_TransferMade):
     """``amount`` held on both accounts until posted, voided or expired; the
     deadline is ``timeout_seconds`` after the event's ``recorded_at``."""
@@ -104,7 +99,6 @@ class TransferPending(_TransferMade):
     timeout_seconds: int | None
 
 
-@dataclass(frozen=True, slots=True)
 class PendingDecided(_TransferEvent):
     """A pending transfer decided: its whole held amount is released. When
     posted, ``amount`` is what moves to posted; when voided or expired, it is
@@ -121,19 +115,16 @@ class PendingDecided(_TransferEvent):
     currency: str
 
 
-@dataclass(frozen=True, slots=True)
 class PendingPosted(PendingDecided):
     type: ClassVar[str] = "pending_transfer_posted"
     status: ClassVar[str] = TransferStatus.POSTED
 
 
-@dataclass(frozen=True, slots=True)
 class PendingVoided(PendingDecided):
     type: ClassVar[str] = "pending_transfer_voided"
     status: ClassVar[str] = TransferStatus.VOIDED
 
 
-@dataclass(frozen=True, slots=True)
 class PendingExpired(PendingDecided):
     type: ClassVar[str] = "pending_transfer_expired"
     status: ClassVar[str] = TransferStatus.EXPIRED
@@ -167,8 +158,7 @@ def event_from_data(type_: str, data: dict[str, Any]) -> Event:
     return EVENT_TYPES[type_].from_data(data)
 
 
-@dataclass(frozen=True, slots=True)
-class RecordedEvent:
+class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
     """An event as the log holds it: its place, its time, who caused it."""
 
     seq: int

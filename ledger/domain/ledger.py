@@ -64,8 +64,7 @@ class Entry(msgspec.Struct, frozen=True, gc=False):
     recorded_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Recorded:
+class Recorded(msgspec.Struct, frozen=True, gc=False):
     """The command was accepted: ``record`` is its new event."""
 
     record: RecordedEvent
@@ -74,16 +73,14 @@ class Recorded:
     subject: Account | Transfer
 
 
-@dataclass(frozen=True, slots=True)
-class Existing:
+class Existing(msgspec.Struct, frozen=True, gc=False):
     """Nothing to record: the command repeats one already recorded with the
     same fields, or asks for a state its subject is already in."""
 
     subject: Account | Transfer
 
 
-@dataclass(frozen=True, slots=True)
-class Refused:
+class Refused(msgspec.Struct, frozen=True, gc=False):
     code: Code
     message: str
 
