@@ -28,7 +28,7 @@ from ledger.store.connection import connect
 from ledger.store.embedded import EmbeddedPostgres
 from ledger.store.replay import fold_log
 from ledger.store.retry import RetryPolicy
-from ledger.store.writer import Writer
+from ledger.store.writer import WRITER_NAME, Writer
 
 USD = "USD"
 
@@ -274,6 +274,16 @@ async def assert_no_flag_violated(db: asyncpg.Connection) -> None:
             assert r["debits_posted"] + r["debits_pending"] <= r["credits_posted"], dict(r)
         if r["credits_must_not_exceed_debits"]:
             assert r["credits_posted"] + r["credits_pending"] <= r["debits_posted"], dict(r)
+
+
+async def kill_writer(db: asyncpg.Connection) -> int:
+    """Terminate the writer's appending connection (``pg_terminate_backend``);
+    how many were."""
+    return await db.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND application_name = $1",
+        WRITER_NAME,
+    )
 
 
 async def wait_for_blocked_backend(db: asyncpg.Connection, timeout: float = 10.0) -> None:

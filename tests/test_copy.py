@@ -1,6 +1,7 @@
 """Large batches are recorded by COPY: the same rows as the one-statement
 write, only from the head they were decided after, and all or nothing."""
 
+import asyncio
 import random
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -18,12 +19,15 @@ from ledger.store.retry import RetryPolicy
 from ledger.store.writer import Writer
 from tests.conftest import (
     TABLE_KEYS,
+    appends_held_up,
     assert_log_matches_projections,
     clone_template,
     drop_database,
+    kill_writer,
     ledger_snapshot,
     stored_rows,
     transfer_body,
+    wait_for_blocked_backend,
 )
 
 MOMENT = datetime(2026, 12, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
@@ -180,4 +184,21 @@ async def test_a_batch_past_the_copy_threshold_is_recorded_whole_over_http(clien
     results = (await response.json())["results"]
     assert [r["status"] for r in results] == ["created"] * len(items)
     assert await db.fetchval("SELECT count(*) FROM transfers") == len(items)
+    await assert_log_matches_projections(db)
+
+
+async def test_a_copied_append_whose_connection_is_killed_in_its_transaction_is_retried(
+    copy_everything, client, open_account, db
+):
+    a, b = await open_account(), await open_account()
+    items = [transfer_body(a, b, "1.00") for _ in range(3)]
+    async with appends_held_up(db):
+        batch = asyncio.ensure_future(client.post("/v1/transfer-batches", json={"transfers": items}))
+        await wait_for_blocked_backend(db)  # its transaction began, and waits to move the head
+        assert await kill_writer(db) == 1
+
+    response = await batch
+    assert response.status == 200
+    assert [r["status"] for r in (await response.json())["results"]] == ["created"] * 3
+    assert await db.fetchval("SELECT count(*) FROM transfers") == 3
     await assert_log_matches_projections(db)

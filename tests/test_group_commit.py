@@ -19,10 +19,10 @@ from ledger.domain.model import AccountFlags
 from ledger.store.append import AppendRequest
 from ledger.store.coalescer import Coalescer
 from ledger.store.retry import RetryPolicy, Unavailable
-from ledger.store.writer import WRITER_NAME
 from tests.conftest import (
     appends_held_up,
     assert_log_matches_projections,
+    kill_writer,
     transfer_body,
     wait_for_blocked_backend,
 )
@@ -99,14 +99,6 @@ async def test_a_full_queue_answers_503_at_once_and_recovers(database_url, aioht
     assert [r.status for r in await asyncio.gather(in_flight, *queued)] == [201] * 4
     assert (await client.post("/v1/transfers", json=transfer_body(a, b, "1.00"))).status == 201
     assert await db.fetchval("SELECT count(*) FROM transfers") == 5
-
-
-async def kill_writer(db):
-    return await db.fetchval(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND application_name = $1",
-        WRITER_NAME,
-    )
 
 
 async def test_a_connection_killed_mid_append_is_retried_on_a_new_one(client, open_account, db):

@@ -14,8 +14,7 @@ import pytest
 from ledger.api.app import create_app
 from ledger.config import Settings
 from ledger.store.retry import RetryPolicy
-from ledger.store.writer import WRITER_NAME
-from tests.conftest import ledger_snapshot, transfer_body, wait_for_blocked_backend
+from tests.conftest import kill_writer, ledger_snapshot, transfer_body, wait_for_blocked_backend
 
 
 async def conflicting_transfer(client, db, debit, credit):
@@ -57,12 +56,7 @@ async def test_retries_exhausted_is_503_with_retry_after_and_changes_nothing(imp
 
 async def test_the_writer_reconnects_after_its_connection_is_killed(client, open_account, db):
     a, b = await open_account(), await open_account()
-    killed = await db.fetchval(
-        """SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-           WHERE datname = current_database() AND application_name = $1""",
-        WRITER_NAME,
-    )
-    assert killed == 1
+    assert await kill_writer(db) == 1
     response = await client.post("/v1/transfers", json=transfer_body(a, b, "1.00"))
     assert response.status == 201
     assert await db.fetchval("SELECT count(*) FROM transfers") == 1
