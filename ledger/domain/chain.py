@@ -31,7 +31,7 @@ def format_timestamp(moment: datetime) -> str:
 
 def canonical(value: Any) -> bytes:
     """``value`` as canonical JSON: keys sorted, no blanks, UUIDs and amounts
-    as strings. An event (a dataclass) encodes as the dict of its fields."""
+    as strings. An event (a struct) encodes as the object of its fields."""
     return _encoder.encode(value)
 
 

@@ -33,7 +33,7 @@ from .model import AccountFlags, TransferStatus
 class _Event(msgspec.Struct, frozen=True, gc=False):
     """Events are immutable msgspec structs, which the garbage collector
     leaves alone (they refer to nothing that could refer back to them): one
-    or more is made per command recorded."""
+    is made per command recorded."""
 
     type: ClassVar[str]
     #: The field holding the id of what the event is about: its ``stream_id``.

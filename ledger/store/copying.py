@@ -34,7 +34,7 @@ from ..domain.model import Transfer
 
 T = TypeVar("T")
 
-NULL = "\\N"
+_NULL = "\\N"
 
 #: Rows per chunk sent: a few milliseconds of Python, after which the event
 #: loop gets a turn.
@@ -44,23 +44,23 @@ _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _json_encoder = msgspec.json.Encoder()
 
 
-def text(value: str | None) -> str:
-    return NULL if value is None else value.translate(_ESCAPES)
+def _text(value: str | None) -> str:
+    return _NULL if value is None else value.translate(_ESCAPES)
 
 
-def json(value: Any) -> str:
+def _json(value: Any) -> str:
     return _json_encoder.encode(value).decode().replace("\\", "\\\\")
 
 
-def number(value: Decimal | int | None) -> str:
-    return NULL if value is None else str(value)
+def _number(value: Decimal | int | None) -> str:
+    return _NULL if value is None else str(value)
 
 
-def timestamp(value: datetime | None) -> str:
-    return NULL if value is None else format_timestamp(value)
+def _timestamp(value: datetime | None) -> str:
+    return _NULL if value is None else format_timestamp(value)
 
 
-def boolean(value: bool) -> str:
+def _boolean(value: bool) -> str:
     return "t" if value else "f"
 
 
@@ -85,8 +85,8 @@ EVENT_COLUMNS = ("seq", "type", "stream_id", "data", "metadata", "recorded_at", 
 def event_line(row: dict[str, Any]) -> str:
     """An event row as :mod:`ledger.store.append` keeps it (a dict of its columns)."""
     return (
-        f"{row['seq']}\t{row['type']}\t{row['stream_id'].hex}\t{json(row['data'])}\t{json(row['metadata'])}\t"
-        f"{timestamp(row['recorded_at'])}\t\\\\x{row['hash'].hex()}\n"
+        f"{row['seq']}\t{row['type']}\t{row['stream_id'].hex}\t{_json(row['data'])}\t{_json(row['metadata'])}\t"
+        f"{_timestamp(row['recorded_at'])}\t\\\\x{row['hash'].hex()}\n"
     )
 
 
@@ -96,9 +96,9 @@ TRANSFER_COLUMNS = Transfer.__struct_fields__
 
 def transfer_line(t: Transfer) -> str:
     return (
-        f"{t.id.hex}\t{t.debit_account_id.hex}\t{t.credit_account_id.hex}\t{t.amount!s}\t{text(t.currency)}\t"
-        f"{text(t.code)}\t{json(t.metadata)}\t{boolean(t.pending)}\t{number(t.timeout_seconds)}\t{t.status}\t{t.seq}\t"
-        f"{timestamp(t.created_at)}\t{timestamp(t.expires_at)}\t{number(t.posted_amount)}\t{number(t.decided_seq)}\n"
+        f"{t.id.hex}\t{t.debit_account_id.hex}\t{t.credit_account_id.hex}\t{t.amount!s}\t{_text(t.currency)}\t"
+        f"{_text(t.code)}\t{_json(t.metadata)}\t{_boolean(t.pending)}\t{_number(t.timeout_seconds)}\t{t.status}\t{t.seq}\t"
+        f"{_timestamp(t.created_at)}\t{_timestamp(t.expires_at)}\t{_number(t.posted_amount)}\t{_number(t.decided_seq)}\n"
     )
 
 
@@ -113,6 +113,6 @@ def entry_line(e: Entry) -> str:
     return (
         f"{e.account_id.hex}\t{e.seq}\t{e.transfer_id.hex}\t{e.type}\t{e.side}\t{e.amount!s}\t"
         f"{b.debits_posted!s}\t{b.credits_posted!s}\t{b.debits_pending!s}\t{b.credits_pending!s}\t"
-        f"{timestamp(e.recorded_at)}\n"
+        f"{_timestamp(e.recorded_at)}\n"
     )
 
