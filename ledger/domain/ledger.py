@@ -243,10 +243,13 @@ class Ledger:
         refusal = _check_limits(debit, credit, c.amount)
         if refusal is not None:
             return refusal
+        # The accounts' own id objects: equal to the command's, and the keys
+        # the ledger holds them by, which every later lookup then finds by
+        # identity (a UUID compares and hashes in Python).
         fields = dict(
             transfer_id=c.id,
-            debit_account_id=c.debit_account_id,
-            credit_account_id=c.credit_account_id,
+            debit_account_id=debit.id,
+            credit_account_id=credit.id,
             amount=amount,
             currency=c.currency,
             code=c.code,
@@ -334,10 +337,7 @@ class Ledger:
                 return ()
             case TransferPosted() | TransferPending():
                 pending = isinstance(event, TransferPending)
-                if pending:
-                    self._move(event, hold=event.amount)
-                else:
-                    self._move(event, post=event.amount)
+                debit, credit = self._move(event, hold=event.amount) if pending else self._move(event, post=event.amount)
                 self._keep_transfer(event.transfer_id)
                 self.transfers[event.transfer_id] = Transfer(
                     id=event.transfer_id,
@@ -358,7 +358,7 @@ class Ledger:
             case PendingDecided():
                 transfer = self.transfers[event.transfer_id]
                 posted = event.amount if isinstance(event, PendingPosted) else None
-                self._move(event, release=transfer.amount, post=posted or money.ZERO)
+                debit, credit = self._move(event, release=transfer.amount, post=posted)
                 self._keep_transfer(event.transfer_id)
                 self.transfers[event.transfer_id] = msgspec.structs.replace(
                     transfer,
@@ -369,31 +369,38 @@ class Ledger:
         # Two per transfer appended: built positionally, without a loop.
         seq, at = record.seq, record.recorded_at
         transfer_id, type_, amount = event.transfer_id, event.type, event.amount
-        debit, credit = event.debit_account_id, event.credit_account_id
         return (
-            Entry(debit, seq, transfer_id, type_, "debit", amount, self.accounts[debit].balance.copy(), at),
-            Entry(credit, seq, transfer_id, type_, "credit", amount, self.accounts[credit].balance.copy(), at),
+            Entry(event.debit_account_id, seq, transfer_id, type_, "debit", amount, debit.copy(), at),
+            Entry(event.credit_account_id, seq, transfer_id, type_, "credit", amount, credit.copy(), at),
         )
 
     def _move(
         self,
         event: TransferPosted | TransferPending | PendingDecided,
         *,
-        hold: Decimal = money.ZERO,
-        release: Decimal = money.ZERO,
-        post: Decimal = money.ZERO,
-    ) -> None:
+        hold: Decimal | None = None,
+        release: Decimal | None = None,
+        post: Decimal | None = None,
+    ) -> tuple[Balance, Balance]:
         """Change both sides of a transfer alike: its debit account's debits
         and its credit account's credits, pending by ``hold - release`` and
-        posted by ``post``."""
-        self._keep_account(event.debit_account_id)
-        self._keep_account(event.credit_account_id)
+        posted by ``post``. Return the two balances (debit, credit) as they
+        now are."""
+        if self._undo is not None:
+            self._keep_account(event.debit_account_id)
+            self._keep_account(event.credit_account_id)
         debit = self.accounts[event.debit_account_id].balance
         credit = self.accounts[event.credit_account_id].balance
-        debit.debits_pending = money.sub(money.add(debit.debits_pending, hold), release)
-        credit.credits_pending = money.sub(money.add(credit.credits_pending, hold), release)
-        debit.debits_posted = money.add(debit.debits_posted, post)
-        credit.credits_posted = money.add(credit.credits_posted, post)
+        if hold is not None:
+            debit.debits_pending = money.add(debit.debits_pending, hold)
+            credit.credits_pending = money.add(credit.credits_pending, hold)
+        if release is not None:
+            debit.debits_pending = money.sub(debit.debits_pending, release)
+            credit.credits_pending = money.sub(credit.credits_pending, release)
+        if post is not None:
+            debit.debits_posted = money.add(debit.debits_posted, post)
+            credit.credits_posted = money.add(credit.credits_posted, post)
+        return debit, credit
 
     def forget_settled_transfers(self) -> None:
         """Drop every transfer that is no longer pending.
