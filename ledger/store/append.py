@@ -302,6 +302,7 @@ def _add_event_rows(rows: list[dict[str, Any]], records: list[RecordedEvent], pr
     encoded_metadata: tuple[object, msgspec.Raw] | None = None
     for record in records:
         event = record.event
+        stream_id = event.stream_id
         data = msgspec.Raw(canonical(event))
         if encoded_metadata is None or encoded_metadata[0] is not record.metadata:
             encoded_metadata = (record.metadata, msgspec.Raw(canonical(record.metadata)))
@@ -310,7 +311,7 @@ def _add_event_rows(rows: list[dict[str, Any]], records: list[RecordedEvent], pr
             previous_hash,
             seq=record.seq,
             type=event.type,
-            stream_id=event.stream_id,
+            stream_id=stream_id,
             data=data,
             metadata=metadata,
             recorded_at=record.recorded_at,
@@ -319,7 +320,7 @@ def _add_event_rows(rows: list[dict[str, Any]], records: list[RecordedEvent], pr
             {
                 "seq": record.seq,
                 "type": event.type,
-                "stream_id": event.stream_id,
+                "stream_id": stream_id,
                 "data": data,
                 "metadata": metadata,
                 "recorded_at": record.recorded_at,
