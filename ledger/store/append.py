@@ -42,9 +42,9 @@ import msgspec
 from ..domain.chain import canonical, event_hash
 from ..domain.commands import Command, account_ids, transfer_ids
 from ..domain.events import RecordedEvent
-from ..domain.ledger import Ledger, Outcome, Recorded
+from ..domain.ledger import Entry, Ledger, Outcome, Recorded
 from ..domain.model import Transfer
-from .copying import EVENT_COLUMNS, copy_rows, event_line
+from .copying import EVENT_COLUMNS, CopyText, event_line
 from .projections import Placeholders, Projection, projection, projection_ctes
 from .rows import ACCOUNT_SELECT, TRANSFER_SELECT, account_from_row, transfer_from_row
 
@@ -144,6 +144,10 @@ class Batch:
         self.results: list[list[Outcome]] = []
         #: The projections' rows, once sealed (None: nothing to record).
         self.projection: Projection | None = None
+        #: Once sealed, if it is recorded by COPY: the events, new transfers
+        #: and entries as COPY text (made ahead by :meth:`making_copy_text`,
+        #: else while they are sent).
+        self.copy_text: tuple[CopyText[dict[str, Any]], CopyText[Transfer], CopyText[Entry]] | None = None
         self._recorded: list[Recorded] = []
         #: The event rows, hash-chained from the basis as they are decided, so
         #: that sealing (between one append and the next) has little left to do.
@@ -223,7 +227,16 @@ class Batch:
         if self._recorded and self.projection is None:
             self.projection = projection(self.ledger, [(o.record, o.entries) for o in self._recorded])
             self.head = self.basis._replace(seq=self.ledger.head, hash=self._last_hash)
+            if len(self.events) >= COPY_FROM:
+                self.copy_text = (CopyText("events", EVENT_COLUMNS, event_line, self.events), *self.projection.copy_text())
         return self
+
+    def making_copy_text(self) -> Iterator[None]:
+        """Make the COPY text of a sealed batch (if it is recorded by COPY),
+        pausing (yielding) after each chunk: for whoever seals it ahead of
+        its append, so that the append only sends it."""
+        for text in self.copy_text or ():
+            yield from text.making()
 
 
 async def load(conn: asyncpg.Connection, requests: Sequence[AppendRequest], ledger: Ledger) -> None:
@@ -257,14 +270,15 @@ async def write(conn: asyncpg.Connection, batch: Batch) -> bool:
     if batch.projection is None:
         return await conn.fetchval(_HEAD_IS, *batch.basis) is not None
     moved_head = (batch.head.seq, batch.head.hash, *batch.basis)
-    if len(batch.events) < COPY_FROM:
+    if batch.copy_text is None:
         parameters = (*batch.projection.parameters(), *moved_head, batch.events, NOTIFY_CHANNEL, str(batch.head.seq))
         return await conn.execute(_WRITE, *parameters) == "SELECT 1"
+    events, *projections = batch.copy_text
     async with _transaction(conn):
         if await conn.fetchval(_MOVE_HEAD, *moved_head) is None:
             return False
-        await copy_rows(conn, "events", EVENT_COLUMNS, event_line, batch.events)
-        await batch.projection.copy(conn, after=batch.basis.seq)
+        await events.send(conn)
+        await batch.projection.copy(conn, after=batch.basis.seq, text=tuple(projections))
         await conn.execute(_NOTIFY, NOTIFY_CHANNEL, str(batch.head.seq))
     return True
 

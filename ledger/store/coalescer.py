@@ -68,6 +68,8 @@ class _Append:
     batch: Batch | None
     #: Decided while the append before it was being recorded.
     after_another: bool = False
+    #: Sealed ahead of its start (see :meth:`Coalescer._prepare`).
+    prepared: bool = False
     task: asyncio.Future[Batch] | None = None
 
     @property
@@ -168,7 +170,10 @@ class Coalescer:
                         continue
                 room = MAX_COMMANDS - ahead.commands
                 if len(self._queue[0].request.commands) > room:
-                    await self._wait()  # ahead is full: for the append before it
+                    # ahead is full: for the append before it
+                    if recording is not None:
+                        await self._prepare(ahead, recording)
+                    await self._wait()
                     continue
                 waiting = self._take(room)
                 ahead.waiting.extend(waiting)
@@ -180,6 +185,8 @@ class Coalescer:
                         ahead.batch = None
                 if recording is None:
                     recording, ahead = self._start(ahead), None
+                elif ahead.commands == MAX_COMMANDS:
+                    await self._prepare(ahead, recording)
         except Exception:
             # A fault of this task's own: refuse writes from now on and answer
             # every caller it holds, rather than leave them waiting for ever.
@@ -209,17 +216,40 @@ class Coalescer:
         await self._wake.wait()
         self._wake.clear()
 
+    async def _prepare(self, append: _Append, before: _Append) -> None:
+        """Seal ``append``, full, and make its COPY text while the append
+        ``before`` it is in flight, a chunk at a time, until that one ends:
+        work that would otherwise be done between the two appends, or while
+        ``append`` is recorded, and keep the database waiting."""
+        if append.batch is None or append.prepared:
+            return
+        append.prepared = True
+        if not self._seal(append):
+            return
+        assert before.task is not None
+        for _ in append.batch.making_copy_text():
+            if before.task.done():
+                return  # what is left is made as it is sent
+            await asyncio.sleep(0)
+
+    def _seal(self, append: _Append) -> bool:
+        """Seal ``append``'s batch (idempotent); if that fails, it is decided
+        under the lock instead. Say whether it is sealed."""
+        assert append.batch is not None
+        try:
+            append.batch.seal()
+        except Exception:
+            log.exception("sealing a batch failed; deciding it under the lock")
+            append.batch = None
+            return False
+        return True
+
     def _start(self, append: _Append) -> _Append:
         """Start recording ``append``: as decided outside the lock, if it was
         and the head is still what it was decided after; else decided under
         the lock."""
         if append.batch is not None:
-            # Sealed now, before anything is decided after it.
-            try:
-                append.batch.seal()
-            except Exception:
-                log.exception("sealing a batch failed; deciding it under the lock")
-                append.batch = None
+            self._seal(append)  # now, before anything is decided after it
         self.appends += 1
         self.requests += len(append.waiting)
         self._queued -= append.commands

@@ -5,8 +5,9 @@ way: the server reads each value with its type's input function, where rows
 given as a ``jsonb`` array (see :mod:`ledger.store.projections`) are first
 parsed as JSON and then taken apart key by key, and asyncpg's binary COPY
 would encode each ``numeric`` in Python at about 1.3 µs. The text is made
-here, a chunk of rows at a time while the chunk before it is on its way, so
-that the server reads one while the next is made.
+here (:class:`CopyText`), a chunk of rows at a time: ahead, while the append
+before is in flight (see :mod:`ledger.store.coalescer`), or while the chunk
+before it is on its way, so that the server reads one while the next is made.
 
 Text format: columns separated by tabs, one row a line, ``\\N`` for NULL,
 and a backslash, tab, newline or carriage return inside a value escaped with
@@ -20,10 +21,11 @@ go through ``Decimal.__format__``, two and a half times slower).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 import msgspec
@@ -64,19 +66,46 @@ def _boolean(value: bool) -> str:
     return "t" if value else "f"
 
 
-async def copy_rows(
-    conn: asyncpg.Connection, table: str, columns: Sequence[str], line: Callable[[T], str], rows: Sequence[T]
-) -> None:
-    """COPY ``rows`` into ``table``, each written as its ``line`` (the values
-    of ``columns``, tab-separated, with a newline)."""
+class CopyText(Generic[T]):
+    """Rows for ``COPY table (columns) FROM STDIN``, each written as its
+    ``line`` (the values of ``columns``, tab-separated, with a newline).
 
-    async def chunks() -> Any:
-        for start in range(0, len(rows), CHUNK):
-            if start:
-                await asyncio.sleep(0)
-            yield "".join(map(line, rows[start : start + CHUNK])).encode()
+    The text is made a chunk of :data:`CHUNK` rows at a time: ahead of the
+    COPY (:meth:`making`), or while it is sent, each chunk while the one
+    before it is on its way. Whatever was made ahead is sent as it is."""
 
-    await conn.copy_to_table(table, source=chunks(), columns=list(columns))
+    def __init__(self, table: str, columns: Sequence[str], line: Callable[[T], str], rows: Sequence[T]) -> None:
+        self.table = table
+        self.columns = list(columns)
+        self._line = line
+        self._rows = rows
+        self._chunks: list[bytes] = []
+
+    def making(self) -> Iterator[None]:
+        """Make the chunks not made yet, pausing (yielding) after each."""
+        while self._make_next():
+            yield
+
+    def _make_next(self) -> bool:
+        start = len(self._chunks) * CHUNK
+        if start >= len(self._rows):
+            return False
+        self._chunks.append("".join(map(self._line, self._rows[start : start + CHUNK])).encode())
+        return True
+
+    async def send(self, conn: asyncpg.Connection) -> None:
+        """COPY the rows on ``conn``."""
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for index in itertools.count():
+                if index == len(self._chunks):
+                    if index:
+                        await asyncio.sleep(0)
+                    if not self._make_next():
+                        return
+                yield self._chunks[index]
+
+        await conn.copy_to_table(self.table, source=chunks(), columns=self.columns)
 
 
 EVENT_COLUMNS = ("seq", "type", "stream_id", "data", "metadata", "recorded_at", "hash")

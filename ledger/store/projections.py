@@ -28,7 +28,7 @@ import asyncpg
 from ..domain.events import AccountClosed, AccountCreated, PendingDecided, RecordedEvent, TransferPending, TransferPosted
 from ..domain.ledger import Entry, Ledger
 from ..domain.model import Balance, Transfer
-from .copying import ENTRY_COLUMNS, TRANSFER_COLUMNS, copy_rows, entry_line, transfer_line
+from .copying import ENTRY_COLUMNS, TRANSFER_COLUMNS, CopyText, entry_line, transfer_line
 
 
 class Placeholders:
@@ -176,14 +176,28 @@ class Projection(NamedTuple):
         entry's balance nested)."""
         return list(self)
 
-    async def copy(self, conn: asyncpg.Connection, *, after: int) -> None:
+    def copy_text(self) -> tuple[CopyText[Transfer], CopyText[Entry]]:
+        """The new transfers and the entries as :meth:`copy` sends them."""
+        return (
+            CopyText("transfers", TRANSFER_COLUMNS, transfer_line, self.new_transfers),
+            CopyText("entries", ENTRY_COLUMNS, entry_line, self.entries),
+        )
+
+    async def copy(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        after: int,
+        text: tuple[CopyText[Transfer], CopyText[Entry]] | None = None,
+    ) -> None:
         """Write the projections in ``conn``'s transaction, the new transfers
-        and entries by COPY, in three steps: what those rows refer to, the
-        rows, and the balances they moved. Every event of the run has a seq
-        greater than ``after``."""
+        and entries by COPY (as ``text``, if given: :meth:`copy_text`, made
+        ahead), in three steps: what those rows refer to, the rows, and the
+        balances they moved. Every event of the run has a seq greater than
+        ``after``."""
         await conn.execute(_BEFORE_COPY, self.accounts, self.balances, self.closed, self.decided_transfers)
-        await copy_rows(conn, "transfers", TRANSFER_COLUMNS, transfer_line, self.new_transfers)
-        await copy_rows(conn, "entries", ENTRY_COLUMNS, entry_line, self.entries)
+        for rows in text or self.copy_text():
+            await rows.send(conn)
         # Accounts opened in the run were inserted with their balances.
         moved = {e.account_id for e in self.entries}.difference(a["id"] for a in self.accounts)
         await conn.execute(_AFTER_COPY, list(moved), after)
