@@ -147,9 +147,6 @@ class BatchIn(_Request, kw_only=True):
     atomic: bool = False
 
 
-BatchItem = TransferIn | PostItemIn | VoidItemIn
-
-
 class ReconciliationIn(_Request, kw_only=True):
     """``POST /admin/v1/reconciliations``."""
 

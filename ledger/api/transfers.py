@@ -3,6 +3,7 @@ transfers, read transfers."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
@@ -14,7 +15,7 @@ from ..domain.model import Transfer
 from . import codec
 from .execute import execute, execute_one
 from .paths import transfer_in_path, uuid_param
-from .schemas import BATCH_ITEMS, BatchIn, BatchItem, EmptyIn, ItemKind, PostIn, TransferIn, transfer_out
+from .schemas import BATCH_ITEMS, BatchIn, EmptyIn, ItemKind, PostIn, TransferIn, transfer_out
 
 routes = web.RouteTableDef()
 
@@ -60,23 +61,30 @@ async def get_transfer(request: web.Request) -> web.Response:
 async def create_batch(request: web.Request) -> web.Response:
     """One result per item, in order. An atomic batch that fails is a 422."""
     body = await codec.decode(request, BatchIn)
-    items = _items(request, body.transfers)
-    commands = [item.to_command(f"transfers[{i}].") for i, item in enumerate(items)]
+    commands = await _commands(request, body.transfers)
     outcomes = await execute(request, commands, atomic=body.atomic)
     results = [_result(c, o) for c, o in zip(commands, outcomes, strict=True)]
     failed = body.atomic and any(isinstance(o, Refused) for o in outcomes)
     return codec.respond(request, {"results": results}, status=422 if failed else 200)
 
 
-def _items(request: web.Request, raws: list[msgspec.Raw]) -> list[BatchItem]:
-    """Each item decoded as what its ``action`` says it is."""
+#: Batch items decoded between two turns of the event loop (about half a
+#: millisecond): the 8190 of a full batch take some 20 ms, which the append
+#: in flight would otherwise wait for at its next round trip.
+DECODE_SLICE = 256
+
+
+async def _commands(request: web.Request, raws: list[msgspec.Raw]) -> list[Command]:
+    """Each item decoded as what its ``action`` says it is, as a command."""
     decode = codec.part_decoder(request)
-    items = []
+    commands = []
     for index, raw in enumerate(raws):
+        if index and not index % DECODE_SLICE:
+            await asyncio.sleep(0)
         path = f"transfers[{index}]"
         kind = decode(raw, ItemKind, path)
-        items.append(decode(raw, BATCH_ITEMS[kind.action], path))
-    return items
+        commands.append(decode(raw, BATCH_ITEMS[kind.action], path).to_command(f"{path}."))
+    return commands
 
 
 def _result(command: Command, outcome: Outcome) -> dict[str, Any]:
