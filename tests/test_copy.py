@@ -2,6 +2,7 @@
 write, only from the head they were decided after, and all or nothing."""
 
 import asyncio
+import itertools
 import random
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -13,6 +14,7 @@ import pytest
 from ledger.domain.commands import CloseAccount, MakeTransfer, OpenAccount, PostTransfer, VoidTransfer
 from ledger.domain.model import AccountFlags
 from ledger.store import append as append_module
+from ledger.store import copying as copying_module
 from ledger.store.append import AppendRequest, write
 from ledger.store.connection import connect
 from ledger.store.retry import RetryPolicy
@@ -81,16 +83,19 @@ def awkward_appends() -> list[list[AppendRequest]]:
     return [first, second]
 
 
-async def record_awkward_appends(dsn: str) -> dict[str, list[str]]:
+async def record_awkward_appends(dsn: str, *, chunks_made_ahead: int = 0) -> dict[str, list[str]]:
     """Record :func:`awkward_appends` on ``dsn``, the first under the lock,
-    the second decided outside it; every row written, and the head."""
+    the second decided outside it (with as many chunks of its COPY text made
+    before its append as asked); every row written, and the head."""
     writer = Writer(dsn, policy=RetryPolicy(), clock=lambda: MOMENT)
     first, second = awkward_appends()
     try:
         await writer.append(first)
         batch = await writer.fresh()
         await writer.decide(batch, second)
-        await writer.record(second, batch.seal())
+        for _ in itertools.islice(batch.seal().making_copy_text(), chunks_made_ahead):
+            pass
+        await writer.record(second, batch)
     finally:
         await writer.close()
     conn = await connect(dsn)
@@ -128,6 +133,19 @@ async def test_rows_recorded_by_copy_are_those_one_statement_records(
         )
     finally:
         await conn.close()
+
+
+@pytest.mark.parametrize("chunks_made_ahead", [1, 4, 100])
+async def test_copy_text_made_ahead_in_part_or_whole_records_the_same_rows(
+    database_url, another_database_url, monkeypatch, chunks_made_ahead
+):
+    monkeypatch.setattr(append_module, "COPY_FROM", 1)
+    monkeypatch.setattr(copying_module, "CHUNK", 2)  # the events, transfers and entries of an append: 8 chunks
+    made_as_sent = await record_awkward_appends(database_url)
+
+    made_ahead = await record_awkward_appends(another_database_url, chunks_made_ahead=chunks_made_ahead)
+
+    assert made_ahead == made_as_sent
 
 
 @pytest.fixture

@@ -13,7 +13,9 @@ from ledger.domain.codes import Code
 from ledger.domain.commands import CloseAccount, Command, MakeTransfer, OpenAccount, PostTransfer, VoidTransfer
 from ledger.domain.ledger import Recorded, Refused
 from ledger.domain.model import AccountFlags
+from ledger.store import append as append_module
 from ledger.store import coalescer as coalescer_module
+from ledger.store import copying as copying_module
 from ledger.store.append import HEAD, AppendRequest, Batch
 from ledger.store.rebuild import rebuild_projections
 from ledger.store.reconcile import reconcile
@@ -322,3 +324,19 @@ async def test_a_ledger_carried_past_the_limit_keeps_what_the_append_in_flight_c
     await assert_log_matches_projections(db)
 
 
+
+
+async def test_a_full_batch_decided_ahead_is_sealed_with_its_copy_text_while_the_one_before_is_recorded(
+    client, open_account, db, monkeypatch
+):
+    monkeypatch.setattr(coalescer_module, "MAX_COMMANDS", 4)
+    monkeypatch.setattr(append_module, "COPY_FROM", 1)
+    monkeypatch.setattr(copying_module, "CHUNK", 2)  # text made a chunk at a time
+    a, b = await open_account(), await open_account()
+
+    statuses = await writes_behind_a_held_up_append(client, db, a, b, count=8)
+
+    assert statuses == [201] * 9
+    assert client.app[COALESCER].sealed_ahead >= 1
+    assert client.app[WRITER].decided_again == 0
+    await assert_log_matches_projections(db)

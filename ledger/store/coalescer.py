@@ -95,6 +95,8 @@ class Coalescer:
         self.requests = 0
         #: Appends decided while the one before was being recorded, since start.
         self.decided_ahead = 0
+        #: Of those, appends full, and sealed while the one before was being recorded.
+        self.sealed_ahead = 0
 
     @property
     def queued(self) -> int:
@@ -226,6 +228,7 @@ class Coalescer:
         append.prepared = True
         if not self._seal(append):
             return
+        self.sealed_ahead += 1
         assert before.task is not None
         for _ in append.batch.making_copy_text():
             if before.task.done():
