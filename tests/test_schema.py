@@ -79,3 +79,9 @@ async def test_what_a_row_names_cannot_be_taken_away(db, some_events, statement)
         await db.execute(statement)
     assert await db.fetchval("SELECT count(*) FROM accounts") == 2
     assert await db.fetch("SELECT * FROM entries ORDER BY account_id, seq") == before
+
+
+async def test_balances_keep_room_on_each_page_for_their_updates(db):
+    # Half-empty pages let an updated balance stay on its page (see migration 0005).
+    options = await db.fetchval("SELECT reloptions FROM pg_class WHERE oid = 'balances'::regclass")
+    assert options == ["fillfactor=50"]

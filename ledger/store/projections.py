@@ -124,10 +124,11 @@ decided_transfers AS (
 )"""
 
 
-def _moved_balances(when: str) -> str:
-    """Each balance as the last of the ``entry_rows`` on it left it. (In one
-    statement with :func:`_account_ctes`, an account opened in the run is not
-    updated: its row is inserted there, and is not visible here.)"""
+def _moved_balances(when: str, accounts: str = "ARRAY(SELECT account_id FROM entry_rows)") -> str:
+    """Each balance as the last of the ``entry_rows`` on it left it, for the
+    ``accounts`` (an array) that have any. (In one statement with
+    :func:`_account_ctes`, an account opened in the run is not updated: its
+    row is inserted there, and is not visible here.)"""
     return f"""
 moved_balances AS (
     UPDATE balances AS b
@@ -138,7 +139,7 @@ moved_balances AS (
                                         credits_pending, seq
         FROM entry_rows ORDER BY account_id, seq DESC
     ) AS u
-    WHERE b.account_id = u.account_id AND b.account_id = ANY(ARRAY(SELECT account_id FROM entry_rows)) AND {when}
+    WHERE b.account_id = u.account_id AND b.account_id = ANY({accounts}) AND {when}
 )"""
 
 
@@ -153,7 +154,7 @@ entry_rows AS (
     SELECT {", ".join(ENTRY_COLUMNS)} FROM entries
     WHERE account_id = ANY($1::uuid[]) AND seq > $2::bigint
 ),
-{_moved_balances("true")} SELECT"""
+{_moved_balances("true", "$1::uuid[]")} SELECT"""
 del _p
 
 
@@ -225,7 +226,7 @@ def projection(ledger: Ledger, applied: Sequence[tuple[RecordedEvent, tuple[Entr
         entries.extend(event_entries)
 
     # An account opened in the run is stored with the balance the run left it.
-    last_entry = {e.account_id: e.seq for e in entries}
+    last_entry = {e.account_id: e.seq for e in entries} if new_accounts else {}
     accounts, balances = [], []
     for account_id, seq in new_accounts.items():
         a = ledger.accounts[account_id]
