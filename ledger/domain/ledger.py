@@ -337,7 +337,10 @@ class Ledger:
                 return ()
             case TransferPosted() | TransferPending():
                 pending = isinstance(event, TransferPending)
-                debit, credit = self._move(event, hold=event.amount) if pending else self._move(event, post=event.amount)
+                if pending:
+                    debit, credit = self._move(event, hold=event.amount)
+                else:
+                    debit, credit = self._move(event, post=event.amount)
                 self._keep_transfer(event.transfer_id)
                 self.transfers[event.transfer_id] = Transfer(
                     id=event.transfer_id,

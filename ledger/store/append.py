@@ -228,7 +228,8 @@ class Batch:
             self.projection = projection(self.ledger, [(o.record, o.entries) for o in self._recorded])
             self.head = self.basis._replace(seq=self.ledger.head, hash=self._last_hash)
             if len(self.events) >= COPY_FROM:
-                self.copy_text = (CopyText("events", EVENT_COLUMNS, event_line, self.events), *self.projection.copy_text())
+                events = CopyText("events", EVENT_COLUMNS, event_line, self.events)
+                self.copy_text = (events, *self.projection.copy_text())
         return self
 
     def making_copy_text(self) -> Iterator[None]:
