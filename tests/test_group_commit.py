@@ -4,9 +4,11 @@ shutdown."""
 
 import asyncio
 import random
+import socket
 import uuid
 from collections import Counter
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +20,9 @@ from ledger.domain.ledger import Recorded
 from ledger.domain.model import AccountFlags
 from ledger.store.append import AppendRequest
 from ledger.store.coalescer import Coalescer
+from ledger.store.connection import SEND_BUFFER
 from ledger.store.retry import RetryPolicy, Unavailable
+from ledger.store.writer import Writer
 from tests.conftest import (
     appends_held_up,
     assert_log_matches_projections,
@@ -186,3 +190,23 @@ async def test_a_failed_write_queue_refuses_writes_and_says_it_is_not_ready(clie
     assert [(r.status, await error_code(r)) for r in (first, later)] == [(503, "unavailable")] * 2
     assert (await client.get("/health/ready")).status == 503
     assert await db.fetchval("SELECT count(*) FROM transfers") == 0
+
+
+def send_buffer(writer: Writer) -> int:
+    """What the kernel grants the writer's appending connection to hold in flight."""
+    sock = writer._conn._transport.get_extra_info("socket")
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+
+
+async def test_the_writers_connection_holds_megabytes_in_flight_and_so_does_its_replacement(writer, db):
+    # The kernel grants at most net.core.wmem_max (and reports twice what it grants).
+    granted = min(SEND_BUFFER, int(Path("/proc/sys/net/core/wmem_max").read_text()))
+    account = [AppendRequest([OpenAccount(uuid.uuid4(), "USD", 2, AccountFlags(), {})])]
+    await writer.append(account)
+    assert send_buffer(writer) >= granted
+
+    assert await kill_writer(db) == 1
+    await writer.append(account)  # on a new connection
+
+    assert writer.retries == 1
+    assert send_buffer(writer) >= granted

@@ -21,7 +21,7 @@ import asyncpg
 
 from ..domain.ledger import Outcome
 from .append import LOCK, AppendRequest, Batch, append, head, load, write
-from .connection import connect
+from .connection import connect, widen_send_buffer
 from .retry import CONFLICTS, CONNECTION_LOST, RetryPolicy, retrying
 
 log = logging.getLogger(__name__)
@@ -142,8 +142,11 @@ class Writer:
             raise
 
     async def _connection(self) -> asyncpg.Connection:
-        self._conn = await self._connected(self._conn, WRITER_NAME, _WRITING)
-        return self._conn
+        conn = await self._connected(self._conn, WRITER_NAME, _WRITING)
+        if conn is not self._conn:
+            widen_send_buffer(conn)  # it sends the appends, megabytes at a time
+            self._conn = conn
+        return conn
 
     async def _connected(
         self, conn: asyncpg.Connection | None, name: str, settings: dict[str, str]
