@@ -20,21 +20,11 @@ _REFERENCES = {
 }
 
 
-def _foreign_key(table: str, column: str) -> str:
-    return f"{table}_{column}_fkey"
-
-
-def upgrade() -> None:
-    # A foreign key checks each inserted row with a query of its own and
-    # locks the account row it finds: a fifth of the write statement's time in an
-    # append of 8190 transfers (24,570 checks). The same guarantee, held
-    # another way: new rows are checked as one set after each statement
-    # (an anti-join against accounts), and accounts are never removed, nor
-    # are the references of a row changed, so nothing checked can dangle
-    # later. Nothing else is needed to stand in for the key's row lock.
-    op.execute(
-        """
-        CREATE FUNCTION referenced_accounts_exist() RETURNS trigger LANGUAGE plpgsql AS $$
+#: Checks the new rows of a statement for the account columns named as the
+#: trigger's arguments, one query per column (0006 replaces it; its
+#: downgrade puts this back).
+REFERENCED_ACCOUNTS_EXIST = """
+        CREATE OR REPLACE FUNCTION referenced_accounts_exist() RETURNS trigger LANGUAGE plpgsql AS $$
         DECLARE
             referencing text;
             missing uuid;
@@ -53,7 +43,21 @@ def upgrade() -> None:
             RETURN NULL;
         END $$
         """
-    )
+
+
+def _foreign_key(table: str, column: str) -> str:
+    return f"{table}_{column}_fkey"
+
+
+def upgrade() -> None:
+    # A foreign key checks each inserted row with a query of its own and
+    # locks the account row it finds: a fifth of the write statement's time in an
+    # append of 8190 transfers (24,570 checks). The same guarantee, held
+    # another way: new rows are checked as one set after each statement
+    # (an anti-join against accounts), and accounts are never removed, nor
+    # are the references of a row changed, so nothing checked can dangle
+    # later. Nothing else is needed to stand in for the key's row lock.
+    op.execute(REFERENCED_ACCOUNTS_EXIST)
     op.execute(
         """
         CREATE FUNCTION account_references_are_fixed() RETURNS trigger LANGUAGE plpgsql AS $$
