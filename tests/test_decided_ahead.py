@@ -324,8 +324,6 @@ async def test_a_ledger_carried_past_the_limit_keeps_what_the_append_in_flight_c
     await assert_log_matches_projections(db)
 
 
-
-
 async def test_a_full_batch_decided_ahead_is_sealed_with_its_copy_text_while_the_one_before_is_recorded(
     client, open_account, db, monkeypatch
 ):
