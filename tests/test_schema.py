@@ -1,11 +1,14 @@
 """The event log in the database: append-only, gapless, hash-chained; and
 projections that name only accounts that exist."""
 
+import asyncio
 import uuid
 
 import asyncpg
 import pytest
+from alembic import command
 
+from ledger.store import migrations
 from ledger.store.replay import ChainBroken, fold_log
 from tests.conftest import transfer_body
 
@@ -96,3 +99,19 @@ async def test_balances_keep_room_on_each_page_for_their_updates(db):
     # Half-empty pages let an updated balance stay on its page (see migration 0005).
     options = await db.fetchval("SELECT reloptions FROM pg_class WHERE oid = 'balances'::regclass")
     assert options == ["fillfactor=50"]
+
+
+async def test_every_migration_can_be_undone_and_done_again(database_url, db):
+    config = migrations.alembic_config(database_url)
+    await asyncio.to_thread(command.downgrade, config, "base")
+    assert await db.fetchval("SELECT to_regclass('events')") is None
+
+    await asyncio.to_thread(command.upgrade, config, "head")
+
+    assert await db.fetchval("SELECT version_num FROM alembic_version") == migrations.head_revision()
+    with pytest.raises(asyncpg.ForeignKeyViolationError, match=f"entries.account_id names account {NOBODY}"):
+        await db.execute(
+            "INSERT INTO entries (account_id, seq, transfer_id, type, side, amount, recorded_at)"
+            " VALUES ($1, 1, gen_random_uuid(), 'transfer_posted', 'debit', 1, now())",
+            NOBODY,
+        )
