@@ -15,7 +15,9 @@ against the log as it stands. It is written as decided only if the head is
 still the one it was decided after, and decided again under the lock
 otherwise (see :mod:`ledger.store.append`). The ledger carried from batch to
 batch is dropped whenever the queue runs dry, and past :data:`CHAIN_LIMIT`
-rows it is cut down to what the append in flight changed.
+rows it is cut down to what the append in flight changed. A batch decided
+ahead that is full is sealed, and its COPY text made, while the append
+before it is in flight, so that its own append has only to send it.
 
 Decisions stay per command and in queue order (the append decides each
 request's commands in order, atomic requests all-or-nothing), so a refused
