@@ -492,7 +492,7 @@ def _scaled(amount: Decimal, scale: int) -> Decimal | Refused:
     """``amount`` as stored, with exactly its accounts' ``scale`` fractional
     digits; refused if it needs more."""
     try:
-        return amount.quantize(money.quantum(scale), context=money.MONEY)
+        return money.at_scale(amount, scale)
     except decimal.Inexact:
         return Refused(
             Code.AMOUNT_SCALE_EXCEEDED,

@@ -44,21 +44,23 @@ def parse_amount(text: str) -> Decimal:
     return Decimal(text)
 
 
+#: The smallest amount at each scale (``0.01`` at 2).
 _QUANTA = tuple(Decimal(1).scaleb(-scale) for scale in range(MAX_SCALE + 1))
 
 
-def quantum(scale: int) -> Decimal:
-    """The smallest amount at ``scale`` (``0.01`` at 2)."""
-    return _QUANTA[scale]
-
-
-def format_amount(amount: Decimal, scale: int) -> str:
-    """``amount`` with exactly ``scale`` fractional digits, in plain notation.
+def at_scale(amount: Decimal, scale: int) -> Decimal:
+    """``amount`` with exactly ``scale`` fractional digits (``5.1`` at 2 is
+    ``5.10``).
 
     Raises :class:`decimal.Inexact` if that would round: the ledger never
     holds an amount finer than its account's scale.
     """
-    return format(amount.quantize(quantum(scale), context=MONEY), "f")
+    return amount.quantize(_QUANTA[scale], context=MONEY)
+
+
+def format_amount(amount: Decimal, scale: int) -> str:
+    """:func:`at_scale`, in plain notation."""
+    return format(at_scale(amount, scale), "f")
 
 
 #: ``a + b`` and ``a - b`` in :data:`MONEY` (its own methods: called for
