@@ -276,13 +276,13 @@ async def assert_no_flag_violated(db: asyncpg.Connection) -> None:
             assert r["credits_posted"] + r["credits_pending"] <= r["debits_posted"], dict(r)
 
 
-async def kill_writer(db: asyncpg.Connection) -> int:
-    """Terminate the writer's appending connection (``pg_terminate_backend``);
-    how many were."""
+async def kill_writer(db: asyncpg.Connection, name: str = WRITER_NAME) -> int:
+    """Terminate the writer's connections named ``name``, its appending one
+    unless told (``pg_terminate_backend``); how many were."""
     return await db.fetchval(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
         " WHERE datname = current_database() AND application_name = $1",
-        WRITER_NAME,
+        name,
     )
 
 

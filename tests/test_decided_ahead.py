@@ -25,6 +25,7 @@ from tests.conftest import (
     appends_held_up,
     assert_log_matches_projections,
     assert_no_flag_violated,
+    kill_writer,
     transfer_body,
     wait_for_blocked_backend,
 )
@@ -276,12 +277,7 @@ async def test_a_lost_reading_connection_costs_only_decisions_ahead_and_is_repla
     decided_ahead = coalescer.decided_ahead
     assert decided_ahead >= 1
 
-    killed = await db.fetchval(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND application_name = $1",
-        READER_NAME,
-    )
-    assert killed == 1
+    assert await kill_writer(db, READER_NAME) == 1
     statuses = [
         *await writes_behind_a_held_up_append(client, db, a, b),
         *await writes_behind_a_held_up_append(client, db, a, b),
