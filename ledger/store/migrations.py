@@ -7,15 +7,16 @@ running service talks to PostgreSQL through asyncpg alone.
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import asyncpg
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-#: The repository's top level, where ``alembic.ini`` and ``alembic/`` live.
-ROOT = Path(__file__).resolve().parents[2]
+#: The migration scripts, as a resource of the installed package
+#: (``ledger/alembic``, the checkout's top-level ``alembic/`` folder), so that
+#: an installed service needs neither ``alembic.ini`` nor a checkout.
+SCRIPT_LOCATION = "ledger:alembic"
 
 
 def sqlalchemy_url(dsn: str) -> str:
@@ -27,8 +28,10 @@ def sqlalchemy_url(dsn: str) -> str:
 
 
 def alembic_config(dsn: str | None = None) -> Config:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "alembic"))
+    """Alembic's configuration, built in code: the packaged scripts and, if
+    given, the DSN that ``alembic/env.py`` migrates."""
+    config = Config()
+    config.set_main_option("script_location", SCRIPT_LOCATION)
     if dsn is not None:
         config.attributes["dsn"] = dsn
     return config
@@ -45,6 +48,18 @@ def head_revision() -> str:
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
+
+
+async def schema_problem(conn: asyncpg.Connection) -> str | None:
+    """What keeps the service from running on ``conn``'s database, said for
+    its operator, or ``None`` when the schema is at head."""
+    revision = await current_revision(conn)
+    if revision == head_revision():
+        return None
+    return (
+        f"the database schema is at revision {revision or 'none'}, this service needs {head_revision()}: "
+        "run `ledger migrate` first"
+    )
 
 
 async def current_revision(conn: asyncpg.Connection) -> str | None:
