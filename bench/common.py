@@ -16,9 +16,8 @@ from pathlib import Path
 
 from ledger.domain.commands import MakeTransfer, OpenAccount
 from ledger.domain.model import AccountFlags
-from ledger.store import migrations
+from ledger.store import embedded
 from ledger.store.append import AppendRequest
-from ledger.store.embedded import EmbeddedPostgres
 from ledger.store.retry import RetryPolicy
 from ledger.store.writer import Writer
 
@@ -33,14 +32,8 @@ def database() -> Iterator[str]:
     if given:
         yield given
         return
-    with tempfile.TemporaryDirectory(prefix="ledger-bench-") as tmp:
-        server = EmbeddedPostgres(Path(tmp) / "data")
-        dsn = server.start()
-        try:
-            migrations.upgrade(dsn)
-            yield dsn
-        finally:
-            server.stop()
+    with tempfile.TemporaryDirectory(prefix="ledger-bench-") as tmp, embedded.migrated(Path(tmp) / "data") as dsn:
+        yield dsn
 
 
 async def open_accounts(writer: Writer, count: int) -> list[uuid.UUID]:

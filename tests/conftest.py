@@ -10,10 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
+import signal
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -299,3 +303,91 @@ async def wait_for_blocked_backend(db: asyncpg.Connection, timeout: float = 10.0
             return
         assert asyncio.get_running_loop().time() < deadline, "the append never blocked"
         await asyncio.sleep(0.01)
+
+
+class ServiceProcess:
+    """``ledger serve`` run as a user runs it, in a process (group) of its own.
+
+    Its log (stderr) is read as it is written, so that a long run never
+    blocks on a full pipe; :attr:`url` is taken from the line that says where
+    it listens.
+    """
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self.url = ""
+        self._listening = asyncio.Event()
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.process.stderr is not None
+        async for raw in self.process.stderr:
+            line = raw.decode()
+            self.lines.append(line)
+            if not self.url and (found := re.search(r"listening on (http://\S+)", line)):
+                self.url = found.group(1)
+                self._listening.set()
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    async def listening(self, timeout: float = 60.0) -> None:
+        """Until it says where it listens; fails with its log if it exits or times out first."""
+        exited = asyncio.ensure_future(self.process.wait())
+        listening = asyncio.ensure_future(self._listening.wait())
+        await asyncio.wait([exited, listening], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        exited.cancel()
+        listening.cancel()
+        assert self._listening.is_set(), f"the service never said where it listens:\n{self.log}"
+
+    def send(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    async def stopped(self, timeout: float = 60.0) -> int:
+        """Until it has exited and its log is read to the end; its exit status."""
+        code = await asyncio.wait_for(self.process.wait(), timeout)
+        await asyncio.wait_for(self._reader, timeout)
+        return code
+
+    async def stop(self, signum: int = signal.SIGTERM) -> int:
+        self.send(signum)
+        return await self.stopped()
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[ServiceProcess]]]:
+    """Start ``ledger serve ARGS`` with ``LEDGER_*`` settings (on an embedded
+    PostgreSQL in the test's own directory unless ``LEDGER_DATABASE_URL`` is
+    given), on a port the kernel picks; once it listens, the running service.
+    Whatever is still running at the end of the test is killed."""
+    started: list[ServiceProcess] = []
+
+    async def start(*args: str, **settings: str) -> ServiceProcess:
+        env = {**os.environ, "LEDGER_DATA_DIR": str(tmp_path / "data"), "LEDGER_PORT": "0"}
+        env.pop("LEDGER_DATABASE_URL", None)
+        env.update(settings)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ledger.cli", "serve", *args,
+            env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, start_new_session=True,
+        )
+        served = ServiceProcess(process)
+        started.append(served)
+        await served.listening()
+        return served
+
+    yield start
+    for served in started:
+        if served.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(served.process.pid, signal.SIGKILL)
+            await served.process.wait()
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

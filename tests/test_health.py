@@ -1,5 +1,7 @@
 """Health endpoints and start-up against a database whose schema is not at head."""
 
+import os
+
 import asyncpg
 import pytest
 
@@ -9,9 +11,9 @@ from ledger.store import migrations
 from tests.conftest import with_database
 
 
-async def test_live_is_ok(client):
+async def test_live_is_ok_and_names_the_process_that_answered(client):
     response = await client.get("/health/live")
-    assert (response.status, await response.json()) == (200, {"status": "ok"})
+    assert (response.status, await response.json()) == (200, {"status": "ok", "pid": os.getpid()})
 
 
 async def test_ready_reports_the_schema_revision_and_pool(client):

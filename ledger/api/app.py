@@ -14,7 +14,6 @@ from ..config import Settings
 from ..store import migrations
 from ..store.connection import connect, create_pool
 from ..store.coalescer import Coalescer
-from ..store.embedded import EmbeddedPostgres
 from ..store.expiry import Expirer
 from ..store.writer import Clock, Writer
 from . import accounts, admin, health, history, transfers
@@ -51,30 +50,19 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The database: the embedded server (started and migrated here, stopped
-    on cleanup) or ``LEDGER_DATABASE_URL``, whose schema must be at head."""
-    settings = app[SETTINGS]
-    if settings.database_url is None:
-        server = EmbeddedPostgres(settings.data_dir)
-        app[DSN] = await asyncio.to_thread(server.start)
-        try:
-            await asyncio.to_thread(migrations.upgrade, app[DSN])
-            yield
-        finally:
-            await asyncio.to_thread(server.stop)
-        return
-    app[DSN] = settings.database_url
-    conn = await connect(settings.database_url)
+    """``LEDGER_DATABASE_URL``, whose schema must be at head. (``ledger
+    serve`` starts the embedded server, when it runs one, before any app.)"""
+    dsn = app[SETTINGS].database_url
+    if dsn is None:
+        raise StartupError("no database: set LEDGER_DATABASE_URL (or run `ledger serve`)")
+    app[DSN] = dsn
+    conn = await connect(dsn)
     try:
-        revision = await migrations.current_revision(conn)
+        problem = await migrations.schema_problem(conn)
     finally:
         await conn.close()
-    head = migrations.head_revision()
-    if revision != head:
-        raise StartupError(
-            f"the database schema is at revision {revision or 'none'}, this service needs {head}: "
-            "run `ledger migrate` first"
-        )
+    if problem is not None:
+        raise StartupError(problem)
     yield
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from aiohttp import web
 
 from ..store import migrations
@@ -14,7 +16,8 @@ routes = web.RouteTableDef()
 
 @routes.get("/health/live")
 async def live(request: web.Request) -> web.Response:
-    return codec.respond(request, {"status": "ok"})
+    """200 while the process runs, with its pid (which worker answered)."""
+    return codec.respond(request, {"status": "ok", "pid": os.getpid()})
 
 
 @routes.get("/health/ready")

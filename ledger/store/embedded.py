@@ -5,9 +5,13 @@ The data directory survives stops; the server listens on a Unix socket only.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+
+from . import migrations
 
 log = logging.getLogger(__name__)
 
@@ -39,3 +43,16 @@ class EmbeddedPostgres:
             self._server.cleanup()
             self._server = None
             log.info("embedded PostgreSQL stopped")
+
+
+@contextlib.contextmanager
+def migrated(data_dir: Path) -> Iterator[str]:
+    """The embedded server in ``data_dir``, started and migrated to head, for
+    the block: its DSN. Stopped (its data kept) when the block ends."""
+    server = EmbeddedPostgres(data_dir)
+    dsn = server.start()
+    try:
+        migrations.upgrade(dsn)
+        yield dsn
+    finally:
+        server.stop()

@@ -1,0 +1,300 @@
+"""``ledger serve``: the processes that serve the port, and how they stop.
+
+The serving process owns what exists once per service: the database it
+starts (the embedded server, started and migrated before anything listens)
+and the listening sockets, one per worker, bound to the same address with
+``SO_REUSEPORT`` so that the kernel spreads connections over the workers.
+
+- One worker (the default): the app runs in this process.
+- ``N`` workers: each runs the app in a process of its own (started fresh,
+  not forked) on its socket, with its own pools and write queue; the
+  database's head row keeps their appends serial and gapless.
+
+The service logs ``listening on http://HOST:PORT`` once every worker
+serves. SIGTERM or SIGINT stops it gracefully: every worker stops taking
+connections, finishes the requests in flight and runs its cleanup, then the
+embedded server stops, and the exit status is 0. A worker that exits on its
+own is logged and stops the service with status 1: an orchestrator restarts
+the whole service rather than it serving on with fewer workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import gc
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
+
+from . import logs
+from .api.app import StartupError
+from .config import Settings
+
+log = logging.getLogger("ledger")
+
+#: Exit status of a service that could not start (bad settings, schema behind).
+STARTUP_FAILED = 2
+#: Exit status of a service stopped by a worker that died.
+WORKER_DIED = 1
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def serve(settings: Settings) -> int:
+    """Run the service until a stop signal; its exit status."""
+    try:
+        with _database(settings) as dsn:
+            settings = dataclasses.replace(settings, database_url=dsn)
+            sockets = bind(settings.host, settings.port, settings.workers)
+            if settings.workers == 1:
+                return _run_here(settings, sockets[0])
+            return _Supervisor(settings, sockets).run()
+    except StartupError as error:
+        log.error("%s", error)
+        return STARTUP_FAILED
+
+
+@contextlib.contextmanager
+def _database(settings: Settings) -> Iterator[str]:
+    """The primary's DSN for the block: ``LEDGER_DATABASE_URL``, whose schema
+    must be at head, or the embedded server, started and migrated."""
+    from .store import embedded
+
+    if settings.database_url is None:
+        with embedded.migrated(settings.data_dir) as dsn:
+            yield dsn
+        return
+    problem = asyncio.run(_schema_problem(settings.database_url))
+    if problem is not None:
+        raise StartupError(problem)
+    yield settings.database_url
+
+
+async def _schema_problem(dsn: str) -> str | None:
+    from .store import migrations
+    from .store.connection import connect
+    from .store.retry import CONNECTION_LOST
+
+    try:
+        conn = await connect(dsn)
+    except CONNECTION_LOST as error:
+        return f"cannot reach the database: {error}"
+    try:
+        return await migrations.schema_problem(conn)
+    finally:
+        await conn.close()
+
+
+def bind(host: str, port: int, count: int) -> list[socket.socket]:
+    """``count`` listening TCP sockets on ``host:port`` (port 0: one the
+    kernel picks, the same for all), sharing it through ``SO_REUSEPORT``."""
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if count > 1:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            port = sock.getsockname()[1]
+            sock.listen(1024)
+            sock.set_inheritable(True)
+    except OSError as error:
+        for sock in sockets:
+            sock.close()
+        raise StartupError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    return sockets
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _run_here(settings: Settings, sock: socket.socket) -> int:
+    url = url_of(sock)
+    _run_worker(settings, sock, lambda: log.info("listening on %s", url))
+    return 0
+
+
+def _run_worker(settings: Settings, sock: socket.socket, ready: Callable[[], None]) -> None:
+    """Serve the app on ``sock`` until SIGTERM or SIGINT; ``ready()`` once it serves."""
+    _tune_garbage_collector()
+    with asyncio.Runner(loop_factory=_loop_factory(settings)) as runner:
+        runner.run(_serve_app(settings, sock, ready))
+
+
+async def _serve_app(settings: Settings, sock: socket.socket, ready: Callable[[], None]) -> None:
+    from aiohttp import web
+
+    from .api.app import create_app
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in _STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop.set)
+    access_log = logging.getLogger("aiohttp.access") if settings.access_log else None
+    runner = web.AppRunner(create_app(settings), access_log=access_log)
+    try:
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+        ready()
+        await stop.wait()
+    finally:
+        # Stops listening, lets the requests in flight finish, then runs the
+        # app's cleanup (the write queue drains, pools close).
+        await runner.cleanup()
+
+
+def _worker_main(settings: Settings, sock: socket.socket, ready: Connection) -> None:
+    """A worker process: serve until told to stop; exit 0, or 2 if the app cannot start."""
+    logs.configure()
+    try:
+        _run_worker(settings, sock, lambda: ready.send("ready"))
+    except StartupError as error:
+        log.error("%s", error)
+        sys.exit(STARTUP_FAILED)
+
+
+@dataclasses.dataclass
+class _Worker:
+    number: int
+    process: multiprocessing.process.BaseProcess
+    #: Where it says that it serves; ``None`` once it has said so (or died first).
+    ready: Connection | None
+    serving: bool = False
+
+    def describe(self) -> str:
+        code = self.process.exitcode
+        if code is not None and code < 0:
+            how = f"killed by {signal.Signals(-code).name}"
+        else:
+            how = f"exited with status {code}"
+        return f"worker {self.number} (pid {self.process.pid}) {how}"
+
+
+class _Supervisor:
+    """Starts a process per socket and watches them and the stop signals."""
+
+    def __init__(self, settings: Settings, sockets: list[socket.socket]) -> None:
+        self._settings = settings
+        self._sockets = sockets
+        self._url = url_of(sockets[0])
+
+    def run(self) -> int:
+        wake_read, wake_write = socket.socketpair()
+        wake_read.setblocking(False)
+        wake_write.setblocking(False)
+        previous = {signum: signal.signal(signum, lambda *_: None) for signum in _STOP_SIGNALS}
+        old_wakeup = signal.set_wakeup_fd(wake_write.fileno())
+        try:
+            workers = self._start()
+            return self._watch(workers, wake_read)
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            wake_read.close()
+            wake_write.close()
+
+    def _start(self) -> list[_Worker]:
+        context = multiprocessing.get_context("spawn")
+        workers = []
+        for number, sock in enumerate(self._sockets, start=1):
+            receive, send = context.Pipe(duplex=False)
+            process = context.Process(
+                target=_worker_main, args=(self._settings, sock, send), name=f"ledger-worker-{number}"
+            )
+            process.start()
+            send.close()
+            # The worker has its own copy: only it accepts on this socket.
+            sock.close()
+            workers.append(_Worker(number, process, receive))
+        return workers
+
+    def _watch(self, workers: list[_Worker], wake: socket.socket) -> int:
+        """Until every worker has exited: log when all serve, forward a stop
+        signal to all, and stop all when one exits on its own."""
+        stopping = False
+        died: _Worker | None = None
+        while alive := [w for w in workers if w.process.exitcode is None]:
+            waiting: list[object] = [wake, *(w.process.sentinel for w in alive)]
+            waiting += [w.ready for w in workers if w.ready is not None]
+            for source in multiprocessing.connection.wait(waiting):
+                if source is wake:
+                    with contextlib.suppress(BlockingIOError):
+                        wake.recv(64)
+                    if not stopping:
+                        log.info("stopping %d workers", len(alive))
+                        stopping = True
+                        self._signal(alive, signal.SIGTERM)
+                    continue
+                for worker in workers:
+                    if source is worker.ready:
+                        self._ready(worker, workers)
+                    elif source == worker.process.sentinel and worker.process.exitcode is not None:
+                        worker.process.join()
+                        if not stopping:
+                            log.error("%s; stopping the service", worker.describe())
+                            died, stopping = worker, True
+                            self._signal([w for w in alive if w is not worker], signal.SIGTERM)
+        failed = [w for w in workers if w.process.exitcode != 0 and w is not died]
+        for worker in failed:
+            log.error("%s", worker.describe())
+        if died is not None:
+            return STARTUP_FAILED if died.process.exitcode == STARTUP_FAILED else WORKER_DIED
+        return WORKER_DIED if failed else 0
+
+    def _ready(self, worker: _Worker, workers: list[_Worker]) -> None:
+        assert worker.ready is not None
+        with contextlib.suppress(EOFError):
+            worker.serving = worker.ready.recv() == "ready"
+        worker.ready.close()
+        worker.ready = None
+        if all(w.serving for w in workers):
+            log.info("listening on %s (%d workers)", self._url, len(workers))
+
+    @staticmethod
+    def _signal(workers: list[_Worker], signum: signal.Signals) -> None:
+        for worker in workers:
+            if worker.process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.process.pid, signum)
+
+
+def _loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop's event loop, unless it is switched off or not installed."""
+    if settings.uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            log.info("event loop: asyncio (uvloop is not installed)")
+        else:
+            log.info("event loop: uvloop %s", uvloop.__version__)
+            return uvloop.new_event_loop
+    else:
+        log.info("event loop: asyncio (LEDGER_UVLOOP=off)")
+    return asyncio.new_event_loop
+
+
+def _tune_garbage_collector() -> None:
+    """Collect cycles after 200,000 allocations rather than CPython's 700.
+
+    An append of a few thousand transfers keeps a few hundred thousand
+    objects alive until it ends, which the default thresholds would trace
+    again and again; the structs that carry them are not tracked at all
+    (``gc=False``). What is loaded at start is frozen out of collection.
+    Measured in docs/performance.md.
+    """
+    gc.freeze()
+    gc.set_threshold(200_000, 20, 20)
