@@ -108,7 +108,6 @@ def bind(host: str, port: int, count: int) -> list[socket.socket]:
             sock.bind((host, port))
             port = sock.getsockname()[1]
             sock.listen(1024)
-            sock.set_inheritable(True)
     except OSError as error:
         for sock in sockets:
             sock.close()
