@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import logging
 import sys
@@ -46,6 +47,9 @@ def _reconcile(settings: Settings, repair: bool) -> int:
     from .api.admin import report_out
     from .store.reconcile import reconcile
 
+    if not repair and settings.read_database_url is not None:
+        # The scan alone reads the replica; a repair writes, on the primary.
+        settings = dataclasses.replace(settings, database_url=settings.read_database_url)
     report = _on_database(settings, lambda conn: reconcile(conn, repair=repair))
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(report_out(report)), indent=2).decode() + "\n")
     return 0 if report.ok else 1

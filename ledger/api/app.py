@@ -8,16 +8,32 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 
+import asyncpg
 from aiohttp import web
 
 from ..config import Settings
-from ..store import migrations
+from ..store import migrations, replica
 from ..store.connection import connect, create_pool
 from ..store.coalescer import Coalescer
 from ..store.expiry import Expirer
+from ..store.follow import HeadPoller, Notifications
+from ..store.retry import CONNECTION_LOST
 from ..store.writer import Clock, Writer
 from . import accounts, admin, health, history, transfers
-from .keys import CLOCK, COALESCER, DSN, EXPIRER, POOL, SETTINGS, STOPPING, STREAM_POOL, STREAMS, WRITER
+from .keys import (
+    CLOCK,
+    COALESCER,
+    DSN,
+    EXPIRER,
+    POOL,
+    READ_DSN,
+    SETTINGS,
+    STOPPING,
+    STREAM_POOL,
+    STREAMS,
+    WAKEUPS,
+    WRITER,
+)
 from .stream_state import OpenStreams
 from .auth import auth_middleware
 from .middlewares import error_middleware, request_id_middleware
@@ -42,7 +58,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     app[CLOCK] = clock
     app[STREAMS] = OpenStreams()
     app[STOPPING] = asyncio.Event()
-    app.cleanup_ctx.extend([database_ctx, pool_ctx, stream_pool_ctx, writer_ctx, expiry_ctx])
+    app.cleanup_ctx.extend([database_ctx, pool_ctx, stream_pool_ctx, wakeups_ctx, writer_ctx, expiry_ctx])
     app.on_shutdown.append(_stop_following)
     for module in (accounts, transfers, history, admin, health):
         app.router.add_routes(module.routes)
@@ -76,10 +92,47 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def stream_pool_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Connections for streams, opened as streams need them."""
-    async with await create_pool(app[DSN], min_size=0, max_size=app[SETTINGS].stream_pool_size) as pool:
+    """Connections for streams, opened as streams need them: to
+    ``LEDGER_READ_DATABASE_URL`` when it is set, else to the primary.
+
+    A replica that cannot be reached at start does not stop the service (its
+    reads answer 503 until it is back); one that is not a standby is warned of.
+    """
+    settings = app[SETTINGS]
+    app[READ_DSN] = settings.read_database_url or app[DSN]
+    if settings.read_database_url is not None:
+        await _check_replica(settings.read_database_url)
+    async with await create_pool(app[READ_DSN], min_size=0, max_size=settings.stream_pool_size) as pool:
         app[STREAM_POOL] = pool
         yield
+
+
+async def _check_replica(dsn: str) -> None:
+    try:
+        state = await replica.read_state(dsn)
+    except (*CONNECTION_LOST, asyncpg.PostgresError) as error:
+        log.warning("the read replica is unreachable (its reads answer 503 until it is back): %s", error)
+        return
+    if not state.standby:
+        log.warning(
+            "LEDGER_READ_DATABASE_URL is not a standby (pg_is_in_recovery() is false): "
+            "long reads go there all the same"
+        )
+
+
+async def wakeups_ctx(app: web.Application) -> AsyncIterator[None]:
+    """What wakes following streams: NOTIFY on the primary, or one poller of
+    the replica's head for every follower of this process."""
+    settings = app[SETTINGS]
+    if settings.read_database_url is None:
+        app[WAKEUPS] = Notifications()
+        yield
+        return
+    poller = HeadPoller(settings.read_database_url, settings.replica_poll_interval)
+    app[WAKEUPS] = poller
+    task = asyncio.create_task(poller.run(), name="ledger-replica-head")
+    yield
+    await _cancelled(task)
 
 
 async def _stop_following(app: web.Application) -> None:
@@ -107,6 +160,10 @@ async def expiry_ctx(app: web.Application) -> AsyncIterator[None]:
     app[EXPIRER] = expirer
     task = asyncio.create_task(expirer.run(), name="ledger-expiry")
     yield
+    await _cancelled(task)
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task

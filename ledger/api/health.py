@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 
+import asyncpg
 from aiohttp import web
 
-from ..store import migrations
+from ..store import migrations, replica
 from ..store.retry import CONNECTION_LOST
 from . import codec
-from .keys import COALESCER, POOL, STREAM_POOL, STREAMS, WRITER
+from .keys import COALESCER, POOL, SETTINGS, STREAM_POOL, STREAMS, WRITER
 
 routes = web.RouteTableDef()
 
@@ -50,6 +51,9 @@ async def ready(request: web.Request) -> web.Response:
             status=503,
         )
     database["schema_revision"] = revision
+    settings = request.app[SETTINGS]
+    if settings.read_database_url is not None:
+        database["replica"] = await _replica(settings.read_database_url, database["head_seq"])
     if request.app[COALESCER].failed:
         return codec.respond(
             request,
@@ -63,3 +67,19 @@ async def ready(request: web.Request) -> web.Response:
             status=503,
         )
     return codec.respond(request, {"status": "ok", "database": database})
+
+
+async def _replica(dsn: str, primary_head: int) -> dict[str, object]:
+    """The read replica's state. A replica that is down leaves the service
+    ready: writes and point reads do not need it, only its long reads fail."""
+    try:
+        state = await replica.read_state(dsn)
+    except (*CONNECTION_LOST, asyncpg.PostgresError) as error:
+        return {"status": "unavailable", "reason": f"replica unreachable: {error}"}
+    return {
+        "status": "ok",
+        "standby": state.standby,
+        "head_seq": state.head_seq,
+        "behind_seq": max(primary_head - state.head_seq, 0),
+        "replay_lag_seconds": round(state.replay_lag_seconds, 3),
+    }

@@ -15,13 +15,13 @@ from ..domain import money
 from ..domain.chain import format_timestamp
 from ..domain.codes import InvalidField
 from ..store import history
+from ..store.retry import Unavailable
 from ..store.rows import balance_from_row
-from ..store.append import NOTIFY_CHANNEL
 from . import codec
-from .keys import POOL, SETTINGS, STOPPING
+from .keys import POOL, SETTINGS, STOPPING, WAKEUPS
 from .paths import account_in_path
 from .schemas import BalanceQuery, EntriesQuery, EventsQuery, balance_out
-from .streams import NdjsonResponse, stream
+from .streams import NdjsonResponse, stream, stream_connection
 
 routes = web.RouteTableDef()
 
@@ -52,30 +52,24 @@ async def events(request: web.Request) -> web.StreamResponse:
     stopping = request.app[STOPPING]
 
     async def body(conn: asyncpg.Connection, out: NdjsonResponse) -> None:
+        if not query.follow:
+            await _events_after(conn, out, query.after_seq, query.limit)
+            return
         woken = asyncio.Event()
-
-        def notified(*_: object) -> None:
-            woken.set()
-
-        if query.follow:
-            # Listen before the first read: a commit after its snapshot then
-            # always wakes the next one.
-            await conn.add_listener(NOTIFY_CHANNEL, notified)
-        try:
+        # Subscribed before the first read: a commit after its snapshot then
+        # always wakes the next one.
+        async with request.app[WAKEUPS].subscribed(conn, woken.set):
             last, left = query.after_seq, query.limit
             while True:
                 woken.clear()
                 last, left = await _events_after(conn, out, last, left)
                 await out.flush()
-                if not query.follow or left == 0:
+                if left == 0:
                     return
                 if not await _wait(woken, stopping, settings.stream_keepalive):
                     await out.empty_line()
                 if stopping.is_set():
                     return
-        finally:
-            if query.follow:
-                await conn.remove_listener(NOTIFY_CHANNEL, notified)
 
     return await stream(request, body)
 
@@ -116,21 +110,32 @@ async def _wait(woken: asyncio.Event, stopping: asyncio.Event, timeout: float) -
 
 @routes.get("/v1/accounts/{id}/balance")
 async def balance(request: web.Request) -> web.Response:
-    """The balance right after event ``as_of_seq`` (default: the head)."""
+    """The balance right after event ``as_of_seq`` (default: the head), read
+    where long reads go (the replica, when there is one)."""
     account = await account_in_path(request)
     query = codec.convert(dict(request.query), BalanceQuery)
-    async with request.app[POOL].acquire() as conn:
+    async with stream_connection(request) as conn:
         head = await history.head_seq(conn)
         seq = head if query.as_of_seq is None else query.as_of_seq
         if seq > head:
-            raise InvalidField(f"as_of_seq {seq} is past the head of the log ({head})", "as_of_seq")
+            await _past_head(request, seq, head)
         opened = await history.opened_seq(conn, account.id)
         if opened is None or seq < opened:
-            raise InvalidField(f"account {account.id} was opened by event {opened}, after {seq}", "as_of_seq")
+            raise InvalidField(f"account {account.id} was opened after event {seq}", "as_of_seq")
         past = await history.balance_as_of(conn, account.id, seq)
     return codec.respond(
         request, {"account_id": account.id, "as_of_seq": seq, **balance_out(past, account.scale)}
     )
+
+
+async def _past_head(request: web.Request, seq: int, head: int) -> None:
+    """Refuse ``seq`` beyond the ``head`` that long reads see: 422, or 503
+    while a replica has yet to replay an event the primary has."""
+    if request.app[SETTINGS].read_database_url is not None:
+        async with request.app[POOL].acquire() as primary:
+            if seq <= await history.head_seq(primary):
+                raise Unavailable(f"the read replica has replayed the log up to event {head}, not yet {seq}")
+    raise InvalidField(f"as_of_seq {seq} is past the head of the log ({head})", "as_of_seq")
 
 
 def _entry_out(row: asyncpg.Record, scale: int) -> dict[str, Any]:

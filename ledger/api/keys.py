@@ -10,6 +10,7 @@ from aiohttp import web
 from ..config import Settings
 from ..store.coalescer import Coalescer
 from ..store.expiry import Expirer
+from ..store.follow import Wakeups
 from ..store.writer import Clock, Writer
 from .stream_state import OpenStreams
 
@@ -18,8 +19,13 @@ CLOCK = web.AppKey("clock", Clock)
 #: The DSN the service runs on (the embedded server's, when it started one).
 DSN = web.AppKey("dsn", str)
 POOL = web.AppKey("pool", asyncpg.Pool)
-#: Connections for streams only (see :mod:`ledger.api.streams`).
+#: Connections for streams only (see :mod:`ledger.api.streams`), to the
+#: replica when there is one.
 STREAM_POOL = web.AppKey("stream_pool", asyncpg.Pool)
+#: Where long reads go: the replica's DSN, or the primary's.
+READ_DSN = web.AppKey("read_dsn", str)
+#: How following streams learn that the log grew.
+WAKEUPS = web.AppKey("wakeups", Wakeups)
 STREAMS = web.AppKey("streams", OpenStreams)
 #: Set when the service begins to shut down: following streams end.
 STOPPING = web.AppKey("stopping", asyncio.Event)

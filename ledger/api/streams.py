@@ -19,7 +19,7 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
-from ..store.retry import Unavailable
+from ..store.retry import CONNECTION_LOST, Unavailable
 from .keys import SETTINGS, STREAM_POOL, STREAMS
 from .middlewares import REQUEST_ID, request_id
 
@@ -35,7 +35,8 @@ _encoder = msgspec.json.Encoder()
 
 @contextlib.asynccontextmanager
 async def stream_connection(request: web.Request) -> AsyncIterator[asyncpg.Connection]:
-    """A connection of the stream pool, or 503 after ``stream_wait`` seconds."""
+    """A connection of the stream pool, or 503: after ``stream_wait`` seconds,
+    or at once when the read replica cannot be reached."""
     pool = request.app[STREAM_POOL]
     settings = request.app[SETTINGS]
     try:
@@ -44,6 +45,11 @@ async def stream_connection(request: web.Request) -> AsyncIterator[asyncpg.Conne
         raise Unavailable(
             f"all {pool.get_max_size()} stream connections are busy; try again shortly"
         ) from None
+    except CONNECTION_LOST as error:
+        if settings.read_database_url is None:
+            raise
+        log.warning("the read replica is unreachable: %s", error)
+        raise Unavailable("the read replica is unreachable; try again shortly") from None
     try:
         yield conn
     finally:

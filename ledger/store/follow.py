@@ -1,0 +1,111 @@
+"""How a following stream learns that the log has grown.
+
+On the primary, every append NOTIFYs the new head (:data:`~.append.NOTIFY_CHANNEL`)
+and a follower LISTENs on its own stream connection. A standby delivers no
+NOTIFY, so on a replica one :class:`HeadPoller` per process reads the head
+every ``interval`` seconds and wakes every follower of that process when it
+moved.
+
+Either way a follower subscribes before its first read, and each wake-up
+comes after a change it may not have read yet, so it never waits while an
+event it has not seen is visible: it reads after its last seq again, and a
+snapshot of either server holds a gapless prefix of the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
+
+import asyncpg
+
+from .append import NOTIFY_CHANNEL
+from .retry import CONNECTION_LOST
+
+log = logging.getLogger(__name__)
+
+Wake = Callable[[], None]
+
+_HEAD = "SELECT seq FROM ledger_head"
+
+
+class Wakeups(Protocol):
+    def subscribed(self, conn: asyncpg.Connection, wake: Wake) -> contextlib.AbstractAsyncContextManager[None]:
+        """For the block, ``wake()`` is called whenever the log may have grown."""
+        ...
+
+
+class Notifications:
+    """Wake-ups from the primary's NOTIFY, on the follower's own connection."""
+
+    @contextlib.asynccontextmanager
+    async def subscribed(self, conn: asyncpg.Connection, wake: Wake) -> AsyncIterator[None]:
+        def notified(*_: object) -> None:
+            wake()
+
+        await conn.add_listener(NOTIFY_CHANNEL, notified)
+        try:
+            yield
+        finally:
+            await conn.remove_listener(NOTIFY_CHANNEL, notified)
+
+
+class HeadPoller:
+    """Wake-ups from reading a replica's head every ``interval`` seconds, one
+    read for all the followers of this process, and none while there are none.
+
+    It reads on a connection of its own: the followers hold the stream
+    connections while they wait for it.
+    """
+
+    def __init__(self, dsn: str, interval: float) -> None:
+        self._dsn = dsn
+        self._conn: asyncpg.Connection | None = None
+        self._interval = interval
+        self._wakes: set[Wake] = set()
+        self._last: int | None = None
+        self._unreachable = False
+
+    @contextlib.asynccontextmanager
+    async def subscribed(self, conn: asyncpg.Connection, wake: Wake) -> AsyncIterator[None]:
+        self._wakes.add(wake)
+        try:
+            yield
+        finally:
+            self._wakes.discard(wake)
+
+    async def run(self) -> None:
+        """Poll until cancelled, then close the connection. A replica out of
+        reach is logged once, and polled again until it answers."""
+        try:
+            while True:
+                if self._wakes:
+                    await self._poll()
+                await asyncio.sleep(self._interval)
+        finally:
+            if self._conn is not None:
+                await self._conn.close()
+
+    async def _poll(self) -> None:
+        try:
+            if self._conn is None:
+                self._conn = await asyncpg.connect(self._dsn)
+            head = await self._conn.fetchval(_HEAD)
+        except (*CONNECTION_LOST, asyncpg.PostgresError) as error:
+            if self._conn is not None:
+                self._conn.terminate()
+                self._conn = None
+            if not self._unreachable:
+                log.warning("cannot read the replica's head (followers wait): %s", error)
+                self._unreachable = True
+            return
+        if self._unreachable:
+            log.info("the replica answers again")
+            self._unreachable = False
+        if head != self._last:
+            self._last = head
+            for wake in list(self._wakes):
+                wake()
