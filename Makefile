@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test migrate bench-reconcile bench-streams bench-writes clean
+.PHONY: run test migrate bench-reconcile bench-streams bench-writes bench-workers clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ bench-streams: $(STAMP)
 
 bench-writes: $(STAMP)
 	$(BIN)/python -m bench.writes $(BENCH_ARGS)
+
+# Single-transfer POSTs through `ledger serve --workers 1`, then `--workers 2`.
+bench-workers: $(STAMP)
+	$(BIN)/python -m bench.writes --scenarios workers $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

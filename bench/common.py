@@ -126,9 +126,12 @@ def peak_rss_mib(pid: int) -> int:
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """User and system CPU a live process has used so far."""
+    """User and system CPU a live process and its live children (the
+    workers of ``ledger serve --workers N``) have used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return own + sum(process_cpu_seconds(int(child)) for child in children)
 
 
 def machine_ticks() -> tuple[int, int]:

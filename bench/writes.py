@@ -1,12 +1,14 @@
 """Write throughput: the service's group commit against the textbook pattern.
 
-    python -m bench.writes [--seconds 10] [--accounts 10000] [--scenarios single,batches,textbook]
+    python -m bench.writes [--seconds 10] [--accounts 10000] [--scenarios single,batches,textbook,workers]
 
 On one embedded PostgreSQL (synchronous_commit on), in one run:
 - ``ledger serve`` (uvloop when installed) takes single-transfer POSTs from 64
   keep-alive connections, between accounts drawn uniformly from 10,000 and
   between 4 hot accounts; then ``/v1/transfer-batches`` with 8190 transfers
   per request;
+- ``ledger serve --workers 1`` and ``--workers 2`` (the "workers" scenario),
+  one after the other, taking the same single-transfer POSTs;
 - the textbook pattern, driven directly against the same server: one
   SERIALIZABLE transaction per transfer (two balance UPDATEs and an INSERT),
   retried on serialization failures and deadlocks, from 64 concurrent tasks
@@ -45,7 +47,10 @@ from .common import (
 
 CONNECTIONS = 64
 BATCH = 8190
-SCENARIOS = ("single", "batches", "textbook")
+SCENARIOS = ("single", "batches", "textbook", "workers")
+#: ``ledger serve --workers N`` compared by the "workers" scenario.
+WORKER_COUNTS = (1, 2)
+SINGLE_LOADS = ("uniform", "hot (4 accounts)")
 
 
 def transfer_bodies(accounts: list[str], seed: int) -> loadgen.BodyFactory:
@@ -169,12 +174,11 @@ def main() -> None:
     service_rates = {}
     with database() as dsn:
         accounts = asyncio.run(make_accounts(dsn, args.accounts))
+        pools = dict(zip(SINGLE_LOADS, (accounts, accounts[:4])))
         with service(dsn, LEDGER_ACCESS_LOG="off") as (url, pid):
-            for name, pool in (("uniform", accounts), ("hot (4 accounts)", accounts[:4])):
-                if "single" not in args.scenarios:
-                    break
+            for name in SINGLE_LOADS if "single" in args.scenarios else ():
                 service_rates[name], row = measured(
-                    url, pid, "/v1/transfers", functools.partial(transfer_bodies, pool),
+                    url, pid, "/v1/transfers", functools.partial(transfer_bodies, pools[name]),
                     seconds=args.seconds, connections=CONNECTIONS,
                 )
                 rows.append([f"service, single POSTs, {name}", *row])
@@ -186,6 +190,15 @@ def main() -> None:
                 )
                 rows.append([f"service, batches of {BATCH}", *row])
                 print("  " + " | ".join(rows[-1]), flush=True)
+        for workers in WORKER_COUNTS if "workers" in args.scenarios else ():
+            with service(dsn, LEDGER_ACCESS_LOG="off", LEDGER_WORKERS=str(workers)) as (url, pid):
+                for name in SINGLE_LOADS:
+                    _, row = measured(
+                        url, pid, "/v1/transfers", functools.partial(transfer_bodies, pools[name]),
+                        seconds=args.seconds, connections=CONNECTIONS,
+                    )
+                    rows.append([f"service, --workers {workers}, single POSTs, {name}", *row])
+                    print("  " + " | ".join(rows[-1]), flush=True)
         for name, count in (("uniform", args.accounts), ("hot (4 accounts)", 4)):
             if "textbook" not in args.scenarios:
                 break

@@ -153,16 +153,30 @@ async def _serve_app(settings: Settings, sock: socket.socket, ready: Callable[[]
         # Stops listening, lets the requests in flight finish, then runs the
         # app's cleanup (the write queue drains, pools close).
         await runner.cleanup()
+        # A stop signal that comes now (Ctrl-C reaches the workers and the
+        # parent, which passes it on) must not kill a process that is
+        # already stopping cleanly; the event loop restores the default
+        # disposition only for the handlers it still holds.
+        for signum in _STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def _worker_main(settings: Settings, sock: socket.socket, ready: Connection) -> None:
     """A worker process: serve until told to stop; exit 0, or 2 if the app cannot start."""
+    for signum in _STOP_SIGNALS:
+        # Told to stop before it serves: nothing to finish.
+        signal.signal(signum, _exit_now)
     logs.configure()
     try:
         _run_worker(settings, sock, lambda: ready.send("ready"))
     except StartupError as error:
         log.error("%s", error)
         sys.exit(STARTUP_FAILED)
+
+
+def _exit_now(signum: int, frame: object) -> None:
+    sys.exit(0)
 
 
 @dataclasses.dataclass
