@@ -42,16 +42,24 @@ class Result:
         self.ended = max(self.ended, other.ended)
 
 
-async def _connection(host: str, port: int, path: str, body: BodyFactory, items: int, until: float, out: Result) -> None:
+async def _connection(
+    host: str, port: int, path: str, body: BodyFactory | None, items: int, until: float, out: Result
+) -> None:
     reader, writer = await asyncio.open_connection(host, port)
+    if body is None:
+        get = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
     head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: "
     n = 0
     try:
         while time.monotonic() < until:
-            payload = body(n)
+            if body is None:
+                request = get
+            else:
+                payload = body(n)
+                request = f"{head}{len(payload)}\r\n\r\n".encode() + payload
             n += 1
             started = time.perf_counter()
-            writer.write(f"{head}{len(payload)}\r\n\r\n".encode() + payload)
+            writer.write(request)
             status_line = await reader.readline()
             length = 0
             while True:
@@ -79,7 +87,7 @@ def _worker(args: tuple) -> Result:
     except ImportError:
         new_loop = asyncio.new_event_loop
     out = Result()
-    body = make_body(seed)
+    body = None if make_body is None else make_body(seed)
     before = resource.getrusage(resource.RUSAGE_SELF)
 
     async def all_connections() -> None:
@@ -99,7 +107,7 @@ def _worker(args: tuple) -> Result:
 def run(
     url: str,
     path: str,
-    make_body: Callable[[int], BodyFactory],
+    make_body: Callable[[int], BodyFactory] | None,
     *,
     connections: int,
     seconds: float,
@@ -107,7 +115,8 @@ def run(
     items: int = 1,
 ) -> tuple[Result, float]:
     """``connections`` keep-alive connections spread over ``processes``
-    workers, POSTing ``make_body(seed)(n)`` for ``seconds``. Returns the merged
+    workers, POSTing ``make_body(seed)(n)`` (or GETting ``path``, when
+    ``make_body`` is ``None``) for ``seconds``. Returns the merged
     result and the wall time of the measured window. ``items`` is what one 2xx
     response counts for (transfers per batch)."""
     host, port = url.removeprefix("http://").split(":")

@@ -8,13 +8,14 @@ On one embedded PostgreSQL (synchronous_commit on), in one run:
   between 4 hot accounts; then ``/v1/transfer-batches`` with 8190 transfers
   per request;
 - ``ledger serve --workers 1`` and ``--workers 2`` (the "workers" scenario),
-  one after the other, taking the same single-transfer POSTs;
+  one after the other, taking the same single-transfer POSTs, then GETs of
+  one account (point reads);
 - the textbook pattern, driven directly against the same server: one
   SERIALIZABLE transaction per transfer (two balance UPDATEs and an INSERT),
   retried on serialization failures and deadlocks, from 64 concurrent tasks
   over the same two account distributions.
 
-Prints transfers/s, p50 and p99 latency, non-2xx responses, the CPU of the
+Prints transfers (or reads) per second, p50 and p99 latency, non-2xx responses, the CPU of the
 service process, of the load generator and of the whole machine (busy share of
 all cores), and the service's ratio to the textbook pattern. The service runs
 with its access log off (``LEDGER_ACCESS_LOG=off``).
@@ -29,6 +30,7 @@ import math
 import random
 import time
 import uuid
+from collections.abc import Callable
 
 import asyncpg
 import msgspec
@@ -139,9 +141,17 @@ async def make_accounts(dsn: str, count: int) -> list[str]:
 
 
 def measured(
-    url: str, pid: int, path: str, bodies: loadgen.BodyFactory, *, seconds: float, connections: int, items: int = 1
+    url: str,
+    pid: int,
+    path: str,
+    bodies: Callable[[int], loadgen.BodyFactory] | None,
+    *,
+    seconds: float,
+    connections: int,
+    items: int = 1,
 ) -> tuple[float, list[str]]:
-    """Load ``path`` for ``seconds``; the transfers/s and the table's row."""
+    """Load ``path`` for ``seconds`` (GETs when ``bodies`` is ``None``); the
+    items (transfers, or reads) per second and the table's row."""
     cpu, ticks = process_cpu_seconds(pid), machine_ticks()
     result, wall = loadgen.run(url, path, bodies, connections=connections, seconds=seconds, items=items)
     cpu, ticks = process_cpu_seconds(pid) - cpu, [b - a for a, b in zip(ticks, machine_ticks())]
@@ -199,6 +209,11 @@ def main() -> None:
                     )
                     rows.append([f"service, --workers {workers}, single POSTs, {name}", *row])
                     print("  " + " | ".join(rows[-1]), flush=True)
+                _, row = measured(
+                    url, pid, f"/v1/accounts/{accounts[0]}", None, seconds=args.seconds, connections=CONNECTIONS
+                )
+                rows.append([f"service, --workers {workers}, point reads (GET /v1/accounts/{{id}})", *row])
+                print("  " + " | ".join(rows[-1]), flush=True)
         for name, count in (("uniform", args.accounts), ("hot (4 accounts)", 4)):
             if "textbook" not in args.scenarios:
                 break
@@ -217,7 +232,7 @@ def main() -> None:
     for row in rows:
         row += [""] * (9 - len(row))
     print_table(
-        ["scenario", "transfers/s", "p50 (ms)", "p99 (ms)", "non-2xx", "service CPU", "generator CPU",
+        ["scenario", "per second", "p50 (ms)", "p99 (ms)", "non-2xx", "service CPU", "generator CPU",
          "machine busy", "service / textbook"],
         rows,
     )

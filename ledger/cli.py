@@ -35,7 +35,13 @@ def _migrate(settings: Settings) -> int:
         log.error("set LEDGER_DATABASE_URL to the database to migrate "
                   "(the embedded server is migrated by `ledger serve` itself)")
         return 2
-    migrations.upgrade(settings.database_url)
+    from .store.retry import CONNECTION_LOST
+
+    try:
+        migrations.upgrade(settings.database_url)
+    except CONNECTION_LOST as error:
+        log.error("cannot reach the database to migrate: %s", error)
+        return 2
     log.info("schema at %s", migrations.head_revision())
     return 0
 

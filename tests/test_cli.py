@@ -1,11 +1,17 @@
 """`ledger serve` on its embedded PostgreSQL, as a user runs it."""
 
 import importlib.util
+import os
+import subprocess
+import sys
 
 import aiohttp
 import pytest
 
 from ledger.config import ConfigError, Settings
+
+#: Nothing listens there.
+UNREACHABLE = "postgresql://postgres@127.0.0.1:9/ledger"
 
 
 async def get_and_stop(service, path: str, *args: str, **settings: str) -> str:
@@ -63,3 +69,27 @@ def test_the_access_log_setting_reads_on_and_off(raw, expected):
 def test_the_access_log_setting_refuses_anything_else():
     with pytest.raises(ConfigError, match="LEDGER_ACCESS_LOG must be on or off"):
         Settings.from_env({"LEDGER_ACCESS_LOG": "sometimes"})
+
+
+@pytest.mark.parametrize(
+    "args, settings, complaint",
+    [
+        (["serve", "--workers", "0"], {}, "--workers must be at least 1"),
+        (["serve"], {"LEDGER_WORKERS": "-2"}, "LEDGER_WORKERS must be at least 1"),
+        (["serve"], {"LEDGER_READ_DATABASE_URL": "mysql://u:secret@h/db"}, "must be a PostgreSQL URL"),
+        (["serve"], {"LEDGER_DATABASE_URL": UNREACHABLE}, "cannot reach the database"),
+        (["migrate"], {"LEDGER_DATABASE_URL": UNREACHABLE}, "cannot reach the database to migrate"),
+        (["serve"], {"LEDGER_HOST": "0.0.0.0"}, "refusing to listen on 0.0.0.0 without authentication"),
+    ],
+)
+def test_bad_configuration_is_one_line_and_status_2(tmp_path, args, settings, complaint):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    env.update(LEDGER_DATA_DIR=str(tmp_path / "data"), **settings)
+    done = subprocess.run(
+        [sys.executable, "-m", "ledger.cli", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    [line] = [line for line in done.stderr.splitlines() if "ERROR" in line]
+    assert complaint in line
+    assert "Traceback" not in done.stderr
+    assert "secret" not in done.stderr
