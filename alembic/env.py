@@ -7,9 +7,9 @@ or, when alembic is run by hand, from ``LEDGER_DATABASE_URL``.
 import asyncio
 import os
 
-from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from alembic import context
 from ledger.store.migrations import sqlalchemy_url
 
 config = context.config

@@ -11,6 +11,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC
 from decimal import Decimal
 from pathlib import Path
 
@@ -66,9 +67,9 @@ async def append_transfers(
 
 
 def new_writer(dsn: str) -> Writer:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return Writer(dsn, policy=RetryPolicy(), clock=lambda: datetime.now(timezone.utc))
+    return Writer(dsn, policy=RetryPolicy(), clock=lambda: datetime.now(UTC))
 
 
 def run_measured(args: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess, float, int]:

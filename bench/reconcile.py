@@ -62,14 +62,21 @@ def main() -> None:
             report = msgspec.json.decode(result.stdout)
             assert report["ok"] and report["events_scanned"] == events, result.stderr
             rows.append((events, report["duration_ms"], events / seconds, peak_mib, append_rate))
-            print(f"  {events:>9,} events: reconciled in {report['duration_ms']:,} ms, peak RSS {peak_mib} MiB",
-                  flush=True)
+            print(
+                f"  {events:>9,} events: reconciled in {report['duration_ms']:,} ms, peak RSS {peak_mib} MiB",
+                flush=True,
+            )
 
         print(f"building {args.events:,} events over {args.accounts:,} accounts ({machine()})", flush=True)
         asyncio.run(build(dsn, args.accounts, args.events, args.steps, measure))
     print_table(
-        ["events in log", "reconcile (ms)", "events/s (whole command)", "peak RSS (MiB)",
-         "append rate while building (transfers/s)"],
+        [
+            "events in log",
+            "reconcile (ms)",
+            "events/s (whole command)",
+            "peak RSS (MiB)",
+            "append rate while building (transfers/s)",
+        ],
         [[f"{e:,}", f"{ms:,}", f"{per_s:,.0f}", str(peak), f"{rate:,.0f}"] for e, ms, per_s, peak, rate in rows],
     )
 

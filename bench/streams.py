@@ -64,8 +64,11 @@ async def run(url: str, pid: int, account: str, rows: int) -> list[tuple]:
             count, ttfb, seconds = await measure(url, path, limit)
             assert count == limit, (count, limit)
             results.append((name, count, count / seconds, ttfb * 1000, peak_rss_mib(pid)))
-            print(f"  {name}: {count:,} rows, {count / seconds:,.0f} rows/s, first byte {ttfb * 1000:.0f} ms, "
-                  f"service peak RSS {results[-1][-1]} MiB", flush=True)
+            print(
+                f"  {name}: {count:,} rows, {count / seconds:,.0f} rows/s, first byte {ttfb * 1000:.0f} ms, "
+                f"service peak RSS {results[-1][-1]} MiB",
+                flush=True,
+            )
     return results
 
 

@@ -62,8 +62,13 @@ def transfer_bodies(accounts: list[str], seed: int) -> loadgen.BodyFactory:
     def body(n: int) -> bytes:
         debit, credit = rng.sample(accounts, 2)
         return encode(
-            {"id": str(uuid.uuid4()), "debit_account_id": debit, "credit_account_id": credit,
-             "amount": "1.00", "currency": "USD"}
+            {
+                "id": str(uuid.uuid4()),
+                "debit_account_id": debit,
+                "credit_account_id": credit,
+                "amount": "1.00",
+                "currency": "USD",
+            }
         )
 
     return body
@@ -172,7 +177,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--accounts", type=int, default=10_000)
     parser.add_argument(
-        "--scenarios", default=",".join(SCENARIOS), type=lambda s: s.split(","),
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        type=lambda s: s.split(","),
         help="which of %(default)s to run, comma-separated",
     )
     args = parser.parse_args()
@@ -188,15 +195,24 @@ def main() -> None:
         with service(dsn, LEDGER_ACCESS_LOG="off") as (url, pid):
             for name in SINGLE_LOADS if "single" in args.scenarios else ():
                 service_rates[name], row = measured(
-                    url, pid, "/v1/transfers", functools.partial(transfer_bodies, pools[name]),
-                    seconds=args.seconds, connections=CONNECTIONS,
+                    url,
+                    pid,
+                    "/v1/transfers",
+                    functools.partial(transfer_bodies, pools[name]),
+                    seconds=args.seconds,
+                    connections=CONNECTIONS,
                 )
                 rows.append([f"service, single POSTs, {name}", *row])
                 print("  " + " | ".join(rows[-1]), flush=True)
             if "batches" in args.scenarios:
                 _, row = measured(
-                    url, pid, "/v1/transfer-batches", functools.partial(batch_bodies, accounts, args.seconds),
-                    seconds=args.seconds, connections=2, items=BATCH,
+                    url,
+                    pid,
+                    "/v1/transfer-batches",
+                    functools.partial(batch_bodies, accounts, args.seconds),
+                    seconds=args.seconds,
+                    connections=2,
+                    items=BATCH,
                 )
                 rows.append([f"service, batches of {BATCH}", *row])
                 print("  " + " | ".join(rows[-1]), flush=True)
@@ -204,8 +220,12 @@ def main() -> None:
             with service(dsn, LEDGER_ACCESS_LOG="off", LEDGER_WORKERS=str(workers)) as (url, pid):
                 for name in SINGLE_LOADS:
                     _, row = measured(
-                        url, pid, "/v1/transfers", functools.partial(transfer_bodies, pools[name]),
-                        seconds=args.seconds, connections=CONNECTIONS,
+                        url,
+                        pid,
+                        "/v1/transfers",
+                        functools.partial(transfer_bodies, pools[name]),
+                        seconds=args.seconds,
+                        connections=CONNECTIONS,
                     )
                     rows.append([f"service, --workers {workers}, single POSTs, {name}", *row])
                     print("  " + " | ".join(rows[-1]), flush=True)
@@ -225,15 +245,33 @@ def main() -> None:
             else:
                 ratio = f"{service_rates[name] / rate:.1f}x" if name in service_rates else ""
             rows.append(
-                [f"textbook, 1 SERIALIZABLE tx per transfer, {name}", f"{rate:,.0f}", "", "",
-                 f"{retries:,} retries", "", "", "", ratio]
+                [
+                    f"textbook, 1 SERIALIZABLE tx per transfer, {name}",
+                    f"{rate:,.0f}",
+                    "",
+                    "",
+                    f"{retries:,} retries",
+                    "",
+                    "",
+                    "",
+                    ratio,
+                ]
             )
             print("  " + " | ".join(rows[-1]), flush=True)
     for row in rows:
         row += [""] * (9 - len(row))
     print_table(
-        ["scenario", "per second", "p50 (ms)", "p99 (ms)", "non-2xx", "service CPU", "generator CPU",
-         "machine busy", "service / textbook"],
+        [
+            "scenario",
+            "per second",
+            "p50 (ms)",
+            "p99 (ms)",
+            "non-2xx",
+            "service CPU",
+            "generator CPU",
+            "machine busy",
+            "service / textbook",
+        ],
         rows,
     )
 

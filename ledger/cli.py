@@ -21,7 +21,8 @@ def _serve(settings: Settings) -> int:
         if not _is_loopback(settings.host):
             log.error(
                 "refusing to listen on %s without authentication: set LEDGER_TOKENS, or listen "
-                "on a loopback address (127.0.0.1, ::1, localhost)", settings.host
+                "on a loopback address (127.0.0.1, ::1, localhost)",
+                settings.host,
             )
             return 2
         log.warning("authentication is off (no LEDGER_TOKENS): allowed because %s is a loopback address", settings.host)
@@ -32,8 +33,10 @@ def _migrate(settings: Settings) -> int:
     from .store import migrations
 
     if settings.database_url is None:
-        log.error("set LEDGER_DATABASE_URL to the database to migrate "
-                  "(the embedded server is migrated by `ledger serve` itself)")
+        log.error(
+            "set LEDGER_DATABASE_URL to the database to migrate "
+            "(the embedded server is migrated by `ledger serve` itself)"
+        )
         return 2
     from .store.retry import CONNECTION_LOST
 
@@ -109,9 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="ledger", description="Event-sourced double-entry ledger service (settings: LEDGER_* environment)."
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser(
-        "serve", help="run the HTTP service (embedded PostgreSQL unless LEDGER_DATABASE_URL)"
-    )
+    serve = commands.add_parser("serve", help="run the HTTP service (embedded PostgreSQL unless LEDGER_DATABASE_URL)")
     serve.add_argument(
         "--workers", type=int, metavar="N", help="processes serving the port (default LEDGER_WORKERS, or 1)"
     )
@@ -121,12 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         help="replay the log, compare every stored balance, verify the hash chain; print the report "
         "(exit 1 unless clean)",
     )
-    reconcile.add_argument(
-        "--repair", action="store_true", help="rewrite the stored balances that differ from the log"
-    )
-    commands.add_parser(
-        "rebuild-projections", help="rebuild accounts, balances, transfers and entries from the log"
-    )
+    reconcile.add_argument("--repair", action="store_true", help="rewrite the stored balances that differ from the log")
+    commands.add_parser("rebuild-projections", help="rebuild accounts, balances, transfers and entries from the log")
     args = parser.parse_args(argv)
     logs.configure()
     try:

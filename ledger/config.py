@@ -58,9 +58,7 @@ def parse_tokens(raw: str) -> tuple[Token, ...]:
             raise ConfigError(f"LEDGER_TOKENS entry {name or entry!r} is not name:secret:scopes")
         wanted = frozenset(s.strip() for s in scopes.split(",") if s.strip())
         if not wanted or wanted - SCOPES:
-            raise ConfigError(
-                f"LEDGER_TOKENS entry {name!r} has scopes {scopes!r}; use read, write, admin"
-            )
+            raise ConfigError(f"LEDGER_TOKENS entry {name!r} has scopes {scopes!r}; use read, write, admin")
         tokens.append(Token(name, secret, wanted))
     names = [t.name for t in tokens]
     if len(set(names)) != len(names):

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -129,7 +129,7 @@ class FakeClock:
         self.offset = timedelta()
 
     def __call__(self) -> datetime:
-        return datetime.now(timezone.utc) + self.offset
+        return datetime.now(UTC) + self.offset
 
     def advance(self, seconds: float) -> None:
         self.offset += timedelta(seconds=seconds)
@@ -373,8 +373,15 @@ async def service(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Servi
         env.pop("LEDGER_DATABASE_URL", None)
         env.update(settings)
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ledger.cli", "serve", *args,
-            env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, start_new_session=True,
+            sys.executable,
+            "-m",
+            "ledger.cli",
+            "serve",
+            *args,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
         )
         served = ServiceProcess(process)
         started.append(served)

@@ -16,7 +16,10 @@ async def test_open_account_applies_documented_defaults(client):
     assert account["metadata"] == {}
     assert account["closed"] is False
     assert account["balance"] == {
-        "debits_posted": "0.00", "credits_posted": "0.00", "debits_pending": "0.00", "credits_pending": "0.00"
+        "debits_posted": "0.00",
+        "credits_posted": "0.00",
+        "debits_pending": "0.00",
+        "credits_pending": "0.00",
     }
     assert account["created_at"].endswith("Z")
 
@@ -73,7 +76,9 @@ async def test_list_accounts_refuses_unknown_parameters(client):
     response = await client.get("/v1/accounts", params={"limt": "5"})
     assert response.status == 422
     assert (await response.json())["error"] == {
-        "code": "invalid_field", "message": "Object contains unknown field `limt`", "field": "limt"
+        "code": "invalid_field",
+        "message": "Object contains unknown field `limt`",
+        "field": "limt",
     }
 
 

@@ -56,8 +56,9 @@ def test_every_endpoint_is_covered_below():
     assert {"/v1/transfers", "/v1/accounts", "/admin/v1/reconciliations"} <= {p for _, p in ENDPOINTS}
 
 
-@pytest.mark.parametrize("headers", [{}, bearer("wrong"), {"Authorization": "Basic p-secret"}],
-                         ids=["missing", "unknown", "not bearer"])
+@pytest.mark.parametrize(
+    "headers", [{}, bearer("wrong"), {"Authorization": "Basic p-secret"}], ids=["missing", "unknown", "not bearer"]
+)
 @pytest.mark.parametrize("method, path", ENDPOINTS)
 async def test_a_missing_or_unknown_token_is_401_and_changes_nothing(secured, db, headers, method, path):
     before = await ledger_snapshot(db)
@@ -91,9 +92,7 @@ async def test_write_and_admin_tokens_may_write_and_read(secured, secret):
 
 
 async def test_the_token_name_is_recorded_with_the_event(secured, db):
-    response = await secured.post(
-        "/v1/accounts", json=ACCOUNT, headers={**bearer("p-secret"), "X-Request-ID": "r-1"}
-    )
+    response = await secured.post("/v1/accounts", json=ACCOUNT, headers={**bearer("p-secret"), "X-Request-ID": "r-1"})
     account_id = uuid.UUID((await response.json())["id"])
     metadata = await db.fetchval("SELECT metadata FROM events WHERE stream_id = $1", account_id)
     assert metadata == {"request_id": "r-1", "token": "payments"}
@@ -103,9 +102,7 @@ async def test_health_needs_no_token(secured):
     assert (await secured.get("/health/live")).status == 200
 
 
-@pytest.mark.parametrize(
-    "raw", ["payments", "payments:secret", "p:s:fly", "p:s:", ":s:read", "a:s:read;a:t:write"]
-)
+@pytest.mark.parametrize("raw", ["payments", "payments:secret", "p:s:fly", "p:s:", ":s:read", "a:s:read;a:t:write"])
 def test_malformed_tokens_setting_is_refused(raw):
     with pytest.raises(ConfigError):
         parse_tokens(raw)

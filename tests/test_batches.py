@@ -27,9 +27,7 @@ async def test_each_item_is_decided_in_order_against_earlier_items(client, open_
     await assert_log_matches_projections(db)
 
 
-async def test_a_batch_longer_than_a_slice_is_decided_in_order_from_first_item_to_last(
-    client, open_account, fund, db
-):
+async def test_a_batch_longer_than_a_slice_is_decided_in_order_from_first_item_to_last(client, open_account, fund, db):
     # Decided a slice at a time; the money runs out in the second slice.
     protected = await open_account(flags={"debits_must_not_exceed_credits": True})
     other = await open_account()
@@ -77,7 +75,9 @@ async def test_atomic_batch_records_nothing_when_one_fails(client, open_account,
     assert response.status == 422
     results = (await response.json())["results"]
     assert [r["error"]["code"] for r in results] == [
-        "linked_transfer_failed", "debit_account_not_found", "linked_transfer_failed"
+        "linked_transfer_failed",
+        "debit_account_not_found",
+        "linked_transfer_failed",
     ]
     assert await ledger_snapshot(db) == before
 
@@ -113,7 +113,9 @@ async def test_a_batch_of_8190_is_accepted(client, open_account, db):
     response = await client.post("/v1/transfer-batches", json={"transfers": items})
     assert response.status == 200
     assert all(r["status"] == "created" for r in (await response.json())["results"])
-    assert await db.fetchval("SELECT debits_posted FROM balances WHERE account_id = $1", uuid.UUID(a["id"])) == Decimal("81.90")
+    assert await db.fetchval("SELECT debits_posted FROM balances WHERE account_id = $1", uuid.UUID(a["id"])) == Decimal(
+        "81.90"
+    )
 
 
 async def test_pending_transfers_posts_and_voids_are_decided_in_list_order(client, open_account, db):

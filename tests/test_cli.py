@@ -17,9 +17,8 @@ UNREACHABLE = "postgresql://postgres@127.0.0.1:9/ledger"
 async def get_and_stop(service, path: str, *args: str, **settings: str) -> str:
     """Start the service, GET ``path`` (200), stop it with SIGTERM (exit 0); return its log."""
     served = await service(*args, **settings)
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{served.url}{path}") as response:
-            assert response.status == 200
+    async with aiohttp.ClientSession() as session, session.get(f"{served.url}{path}") as response:
+        assert response.status == 200
     code = await served.stop()
     assert code == 0, served.log
     return served.log
@@ -42,9 +41,8 @@ async def test_serve_says_where_it_listens_once_it_serves(service):
     served = await service()
     [line] = [line for line in served.lines if "listening on http" in line]
     assert line.rstrip().endswith(f"listening on {served.url}")
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{served.url}/health/ready") as response:
-            assert response.status == 200
+    async with aiohttp.ClientSession() as session, session.get(f"{served.url}/health/ready") as response:
+        assert response.status == 200
     assert await served.stop() == 0
 
 

@@ -51,7 +51,9 @@ async def test_concurrent_transfers_over_hot_accounts_keep_the_ledger_exact(clie
 
 async def funding_transfers(db, accounts):
     ids = [uuid.UUID(a["id"]) for a in accounts]
-    rows = await db.fetch("SELECT id FROM transfers WHERE credit_account_id = ANY($1) AND debit_account_id <> ALL($1)", ids)
+    rows = await db.fetch(
+        "SELECT id FROM transfers WHERE credit_account_id = ANY($1) AND debit_account_id <> ALL($1)", ids
+    )
     return {r["id"] for r in rows}
 
 
@@ -97,9 +99,7 @@ async def test_concurrent_posts_and_voids_of_one_pending_transfer_make_one_decis
     held = await (await client.post("/v1/transfers", json=transfer_body(a, b, "9.00", pending=True))).json()
     decisions = ["post", "void"] * 20
     random.Random(3).shuffle(decisions)
-    responses = await asyncio.gather(
-        *(client.post(f"/v1/transfers/{held['id']}/{d}") for d in decisions)
-    )
+    responses = await asyncio.gather(*(client.post(f"/v1/transfers/{held['id']}/{d}") for d in decisions))
     stored = await (await client.get(f"/v1/transfers/{held['id']}")).json()
     winner = "post" if stored["status"] == "posted" else "void"
     loser_code = "transfer_already_posted" if winner == "post" else "transfer_already_voided"

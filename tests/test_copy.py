@@ -6,7 +6,7 @@ import itertools
 import random
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -32,7 +32,7 @@ from tests.conftest import (
     wait_for_blocked_backend,
 )
 
-MOMENT = datetime(2026, 12, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+MOMENT = datetime(2026, 12, 1, 12, 0, 0, 123456, tzinfo=UTC)
 #: Text that COPY's text format must escape, and JSON that holds escapes.
 AWKWARD_CODE = "tab\there\nnew line\\back slash\rreturn"
 AWKWARD_METADATA = {
@@ -116,9 +116,7 @@ async def another_database_url(server_dsn: str, template_database: str) -> Async
     await drop_database(server_dsn, dsn)
 
 
-async def test_rows_recorded_by_copy_are_those_one_statement_records(
-    database_url, another_database_url, monkeypatch
-):
+async def test_rows_recorded_by_copy_are_those_one_statement_records(database_url, another_database_url, monkeypatch):
     monkeypatch.setattr(append_module, "COPY_FROM", 10**9)
     by_statement = await record_awkward_appends(database_url)
     monkeypatch.setattr(append_module, "COPY_FROM", 1)
@@ -129,7 +127,8 @@ async def test_rows_recorded_by_copy_are_those_one_statement_records(
     conn = await connect(another_database_url)
     try:  # the awkward text is in it, as given
         assert await conn.fetchrow("SELECT code, metadata FROM transfers WHERE code IS NOT NULL") == (
-            AWKWARD_CODE, AWKWARD_METADATA
+            AWKWARD_CODE,
+            AWKWARD_METADATA,
         )
     finally:
         await conn.close()
@@ -182,7 +181,9 @@ async def test_a_copy_that_fails_midway_leaves_the_ledger_as_it_was(copy_everyth
     await db.execute(
         "INSERT INTO entries (account_id, seq, transfer_id, type, side, amount, recorded_at) "
         "VALUES ($1, $2, $3, 'transfer_posted', 'debit', 1, now())",
-        last.account_id, last.seq, uuid.uuid4(),
+        last.account_id,
+        last.seq,
+        uuid.uuid4(),
     )
     before = await ledger_snapshot(db)
 

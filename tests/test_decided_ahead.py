@@ -178,7 +178,9 @@ async def test_a_refusal_decided_on_a_head_since_moved_is_decided_again(
     await assert_log_matches_projections(db)
 
 
-async def test_two_processes_writing_from_one_head_at_once_record_both(writer, db, database_url, clock, wallet_and_shop):
+async def test_two_processes_writing_from_one_head_at_once_record_both(
+    writer, db, database_url, clock, wallet_and_shop
+):
     wallet, shop, _ = wallet_and_shop
     other = Writer(database_url, policy=RetryPolicy(), clock=clock)
     try:
@@ -240,8 +242,7 @@ async def writes_behind_a_held_up_append(client, db, a, b, count: int = 10) -> l
         first = asyncio.ensure_future(client.post("/v1/transfers", json=transfer_body(a, b, "1.00")))
         await wait_for_blocked_backend(db)
         queued = [
-            asyncio.ensure_future(client.post("/v1/transfers", json=transfer_body(a, b, "1.00")))
-            for _ in range(count)
+            asyncio.ensure_future(client.post("/v1/transfers", json=transfer_body(a, b, "1.00"))) for _ in range(count)
         ]
         while coalescer.queued < count:
             await asyncio.sleep(0.01)

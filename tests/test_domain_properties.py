@@ -1,7 +1,7 @@
 """Properties of the domain that hold for any sequence of commands."""
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from hypothesis import given, settings
@@ -11,7 +11,7 @@ from ledger.domain.commands import MakeTransfer, OpenAccount
 from ledger.domain.ledger import Ledger, Recorded, Refused
 from ledger.domain.model import AccountFlags
 
-NOW = datetime(2026, 11, 25, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, tzinfo=UTC)
 
 accounts = st.lists(
     st.builds(
@@ -121,10 +121,6 @@ def test_a_failed_atomic_batch_leaves_the_ledger_as_it_was(scenario):
 def test_amounts_are_recorded_at_the_account_scale():
     ledger = Ledger()
     a, b = uuid.uuid4(), uuid.uuid4()
-    ledger.execute_all(
-        [OpenAccount(i, "USD", 2, AccountFlags(), {}) for i in (a, b)], now=NOW, metadata={}
-    )
-    outcome = ledger.execute(
-        MakeTransfer(uuid.uuid4(), a, b, Decimal("5.1"), "USD", None, {}), now=NOW, metadata={}
-    )
+    ledger.execute_all([OpenAccount(i, "USD", 2, AccountFlags(), {}) for i in (a, b)], now=NOW, metadata={})
+    outcome = ledger.execute(MakeTransfer(uuid.uuid4(), a, b, Decimal("5.1"), "USD", None, {}), now=NOW, metadata={})
     assert str(outcome.record.event.amount) == "5.10"

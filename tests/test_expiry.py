@@ -124,9 +124,7 @@ async def test_a_transfer_without_timeout_never_expires(client, pair, clock):
     assert (status, posted["status"]) == (200, "posted")
 
 
-async def test_processes_sweeping_at_once_record_each_expiry_once(
-    client, pair, clock, db, settings, aiohttp_client
-):
+async def test_processes_sweeping_at_once_record_each_expiry_once(client, pair, clock, db, settings, aiohttp_client):
     # A second service process on the same database, with the same clock.
     other = await aiohttp_client(create_app(settings, clock=clock))
     transfers = [await hold(client, pair, timeout_seconds=30) for _ in range(40)]

@@ -47,7 +47,9 @@ async def folded_balances(db, account_id):
     after = []
     rows = await db.fetch("SELECT seq, type, data, metadata, recorded_at FROM events ORDER BY seq")
     for row in rows:
-        record = RecordedEvent(row["seq"], event_from_data(row["type"], row["data"]), row["recorded_at"], row["metadata"])
+        record = RecordedEvent(
+            row["seq"], event_from_data(row["type"], row["data"]), row["recorded_at"], row["metadata"]
+        )
         for entry in ledger.apply(record):
             if entry.account_id == account_id:
                 after.append((entry.seq, entry.balance))
@@ -73,7 +75,10 @@ async def test_entries_name_their_transfer_side_and_type(client, open_account):
     await client.post("/v1/transfers", json=body)
     [entry] = await lines(await client.get(f"/v1/accounts/{a['id']}/entries"))
     assert (entry["transfer_id"], entry["side"], entry["type"], entry["amount"]) == (
-        body["id"], "debit", "transfer_posted", "2.50"
+        body["id"],
+        "debit",
+        "transfer_posted",
+        "2.50",
     )
     assert entry["recorded_at"].endswith("Z")
 
@@ -118,7 +123,11 @@ async def test_balance_without_as_of_seq_is_the_current_one_at_the_head(client, 
     account = moved[2]
     body = await (await client.get(f"/v1/accounts/{account['id']}/balance")).json()
     current = (await (await client.get(f"/v1/accounts/{account['id']}")).json())["balance"]
-    assert body == {"account_id": account["id"], "as_of_seq": await db.fetchval("SELECT seq FROM ledger_head"), **current}
+    assert body == {
+        "account_id": account["id"],
+        "as_of_seq": await db.fetchval("SELECT seq FROM ledger_head"),
+        **current,
+    }
 
 
 @pytest.mark.parametrize(

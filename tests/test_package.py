@@ -18,7 +18,9 @@ def wheel_names(tmp_path_factory) -> set[str]:
     tmp = tmp_path_factory.mktemp("wheel")
     source = tmp / "source"
     shutil.copytree(
-        ROOT, source, symlinks=True,
+        ROOT,
+        source,
+        symlinks=True,
         ignore=shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".ledger"),
     )
     subprocess.run(

@@ -33,7 +33,7 @@ async def busy_ledger(client, open_account, fund):
         debit, credit = rng.sample([a for a in accounts if a["currency"] == currency], 2)
         items.append(transfer_body(debit, credit, f"{rng.randint(1, 99999) / 100:.2f}", pending=rng.random() < 0.2))
     for start in range(0, len(items), 1000):
-        response = await client.post("/v1/transfer-batches", json={"transfers": items[start:start + 1000]})
+        response = await client.post("/v1/transfer-batches", json={"transfers": items[start : start + 1000]})
         assert response.status == 200
     decisions = [
         {"action": "post", "id": i["id"], "amount": "0.01"} if n % 3 == 0 else {"action": "void", "id": i["id"]}
@@ -173,7 +173,9 @@ def ledger_cli(database_url, *args):
     )
 
 
-async def test_ledger_reconcile_prints_the_report_and_exits_by_its_verdict(client, open_account, fund, database_url, db):
+async def test_ledger_reconcile_prints_the_report_and_exits_by_its_verdict(
+    client, open_account, fund, database_url, db
+):
     account = await open_account()
     await fund(account, "10.00")
     clean = ledger_cli(database_url, "reconcile")

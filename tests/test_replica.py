@@ -42,9 +42,7 @@ async def test_the_event_stream_reads_the_replica(client, open_account, db, repl
     assert [e["seq"] for e in await event_lines(client)] == [1, 2, 3]
 
 
-async def test_writes_idempotency_and_point_reads_use_the_primary_while_the_replica_lags(
-    client, open_account, replica
-):
+async def test_writes_idempotency_and_point_reads_use_the_primary_while_the_replica_lags(client, open_account, replica):
     a, b = await open_account(), await open_account()
     await replayed_up_to(replica, 2)
     async with replay_paused(replica):

@@ -6,8 +6,8 @@ import uuid
 
 import asyncpg
 import pytest
-from alembic import command
 
+from alembic import command
 from ledger.store import migrations
 from ledger.store.replay import ChainBroken, fold_log
 from tests.conftest import transfer_body

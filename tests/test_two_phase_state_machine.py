@@ -173,9 +173,5 @@ _PENDING_MISMATCHES = """
 
 
 def test_two_phase_state_machine(server_dsn, template_database):
-    machine = type(
-        "Machine", (LedgerMachine,), {"server_dsn": server_dsn, "template_database": template_database}
-    )
-    run_state_machine_as_test(
-        machine, settings=settings(max_examples=50, stateful_step_count=60, deadline=None)
-    )
+    machine = type("Machine", (LedgerMachine,), {"server_dsn": server_dsn, "template_database": template_database})
+    run_state_machine_as_test(machine, settings=settings(max_examples=50, stateful_step_count=60, deadline=None))

@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import aiohttp
+
 from tests.conftest import (
     appends_held_up,
     assert_log_matches_projections,
@@ -53,9 +54,7 @@ async def test_workers_settings_come_from_the_environment_too(service, database_
     assert await served.stop() == 0, served.log
 
 
-async def test_a_bank_run_through_two_workers_conserves_money_and_decides_each_transfer_once(
-    service, database_url, db
-):
+async def test_a_bank_run_through_two_workers_conserves_money_and_decides_each_transfer_once(service, database_url, db):
     served = await service("--workers", WORKERS, LEDGER_DATABASE_URL=database_url, LEDGER_ACCESS_LOG="off")
     rng = random.Random(7)
     # Many connections, so that the kernel spreads them over both workers.
@@ -73,8 +72,13 @@ async def test_a_bank_run_through_two_workers_conserves_money_and_decides_each_t
         for _ in range(300):
             debit, credit = rng.sample(accounts, 2)
             transfers.append(
-                {"id": str(uuid.uuid4()), "debit_account_id": debit, "credit_account_id": credit,
-                 "amount": f"{rng.randint(1, 5000) / 100:.2f}", "currency": "USD"}
+                {
+                    "id": str(uuid.uuid4()),
+                    "debit_account_id": debit,
+                    "credit_account_id": credit,
+                    "amount": f"{rng.randint(1, 5000) / 100:.2f}",
+                    "currency": "USD",
+                }
             )
         # Every transfer is sent twice at once: each copy may reach either worker.
         sends = [t for t in transfers for _ in range(2)]
@@ -92,8 +96,11 @@ async def test_a_bank_run_through_two_workers_conserves_money_and_decides_each_t
     # A copy refused (a restricted account short of credits then) records
     # nothing; whatever the order, no transfer is created twice.
     for transfer_id, pair in outcomes.items():
-        assert sorted(pair) in (["created", "replayed"], ["created", "exceeds_credits"],
-                                ["exceeds_credits", "exceeds_credits"]), (transfer_id, pair)
+        assert sorted(pair) in (
+            ["created", "replayed"],
+            ["created", "exceeds_credits"],
+            ["exceeds_credits", "exceeds_credits"],
+        ), (transfer_id, pair)
     created = {t for t, pair in outcomes.items() if "created" in pair}
     assert sum(pair.count("replayed") for pair in outcomes.values()) > len(transfers) // 2
     recorded = {str(r["id"]) for r in await db.fetch("SELECT id FROM transfers")}
@@ -162,17 +169,22 @@ async def test_workers_share_the_one_embedded_postgres_that_the_parent_runs(serv
 
 
 async def test_expiry_with_two_workers_records_each_expiry_once(service, database_url, db):
-    served = await service(
-        "--workers", WORKERS, LEDGER_DATABASE_URL=database_url, LEDGER_EXPIRY_INTERVAL="0.01"
-    )
+    served = await service("--workers", WORKERS, LEDGER_DATABASE_URL=database_url, LEDGER_EXPIRY_INTERVAL="0.01")
     async with aiohttp.ClientSession() as session:
         debit, credit = [
             (await post(session, f"{served.url}/v1/accounts", {"currency": "USD", "scale": 2}))[1]["id"]
             for _ in range(2)
         ]
         holds = [
-            {"id": str(uuid.uuid4()), "debit_account_id": debit, "credit_account_id": credit,
-             "amount": "1.00", "currency": "USD", "pending": True, "timeout_seconds": 1}
+            {
+                "id": str(uuid.uuid4()),
+                "debit_account_id": debit,
+                "credit_account_id": credit,
+                "amount": "1.00",
+                "currency": "USD",
+                "pending": True,
+                "timeout_seconds": 1,
+            }
             for _ in range(40)
         ]
         status, body, _ = await post(session, f"{served.url}/v1/transfer-batches", {"transfers": holds})

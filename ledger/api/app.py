@@ -6,20 +6,21 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import asyncpg
 from aiohttp import web
 
 from ..config import Settings
 from ..store import migrations, replica
-from ..store.connection import connect, create_pool
 from ..store.coalescer import Coalescer
+from ..store.connection import connect, create_pool
 from ..store.expiry import Expirer
 from ..store.follow import HeadPoller, Notifications
 from ..store.retry import CONNECTION_LOST
 from ..store.writer import Clock, Writer
 from . import accounts, admin, health, history, transfers
+from .auth import auth_middleware
 from .keys import (
     CLOCK,
     COALESCER,
@@ -34,9 +35,8 @@ from .keys import (
     WAKEUPS,
     WRITER,
 )
-from .stream_state import OpenStreams
-from .auth import auth_middleware
 from .middlewares import error_middleware, request_id_middleware
+from .stream_state import OpenStreams
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class StartupError(RuntimeError):
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application:
@@ -84,9 +84,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    async with await create_pool(
-        app[DSN], min_size=settings.pool_min_size, max_size=settings.pool_max_size
-    ) as pool:
+    async with await create_pool(app[DSN], min_size=settings.pool_min_size, max_size=settings.pool_max_size) as pool:
         app[POOL] = pool
         yield
 
@@ -115,8 +113,7 @@ async def _check_replica(dsn: str) -> None:
         return
     if not state.standby:
         log.warning(
-            "LEDGER_READ_DATABASE_URL is not a standby (pg_is_in_recovery() is false): "
-            "long reads go there all the same"
+            "LEDGER_READ_DATABASE_URL is not a standby (pg_is_in_recovery() is false): long reads go there all the same"
         )
 
 

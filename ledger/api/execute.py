@@ -26,9 +26,7 @@ def event_metadata(request: web.Request) -> dict[str, Any]:
     return metadata
 
 
-async def execute(
-    request: web.Request, commands: Sequence[Command], *, atomic: bool = False
-) -> list[Outcome]:
+async def execute(request: web.Request, commands: Sequence[Command], *, atomic: bool = False) -> list[Outcome]:
     """Decide and record ``commands`` for ``request``; one outcome each."""
     [outcomes] = await request.app[COALESCER].append(
         [AppendRequest(commands, atomic=atomic, metadata=event_metadata(request))]

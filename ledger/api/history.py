@@ -25,6 +25,7 @@ from .streams import NdjsonResponse, stream, stream_connection
 
 routes = web.RouteTableDef()
 
+
 @routes.get("/v1/accounts/{id}/entries")
 async def account_entries(request: web.Request) -> web.StreamResponse:
     """The account's movements after ``after_seq``, oldest first, each with the
@@ -123,9 +124,7 @@ async def balance(request: web.Request) -> web.Response:
         if opened is None or seq < opened:
             raise InvalidField(f"account {account.id} was opened after event {seq}", "as_of_seq")
         past = await history.balance_as_of(conn, account.id, seq)
-    return codec.respond(
-        request, {"account_id": account.id, "as_of_seq": seq, **balance_out(past, account.scale)}
-    )
+    return codec.respond(request, {"account_id": account.id, "as_of_seq": seq, **balance_out(past, account.scale)})
 
 
 async def _past_head(request: web.Request, seq: int, head: int) -> None:

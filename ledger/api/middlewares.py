@@ -76,9 +76,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 def _unavailable(request: web.Request, message: str, retry_after: int) -> web.Response:
-    return error_response(
-        request, LedgerError(Code.UNAVAILABLE, message), headers={"Retry-After": str(retry_after)}
-    )
+    return error_response(request, LedgerError(Code.UNAVAILABLE, message), headers={"Retry-After": str(retry_after)})
 
 
 def _allow(exc: web.HTTPException) -> dict[str, str] | None:

@@ -9,7 +9,6 @@ slows the cursor feeding it instead of growing memory.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -41,10 +40,8 @@ async def stream_connection(request: web.Request) -> AsyncIterator[asyncpg.Conne
     settings = request.app[SETTINGS]
     try:
         conn = await pool.acquire(timeout=settings.stream_wait)
-    except asyncio.TimeoutError:
-        raise Unavailable(
-            f"all {pool.get_max_size()} stream connections are busy; try again shortly"
-        ) from None
+    except TimeoutError:
+        raise Unavailable(f"all {pool.get_max_size()} stream connections are busy; try again shortly") from None
     except CONNECTION_LOST as error:
         if settings.read_database_url is None:
             raise

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -26,7 +26,7 @@ _encoder = msgspec.json.Encoder(order="sorted")
 @functools.lru_cache(maxsize=64)
 def format_timestamp(moment: datetime) -> str:
     """RFC 3339 in UTC with microseconds: ``2026-11-24T12:00:00.123456Z``."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def canonical(value: Any) -> bytes:

@@ -131,13 +131,7 @@ class PendingExpired(PendingDecided):
 
 
 Event = (
-    AccountCreated
-    | AccountClosed
-    | TransferPosted
-    | TransferPending
-    | PendingPosted
-    | PendingVoided
-    | PendingExpired
+    AccountCreated | AccountClosed | TransferPosted | TransferPending | PendingPosted | PendingVoided | PendingExpired
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {

@@ -36,13 +36,13 @@ from .events import (
     AccountClosed,
     AccountCreated,
     Event,
+    PendingDecided,
     PendingExpired,
     PendingPosted,
     PendingVoided,
     RecordedEvent,
     TransferPending,
     TransferPosted,
-    PendingDecided,
 )
 from .model import Account, Balance, Transfer, TransferStatus
 
@@ -211,8 +211,16 @@ class Ledger:
         existing = self.transfers.get(c.id)
         if existing is not None:
             differing = _differing(
-                existing, c, "debit_account_id", "credit_account_id", "amount", "currency", "code",
-                "metadata", "pending", "timeout_seconds",
+                existing,
+                c,
+                "debit_account_id",
+                "credit_account_id",
+                "amount",
+                "currency",
+                "code",
+                "metadata",
+                "pending",
+                "timeout_seconds",
             )
             if differing:
                 return _exists_with_different_fields("transfer", c.id, differing)

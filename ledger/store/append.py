@@ -98,8 +98,11 @@ WITH moved_head AS ({_move_head(_p)}),
 new_events AS (
     INSERT INTO events (seq, type, stream_id, data, metadata, recorded_at, hash)
     SELECT seq, type, stream_id, data, metadata, recorded_at, decode(hash, 'base64')
-    FROM {_p.rows("r", "seq bigint, type text, stream_id uuid, data jsonb, metadata jsonb, "
-                       "recorded_at timestamptz, hash text")}
+    FROM {
+    _p.rows(
+        "r", "seq bigint, type text, stream_id uuid, data jsonb, metadata jsonb, recorded_at timestamptz, hash text"
+    )
+}
     WHERE EXISTS (SELECT FROM moved_head)
 )
 SELECT pg_notify({_p.one("text")}, {_p.one("text")}) FROM moved_head

@@ -132,8 +132,17 @@ def transfer_line(t: Transfer) -> str:
 
 
 ENTRY_COLUMNS = (
-    "account_id", "seq", "transfer_id", "type", "side", "amount",
-    "debits_posted", "credits_posted", "debits_pending", "credits_pending", "recorded_at",
+    "account_id",
+    "seq",
+    "transfer_id",
+    "type",
+    "side",
+    "amount",
+    "debits_posted",
+    "credits_posted",
+    "debits_pending",
+    "credits_pending",
+    "recorded_at",
 )
 
 
@@ -144,4 +153,3 @@ def entry_line(e: Entry) -> str:
         f"{b.debits_posted!s}\t{b.credits_posted!s}\t{b.debits_pending!s}\t{b.credits_pending!s}\t"
         f"{_timestamp(e.recorded_at)}\n"
     )
-

@@ -9,9 +9,10 @@ from __future__ import annotations
 import functools
 
 import asyncpg
-from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+
+from alembic import command
 
 #: The migration scripts, as a resource of the installed package
 #: (``ledger/alembic``, the checkout's top-level ``alembic/`` folder), so that

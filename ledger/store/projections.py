@@ -25,7 +25,14 @@ from uuid import UUID
 
 import asyncpg
 
-from ..domain.events import AccountClosed, AccountCreated, PendingDecided, RecordedEvent, TransferPending, TransferPosted
+from ..domain.events import (
+    AccountClosed,
+    AccountCreated,
+    PendingDecided,
+    RecordedEvent,
+    TransferPending,
+    TransferPosted,
+)
 from ..domain.ledger import Entry, Ledger
 from ..domain.model import Balance, Transfer
 from .copying import ENTRY_COLUMNS, TRANSFER_COLUMNS, CopyText, entry_line, transfer_line
@@ -71,17 +78,27 @@ def projection_ctes(p: Placeholders, *, when: str = "true") -> str:
     return f"""{_account_ctes(p, when)},
 new_transfers AS (
     INSERT INTO transfers ({", ".join(TRANSFER_COLUMNS)})
-    SELECT * FROM {p.rows("r", "id uuid, debit_account_id uuid, credit_account_id uuid, amount numeric, "
-                               "currency text, code text, metadata jsonb, pending boolean, timeout_seconds integer, "
-                               "status text, seq bigint, created_at timestamptz, expires_at timestamptz, "
-                               "posted_amount numeric, decided_seq bigint")}
+    SELECT * FROM {
+        p.rows(
+            "r",
+            "id uuid, debit_account_id uuid, credit_account_id uuid, amount numeric, "
+            "currency text, code text, metadata jsonb, pending boolean, timeout_seconds integer, "
+            "status text, seq bigint, created_at timestamptz, expires_at timestamptz, "
+            "posted_amount numeric, decided_seq bigint",
+        )
+    }
     WHERE {when}
 ),
 {_decided_ctes(p, when)},
 entry_rows AS (
     SELECT account_id, seq, transfer_id, type, side, amount, {_BALANCE}, recorded_at
-    FROM {p.rows("e", "account_id uuid, seq bigint, transfer_id uuid, type text, side text, amount numeric, "
-                      "balance jsonb, recorded_at timestamptz")}
+    FROM {
+        p.rows(
+            "e",
+            "account_id uuid, seq bigint, transfer_id uuid, type text, side text, amount numeric, "
+            "balance jsonb, recorded_at timestamptz",
+        )
+    }
 ),
 new_entries AS (
     INSERT INTO entries ({", ".join(ENTRY_COLUMNS)})
@@ -95,9 +112,14 @@ def _account_ctes(p: Placeholders, when: str) -> str:
 new_accounts AS (
     INSERT INTO accounts (id, currency, scale, debits_must_not_exceed_credits,
                           credits_must_not_exceed_debits, metadata, closed, seq, created_at)
-    SELECT * FROM {p.rows("r", "id uuid, currency text, scale smallint, debits_must_not_exceed_credits boolean, "
-                               "credits_must_not_exceed_debits boolean, metadata jsonb, closed boolean, seq bigint, "
-                               "created_at timestamptz")}
+    SELECT * FROM {
+        p.rows(
+            "r",
+            "id uuid, currency text, scale smallint, debits_must_not_exceed_credits boolean, "
+            "credits_must_not_exceed_debits boolean, metadata jsonb, closed boolean, seq bigint, "
+            "created_at timestamptz",
+        )
+    }
     WHERE {when}
 ),
 new_balances AS (
@@ -232,17 +254,20 @@ def projection(ledger: Ledger, applied: Sequence[tuple[RecordedEvent, tuple[Entr
         a = ledger.accounts[account_id]
         accounts.append(
             {
-                "id": a.id, "currency": a.currency, "scale": a.scale,
+                "id": a.id,
+                "currency": a.currency,
+                "scale": a.scale,
                 "debits_must_not_exceed_credits": a.flags.debits_must_not_exceed_credits,
                 "credits_must_not_exceed_debits": a.flags.credits_must_not_exceed_debits,
-                "metadata": a.metadata, "closed": a.closed, "seq": seq, "created_at": a.created_at,
+                "metadata": a.metadata,
+                "closed": a.closed,
+                "seq": seq,
+                "created_at": a.created_at,
             }
         )
         # A copy: batches decided after this one move the ledger's balances
         # on, maybe before these parameters are sent.
-        balances.append(
-            {"account_id": account_id, "balance": a.balance.copy(), "seq": last_entry.get(account_id, seq)}
-        )
+        balances.append({"account_id": account_id, "balance": a.balance.copy(), "seq": last_entry.get(account_id, seq)})
     return Projection(
         accounts,
         balances,

@@ -24,9 +24,7 @@ async def get_account(pool: asyncpg.Pool, account_id: UUID) -> Account | None:
     return None if row is None else account_from_row(row)
 
 
-async def list_accounts(
-    pool: asyncpg.Pool, *, currency: str | None, after: UUID | None, limit: int
-) -> list[Account]:
+async def list_accounts(pool: asyncpg.Pool, *, currency: str | None, after: UUID | None, limit: int) -> list[Account]:
     """Accounts in id order after ``after``, at most ``limit`` of them."""
     return [account_from_row(r) for r in await pool.fetch(_ACCOUNTS_PAGE, currency, after, limit)]
 

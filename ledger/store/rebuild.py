@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from ..domain.ledger import Entry, Ledger
 from ..domain.events import RecordedEvent
+from ..domain.ledger import Entry, Ledger
 from .append import HEAD, LOCK, NEW_EPOCH
 from .projections import projection
 from .replay import ChainBroken, ChainCheck, stored_events

@@ -80,10 +80,7 @@ class Report:
     @property
     def ok(self) -> bool:
         return (
-            self.chain.ok
-            and self.replay_error is None
-            and not self.mismatches
-            and all(t.balanced for t in self.totals)
+            self.chain.ok and self.replay_error is None and not self.mismatches and all(t.balanced for t in self.totals)
         )
 
 
@@ -136,9 +133,7 @@ async def _replay(conn: asyncpg.Connection, report: Report, prefetch: int) -> Le
     return ledger
 
 
-async def _compare(
-    conn: asyncpg.Connection, ledger: Ledger, report: Report, prefetch: int
-) -> dict[UUID, Balance]:
+async def _compare(conn: asyncpg.Connection, ledger: Ledger, report: Report, prefetch: int) -> dict[UUID, Balance]:
     """Add a mismatch for every stored balance that differs from ``ledger``;
     return the replayed balances of the accounts whose stored ones differ."""
     repairs: dict[UUID, Balance] = {}
@@ -154,9 +149,7 @@ async def _compare(
         for name in BALANCE_FIELDS:
             stored, replayed = row[name], getattr(account.balance, name)
             if stored != replayed:
-                report.mismatches.append(
-                    Mismatch(account_id, name, format(stored, "f"), format(replayed, "f"))
-                )
+                report.mismatches.append(Mismatch(account_id, name, format(stored, "f"), format(replayed, "f")))
                 repairs[account_id] = account.balance
     for account_id in sorted(unseen):
         report.mismatches.append(Mismatch(account_id, "account", None, "present"))

@@ -164,5 +164,5 @@ class Writer:
         if conn is not None and not conn.is_closed():
             try:
                 await asyncio.wait_for(conn.close(), timeout=5)
-            except (asyncio.TimeoutError, *CONNECTION_LOST):
+            except (TimeoutError, *CONNECTION_LOST):
                 conn.terminate()
