@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         log.error("%s", error)
         return 2
+    logs.configure(settings.log_format)
     if args.command == "reconcile":
         return _reconcile(settings, args.repair)
     run = {"serve": _serve, "migrate": _migrate, "rebuild-projections": _rebuild}[args.command]

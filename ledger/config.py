@@ -7,8 +7,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
+from .logs import FORMATS, LogFormat
 from .store.retry import RetryPolicy
 
 
@@ -91,8 +92,10 @@ class Settings:
     stream_wait: float = 2.0
     #: Seconds of silence after which a following stream writes an empty line.
     stream_keepalive: float = 15.0
-    #: A log line per request (aiohttp's access log).
+    #: A log line per request (:mod:`ledger.api.access_log`).
     access_log: bool = True
+    #: ``text`` or ``json`` (:mod:`ledger.logs`).
+    log_format: LogFormat = "text"
     #: Processes serving the port (``ledger serve --workers N``).
     workers: int = 1
     #: uvloop's event loop where it is installed; off: asyncio's own.
@@ -144,7 +147,12 @@ class Settings:
                 raise ConfigError(f"{name} must be a PostgreSQL URL (postgresql://…), got {_redacted(raw)!r}")
             return raw
 
+        log_format = env.get("LEDGER_LOG_FORMAT") or "text"
+        if log_format not in FORMATS:
+            raise ConfigError(f"LEDGER_LOG_FORMAT must be text or json, got {log_format!r}")
+
         return cls(
+            log_format=cast(LogFormat, log_format),
             database_url=dsn("LEDGER_DATABASE_URL"),
             data_dir=Path(env.get("LEDGER_DATA_DIR") or ".ledger"),
             host=env.get("LEDGER_HOST") or "127.0.0.1",

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 
 from . import logs
+from .api.access_log import AccessLogger
 from .api.app import StartupError
 from .config import Settings
 
@@ -143,7 +144,7 @@ async def _serve_app(settings: Settings, sock: socket.socket, ready: Callable[[]
     for signum in _STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
     access_log = logging.getLogger("aiohttp.access") if settings.access_log else None
-    runner = web.AppRunner(create_app(settings), access_log=access_log)
+    runner = web.AppRunner(create_app(settings), access_log=access_log, access_log_class=AccessLogger)
     try:
         await runner.setup()
         await web.SockSite(runner, sock).start()
@@ -167,7 +168,7 @@ def _worker_main(settings: Settings, sock: socket.socket, ready: Connection) -> 
     for signum in _STOP_SIGNALS:
         # Told to stop before it serves: nothing to finish.
         signal.signal(signum, _exit_now)
-    logs.configure()
+    logs.configure(settings.log_format)
     try:
         _run_worker(settings, sock, lambda: ready.send("ready"))
     except StartupError as error:

@@ -329,7 +329,7 @@ class ServiceProcess:
         async for raw in self.process.stderr:
             line = raw.decode()
             self.lines.append(line)
-            if not self.url and (found := re.search(r"listening on (http://\S+)", line)):
+            if not self.url and (found := re.search(r"listening on (http://[^\s\"]+)", line)):
                 self.url = found.group(1)
                 self._listening.set()
 

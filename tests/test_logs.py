@@ -1,0 +1,80 @@
+"""The service's log as an operator reads it: text by default, JSON on request."""
+
+import json
+import uuid
+
+import aiohttp
+import pytest
+
+from ledger.config import ConfigError, Settings
+
+Request = tuple[str, str, dict[str, str]]
+
+
+async def json_log(service, *requests: Request) -> tuple[list[dict], list[aiohttp.ClientResponse]]:
+    """Serve with ``LEDGER_LOG_FORMAT=json``, make ``requests`` (method, path,
+    headers), stop; every log line parsed, and the responses."""
+    served = await service(LEDGER_LOG_FORMAT="json")
+    responses = []
+    async with aiohttp.ClientSession() as session:
+        for method, path, headers in requests:
+            async with session.request(method, f"{served.url}{path}", headers=headers) as response:
+                await response.read()
+                responses.append(response)
+    assert await served.stop() == 0, served.log
+    return [json.loads(line) for line in served.lines if line.strip()], responses
+
+
+def access_lines(lines: list[dict]) -> list[dict]:
+    return [line for line in lines if line["logger"] == "aiohttp.access"]
+
+
+async def test_every_json_log_line_is_an_object_with_ts_level_logger_and_message(service):
+    lines, _ = await json_log(service, ("GET", "/health/live", {}))
+    for line in lines:
+        assert {"ts", "level", "logger", "message"} <= line.keys(), line
+        assert line["level"] in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+    assert any(line["message"].startswith("listening on http://") for line in lines)
+
+
+async def test_a_json_access_line_carries_the_request_id_the_caller_sent(service):
+    missing = uuid.uuid4()
+    lines, [response] = await json_log(service, ("GET", f"/v1/accounts/{missing}", {"X-Request-ID": "req-42"}))
+    [line] = access_lines(lines)
+    assert response.headers["X-Request-ID"] == "req-42"
+    assert line["request_id"] == "req-42"
+    assert line["method"] == "GET"
+    assert line["route"] == "/v1/accounts/{id}"
+    assert line["path"] == f"/v1/accounts/{missing}"
+    assert line["status"] == 404
+    assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
+
+
+async def test_a_json_access_line_carries_the_request_id_the_service_made(service):
+    lines, responses = await json_log(service, ("GET", "/v1/accounts", {}), ("POST", "/v1/accounts", {}))
+    made = [response.headers["X-Request-ID"] for response in responses]
+    assert [line["request_id"] for line in access_lines(lines)] == made
+    assert [line["status"] for line in access_lines(lines)] == [200, 415]
+
+
+async def test_a_request_no_route_takes_is_logged_without_a_route(service):
+    lines, [response] = await json_log(service, ("GET", "/no/such/thing", {}))
+    [line] = access_lines(lines)
+    assert response.status == 404
+    assert line["route"] is None
+    assert line["path"] == "/no/such/thing"
+
+
+async def test_text_is_the_default_log_format(service):
+    served = await service()
+    assert await served.stop() == 0
+    assert served.lines
+    for line in served.lines:
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(line)
+
+
+def test_the_log_format_setting_refuses_anything_but_text_or_json():
+    assert Settings.from_env({"LEDGER_LOG_FORMAT": "json"}).log_format == "json"
+    with pytest.raises(ConfigError, match="LEDGER_LOG_FORMAT must be text or json"):
+        Settings.from_env({"LEDGER_LOG_FORMAT": "xml"})
