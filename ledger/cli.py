@@ -1,4 +1,4 @@
-"""``ledger serve | migrate | reconcile | rebuild-projections``: the command line."""
+"""``ledger serve | migrate | reconcile | rebuild-projections | openapi``: the command line."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def _reconcile(settings: Settings, repair: bool) -> int:
     """Print the reconciliation report as JSON; exit 0 if the ledger is clean, 1 if not."""
     import msgspec
 
-    from .api.admin import report_out
+    from .api.responses import report_out
     from .store.reconcile import reconcile
 
     if not repair and settings.read_database_url is not None:
@@ -74,6 +74,18 @@ def _rebuild(settings: Settings) -> int:
         log.error("nothing rebuilt: %s; run `ledger reconcile` to see what is wrong", error)
         return 1
     log.info("projections rebuilt from %d events (%d accounts)", rebuilt.events, rebuilt.accounts)
+    return 0
+
+
+def _openapi(settings: Settings) -> int:
+    """Print the OpenAPI document that ``GET /openapi.json`` serves."""
+    import msgspec
+
+    from .api.app import create_app
+    from .api.openapi import document
+
+    encoded = msgspec.json.encode(document(create_app(settings)))
+    sys.stdout.write(msgspec.json.format(encoded, indent=2).decode() + "\n")
     return 0
 
 
@@ -124,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     reconcile.add_argument("--repair", action="store_true", help="rewrite the stored balances that differ from the log")
     commands.add_parser("rebuild-projections", help="rebuild accounts, balances, transfers and entries from the log")
+    commands.add_parser("openapi", help="print the OpenAPI document of the HTTP API (what /openapi.json serves)")
     args = parser.parse_args(argv)
     logs.configure()
     try:
@@ -136,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.log_format)
     if args.command == "reconcile":
         return _reconcile(settings, args.repair)
-    run = {"serve": _serve, "migrate": _migrate, "rebuild-projections": _rebuild}[args.command]
+    run = {"serve": _serve, "migrate": _migrate, "rebuild-projections": _rebuild, "openapi": _openapi}[args.command]
     return run(settings)
 
 

@@ -28,13 +28,17 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 
-from . import logs
+from prometheus_client import multiprocess as prometheus_multiprocess
+
+from . import logs, metrics
 from .api.access_log import AccessLogger
 from .api.app import StartupError
 from .config import Settings
@@ -212,8 +216,9 @@ class _Supervisor:
         previous = {signum: signal.signal(signum, lambda *_: None) for signum in _STOP_SIGNALS}
         old_wakeup = signal.set_wakeup_fd(wake_write.fileno())
         try:
-            workers = self._start()
-            return self._watch(workers, wake_read)
+            with _metrics_directory() as directory:
+                workers = self._start()
+                return self._watch(workers, wake_read, directory)
         finally:
             signal.set_wakeup_fd(old_wakeup)
             for signum, handler in previous.items():
@@ -236,7 +241,7 @@ class _Supervisor:
             workers.append(_Worker(number, process, receive))
         return workers
 
-    def _watch(self, workers: list[_Worker], wake: socket.socket) -> int:
+    def _watch(self, workers: list[_Worker], wake: socket.socket, metrics_directory: str) -> int:
         """Until every worker has exited: log when all serve, forward a stop
         signal to all, and stop all when one exits on its own."""
         stopping = False
@@ -258,6 +263,7 @@ class _Supervisor:
                         self._ready(worker, workers)
                     elif source == worker.process.sentinel and worker.process.exitcode is not None:
                         worker.process.join()
+                        prometheus_multiprocess.mark_process_dead(worker.process.pid, metrics_directory)
                         if not stopping:
                             log.error("%s; stopping the service", worker.describe())
                             died, stopping = worker, True
@@ -284,6 +290,23 @@ class _Supervisor:
             if worker.process.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(worker.process.pid, signum)
+
+
+@contextlib.contextmanager
+def _metrics_directory() -> Iterator[str]:
+    """A private directory for the workers' metrics, named to the workers
+    (which inherit the environment) for the block, removed after it."""
+    directory = tempfile.mkdtemp(prefix="ledger-metrics-")
+    previous = os.environ.get(metrics.MULTIPROCESS_DIR)
+    os.environ[metrics.MULTIPROCESS_DIR] = directory
+    try:
+        yield directory
+    finally:
+        if previous is None:
+            del os.environ[metrics.MULTIPROCESS_DIR]
+        else:
+            os.environ[metrics.MULTIPROCESS_DIR] = previous
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop]:

@@ -26,13 +26,19 @@ async def secured(database_url, aiohttp_client):
 ACCOUNT = {"currency": "USD", "scale": 2}
 
 
+#: Served without a token.
+OPEN = {"/openapi.json"}
+
+
 def endpoints():
-    """Every (method, path) the service routes, health aside, with a path id filled in."""
+    """Every (method, path) the service routes, open ones aside, with a path id filled in."""
     routes = create_app(Settings()).router.routes()
     found = {
         (route.method, route.resource.canonical.replace("{id}", str(uuid.uuid4())))
         for route in routes
-        if route.method != "HEAD" and not route.resource.canonical.startswith("/health")
+        if route.method != "HEAD"
+        and route.resource.canonical not in OPEN
+        and not route.resource.canonical.startswith("/health")
     }
     return sorted(found)
 
@@ -100,6 +106,10 @@ async def test_the_token_name_is_recorded_with_the_event(secured, db):
 
 async def test_health_needs_no_token(secured):
     assert (await secured.get("/health/live")).status == 200
+
+
+async def test_the_openapi_document_needs_no_token(secured):
+    assert (await secured.get("/openapi.json")).status == 200
 
 
 @pytest.mark.parametrize("raw", ["payments", "payments:secret", "p:s:fly", "p:s:", ":s:read", "a:s:read;a:t:write"])

@@ -14,15 +14,7 @@ import logging
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from .middlewares import REQUEST_ID_KEY
-
-
-def route_of(request: web.BaseRequest) -> str | None:
-    """The template of the route that took ``request``, if one did."""
-    match_info = getattr(request, "match_info", None)
-    route = getattr(match_info, "route", None)
-    resource = getattr(route, "resource", None)
-    return resource.canonical if resource is not None else None
+from .middlewares import REQUEST_ID_KEY, route_template
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -39,7 +31,7 @@ class AccessLogger(AbstractAccessLogger):
             extra={
                 "request_id": request.get(REQUEST_ID_KEY),
                 "method": request.method,
-                "route": route_of(request),
+                "route": route_template(request),
                 "path": request.path,
                 "status": response.status,
                 "duration_ms": duration_ms,

@@ -4,19 +4,29 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..domain.codes import Code
 from ..domain.commands import CloseAccount
 from ..domain.ledger import Recorded
 from ..store import reads
 from . import codec
 from .execute import execute_one
 from .keys import POOL
+from .openapi import documented
 from .paths import account_in_path, uuid_param
-from .schemas import AccountIn, AccountsQuery, EmptyIn, account_out
+from .responses import AccountOut, AccountPage, account_out
+from .schemas import AccountIn, AccountsQuery, EmptyIn, given
 
 routes = web.RouteTableDef()
 
 
 @routes.post("/v1/accounts")
+@documented(
+    "Open an account",
+    ok={201: AccountOut, 200: AccountOut},
+    body=AccountIn,
+    errors=(Code.EXISTS_WITH_DIFFERENT_FIELDS,),
+    says={200: "The same id again with the same fields: the existing account, unchanged."},
+)
 async def create_account(request: web.Request) -> web.Response:
     """201 with a new account; 200 with the existing one on a same-id replay."""
     body = await codec.decode(request, AccountIn)
@@ -26,6 +36,15 @@ async def create_account(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/accounts/{id}/close")
+@documented(
+    "Close an account",
+    ok={200: AccountOut},
+    body=EmptyIn,
+    body_required=False,
+    replays=True,
+    errors=(Code.ACCOUNT_NOT_FOUND, Code.ACCOUNT_HAS_PENDING),
+    description="From then on a transfer that touches it is refused (`account_closed`).",
+)
 async def close_account(request: web.Request) -> web.Response:
     """200 with the closed account; closing a closed account changes nothing."""
     account_id = uuid_param(request)
@@ -36,24 +55,22 @@ async def close_account(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/accounts/{id}")
+@documented("An account, its balances current", ok={200: AccountOut}, errors=(Code.ACCOUNT_NOT_FOUND,))
 async def get_account(request: web.Request) -> web.Response:
     return codec.respond(request, account_out(await account_in_path(request)))
 
 
 @routes.get("/v1/accounts")
+@documented("Accounts, a page at a time (keyset by id)", ok={200: AccountPage}, query=AccountsQuery)
 async def list_accounts(request: web.Request) -> web.Response:
     """Keyset pagination by id: pass the previous page's ``next`` as ``after``."""
     query = codec.convert(dict(request.query), AccountsQuery)
     # One more than asked for tells whether another page exists.
     page = await reads.list_accounts(
-        request.app[POOL], currency=query.currency, after=query.after, limit=query.limit + 1
+        request.app[POOL], currency=given(query.currency), after=given(query.after), limit=query.limit + 1
     )
     more = len(page) > query.limit
     page = page[: query.limit]
     return codec.respond(
-        request,
-        {
-            "accounts": [account_out(a) for a in page],
-            "next": str(page[-1].id) if more else None,
-        },
+        request, AccountPage(accounts=[account_out(a) for a in page], next=page[-1].id if more else None)
     )

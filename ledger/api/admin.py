@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from ..store.connection import connect
-from ..store.reconcile import Report, reconcile
+from ..store.reconcile import reconcile
 from . import codec
 from .keys import DSN
+from .openapi import documented
+from .responses import ReportOut, report_out
 from .schemas import ReconciliationIn
 from .streams import stream_connection
 
@@ -17,6 +17,13 @@ routes = web.RouteTableDef()
 
 
 @routes.post("/admin/v1/reconciliations")
+@documented(
+    "Reconcile: replay the log, compare every stored balance, check the hash chain",
+    ok={200: ReportOut},
+    body=ReconciliationIn,
+    body_required=False,
+    description="With `repair`, the balances that differ are rewritten from the replay.",
+)
 async def create_reconciliation(request: web.Request) -> web.Response:
     """Replay the log, compare every stored balance, check the chain; with
     ``repair``, rewrite the balances that differ. 200 with the report."""
@@ -34,37 +41,3 @@ async def create_reconciliation(request: web.Request) -> web.Response:
         async with stream_connection(request) as conn:
             report = await reconcile(conn, repair=False)
     return codec.respond(request, report_out(report))
-
-
-def report_out(report: Report) -> dict[str, Any]:
-    """The report as API.md shows it (and ``ledger reconcile`` prints it)."""
-    return {
-        "ok": report.ok,
-        "head_seq": report.head_seq,
-        "events_scanned": report.events_scanned,
-        "accounts_checked": report.accounts_checked,
-        "mismatches": [
-            {
-                "account_id": m.account_id,
-                "field": m.field,
-                "stored": m.stored,
-                "replayed": m.replayed,
-            }
-            for m in report.mismatches
-        ],
-        "totals": [
-            {
-                "currency": t.currency,
-                "debits_posted": format(t.debits_posted, "f"),
-                "credits_posted": format(t.credits_posted, "f"),
-                "debits_pending": format(t.debits_pending, "f"),
-                "credits_pending": format(t.credits_pending, "f"),
-                "balanced": t.balanced,
-            }
-            for t in report.totals
-        ],
-        "chain": {"ok": report.chain.ok, "first_bad_seq": report.chain.first_bad_seq},
-        "replay_error": report.replay_error,
-        "repaired": report.repaired,
-        "duration_ms": report.duration_ms,
-    }

@@ -19,7 +19,7 @@ from ..store.expiry import Expirer
 from ..store.follow import HeadPoller, Notifications
 from ..store.retry import CONNECTION_LOST
 from ..store.writer import Clock, Writer
-from . import accounts, admin, health, history, transfers
+from . import accounts, admin, health, history, monitoring, openapi, transfers
 from .auth import auth_middleware
 from .keys import (
     CLOCK,
@@ -51,16 +51,16 @@ def utc_now() -> datetime:
 
 def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application:
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware, auth_middleware],
+        middlewares=[monitoring.metrics_middleware, request_id_middleware, error_middleware, auth_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[STREAMS] = OpenStreams()
     app[STOPPING] = asyncio.Event()
-    app.cleanup_ctx.extend([database_ctx, pool_ctx, stream_pool_ctx, wakeups_ctx, writer_ctx, expiry_ctx])
+    app.cleanup_ctx.extend([database_ctx, pool_ctx, stream_pool_ctx, wakeups_ctx, writer_ctx, expiry_ctx, sampler_ctx])
     app.on_shutdown.append(_stop_following)
-    for module in (accounts, transfers, history, admin, health):
+    for module in (accounts, transfers, history, admin, health, monitoring, openapi):
         app.router.add_routes(module.routes)
     return app
 
@@ -156,6 +156,13 @@ async def expiry_ctx(app: web.Application) -> AsyncIterator[None]:
     expirer = Expirer(app[POOL], app[COALESCER].append, app[CLOCK], interval=app[SETTINGS].expiry_interval)
     app[EXPIRER] = expirer
     task = asyncio.create_task(expirer.run(), name="ledger-expiry")
+    yield
+    await _cancelled(task)
+
+
+async def sampler_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The sampler of the pools' gauges (see :mod:`ledger.api.monitoring`)."""
+    task = asyncio.create_task(monitoring.sampling(app), name="ledger-metrics-sampler")
     yield
     await _cancelled(task)
 

@@ -2,7 +2,7 @@
 
 Reads (GET) need ``read``, every other method under ``/v1`` needs ``write``,
 ``/admin`` needs ``admin`` (which implies the others). Health endpoints are
-open, so that load balancers need no secret. Secrets are compared in constant
+open, so that load balancers need no secret, and so is ``/openapi.json``. Secrets are compared in constant
 time, against every configured token, so timing tells nothing about them.
 """
 
@@ -20,15 +20,17 @@ from .middlewares import Handler
 TOKEN_KEY = web.RequestKey("token", Token)
 
 _OPEN_PREFIXES = ("/health/",)
+#: Served to anyone: what a client generator or gateway reads first.
+_OPEN_PATHS = frozenset({"/openapi.json"})
 
 
-def required_scope(request: web.Request) -> str | None:
-    path = request.path
-    if path.startswith(_OPEN_PREFIXES):
+def scope_of(method: str, path: str) -> str | None:
+    """The scope a request to ``path`` needs; None: it needs no token."""
+    if path.startswith(_OPEN_PREFIXES) or path in _OPEN_PATHS:
         return None
     if path.startswith("/admin"):
         return "admin"
-    return "read" if request.method in (hdrs.METH_GET, hdrs.METH_HEAD) else "write"
+    return "read" if method in (hdrs.METH_GET, hdrs.METH_HEAD) else "write"
 
 
 def find_token(tokens: tuple[Token, ...], secret: str) -> Token | None:
@@ -44,7 +46,7 @@ def find_token(tokens: tuple[Token, ...], secret: str) -> Token | None:
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     tokens = request.app[SETTINGS].tokens
-    scope = required_scope(request)
+    scope = scope_of(request.method, request.path)
     if not tokens or scope is None:
         return await handler(request)
     scheme, _, secret = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")

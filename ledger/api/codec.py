@@ -15,7 +15,8 @@ import msgspec
 from aiohttp import hdrs, web
 
 from ..domain.codes import Code, InvalidField, LedgerError
-from .errors import error_body, status_of
+from .errors import status_of
+from .responses import error_out
 
 T = TypeVar("T")
 
@@ -131,7 +132,7 @@ def respond(
 def error_response(request: web.Request, error: LedgerError, headers: dict[str, str] | None = None) -> web.Response:
     return respond(
         request,
-        error_body(error.code, error.message, error.field),
+        error_out(str(error.code), error.message, error.field),
         status=status_of(error.code),
         headers=headers,
     )

@@ -28,10 +28,3 @@ UNPROCESSABLE = 422
 
 def status_of(code: Code) -> int:
     return STATUS.get(code, UNPROCESSABLE)
-
-
-def error_body(code: Code, message: str, field: str | None = None) -> dict[str, object]:
-    error: dict[str, object] = {"code": str(code), "message": message}
-    if field is not None:
-        error["field"] = field
-    return {"error": error}

@@ -11,17 +11,26 @@ from ..store import migrations, replica
 from ..store.retry import CONNECTION_LOST
 from . import codec
 from .keys import COALESCER, POOL, SETTINGS, STREAM_POOL, STREAMS, WRITER
+from .openapi import documented
+from .responses import Live, Ready
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/health/live")
+@documented("Liveness: 200 while the process runs", ok={200: Live}, database=False)
 async def live(request: web.Request) -> web.Response:
     """200 while the process runs, with its pid (which worker answered)."""
-    return codec.respond(request, {"status": "ok", "pid": os.getpid()})
+    return codec.respond(request, Live(status="ok", pid=os.getpid()))
 
 
 @routes.get("/health/ready")
+@documented(
+    "Readiness: the database answers and the schema is at head",
+    ok={200: Ready, 503: Ready},
+    database=False,
+    says={503: "Not ready: `reason` says what is wrong."},
+)
 async def ready(request: web.Request) -> web.Response:
     pool = request.app[POOL]
     database = {
@@ -47,7 +56,7 @@ async def ready(request: web.Request) -> web.Response:
     except (TimeoutError, *CONNECTION_LOST) as error:
         return codec.respond(
             request,
-            {"status": "unavailable", "reason": f"database unreachable: {error}", "database": database},
+            Ready(status="unavailable", reason=f"database unreachable: {error}", database=database),
             status=503,
         )
     database["schema_revision"] = revision
@@ -57,16 +66,16 @@ async def ready(request: web.Request) -> web.Response:
     if request.app[COALESCER].failed:
         return codec.respond(
             request,
-            {"status": "unavailable", "reason": "the write queue failed: see the log, restart", "database": database},
+            Ready(status="unavailable", reason="the write queue failed: see the log, restart", database=database),
             status=503,
         )
     if revision != database["head_revision"]:
         return codec.respond(
             request,
-            {"status": "unavailable", "reason": "schema is not at head: run `ledger migrate`", "database": database},
+            Ready(status="unavailable", reason="schema is not at head: run `ledger migrate`", database=database),
             status=503,
         )
-    return codec.respond(request, {"status": "ok", "database": database})
+    return codec.respond(request, Ready(status="ok", database=database))
 
 
 async def _replica(dsn: str, primary_head: int) -> dict[str, object]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
 
 import asyncpg
 import msgspec
@@ -13,20 +12,29 @@ from aiohttp import web
 
 from ..domain import money
 from ..domain.chain import format_timestamp
-from ..domain.codes import InvalidField
+from ..domain.codes import Code, InvalidField
 from ..store import history
 from ..store.retry import Unavailable
 from ..store.rows import balance_from_row
 from . import codec
 from .keys import POOL, SETTINGS, STOPPING, WAKEUPS
+from .openapi import NDJSON, documented
 from .paths import account_in_path
-from .schemas import BalanceQuery, EntriesQuery, EventsQuery, balance_out
+from .responses import BalanceAsOf, EntryLine, EventLine, balance_as_of, balance_out
+from .schemas import BalanceQuery, EntriesQuery, EventsQuery, given
 from .streams import NdjsonResponse, stream, stream_connection
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/v1/accounts/{id}/entries")
+@documented(
+    "An account's movements, oldest first, each with the balance right after it (NDJSON)",
+    ok={200: EntryLine},
+    media=(NDJSON,),
+    query=EntriesQuery,
+    errors=(Code.ACCOUNT_NOT_FOUND,),
+)
 async def account_entries(request: web.Request) -> web.StreamResponse:
     """The account's movements after ``after_seq``, oldest first, each with the
     balance right after it."""
@@ -35,7 +43,7 @@ async def account_entries(request: web.Request) -> web.StreamResponse:
     scale = account.scale
 
     async def body(conn: asyncpg.Connection, out: NdjsonResponse) -> None:
-        rows = history.entries(conn, account.id, after_seq=query.after_seq, limit=query.limit)
+        rows = history.entries(conn, account.id, after_seq=query.after_seq, limit=given(query.limit))
         async with contextlib.aclosing(rows):
             async for row in rows:
                 await out.line(_entry_out(row, scale))
@@ -44,6 +52,12 @@ async def account_entries(request: web.Request) -> web.StreamResponse:
 
 
 @routes.get("/v1/events")
+@documented(
+    "The event log after `after_seq`, in order; with `follow`, then each event as it commits (NDJSON)",
+    ok={200: EventLine},
+    media=(NDJSON,),
+    query=EventsQuery,
+)
 async def events(request: web.Request) -> web.StreamResponse:
     """The log after ``after_seq``; with ``follow``, then each new event as it
     commits, woken by NOTIFY, with an empty line after each quiet
@@ -54,13 +68,13 @@ async def events(request: web.Request) -> web.StreamResponse:
 
     async def body(conn: asyncpg.Connection, out: NdjsonResponse) -> None:
         if not query.follow:
-            await _events_after(conn, out, query.after_seq, query.limit)
+            await _events_after(conn, out, query.after_seq, given(query.limit))
             return
         woken = asyncio.Event()
         # Subscribed before the first read: a commit after its snapshot then
         # always wakes the next one.
         async with request.app[WAKEUPS].subscribed(conn, woken.set):
-            last, left = query.after_seq, query.limit
+            last, left = query.after_seq, given(query.limit)
             while True:
                 woken.clear()
                 last, left = await _events_after(conn, out, last, left)
@@ -84,13 +98,13 @@ async def _events_after(
     async with contextlib.aclosing(rows):
         async for row in rows:
             await out.line(
-                {
-                    "seq": row["seq"],
-                    "type": row["type"],
-                    "stream_id": row["stream_id"],
-                    "data": msgspec.Raw(row["data"]),
-                    "recorded_at": format_timestamp(row["recorded_at"]),
-                }
+                EventLine(
+                    seq=row["seq"],
+                    type=row["type"],
+                    stream_id=row["stream_id"],
+                    data=msgspec.Raw(row["data"]),
+                    recorded_at=format_timestamp(row["recorded_at"]),
+                )
             )
             last = row["seq"]
             if left is not None:
@@ -110,6 +124,12 @@ async def _wait(woken: asyncio.Event, stopping: asyncio.Event, timeout: float) -
 
 
 @routes.get("/v1/accounts/{id}/balance")
+@documented(
+    "An account's balance right after event `as_of_seq` (default: the head)",
+    ok={200: BalanceAsOf},
+    query=BalanceQuery,
+    errors=(Code.ACCOUNT_NOT_FOUND,),
+)
 async def balance(request: web.Request) -> web.Response:
     """The balance right after event ``as_of_seq`` (default: the head), read
     where long reads go (the replica, when there is one)."""
@@ -117,14 +137,15 @@ async def balance(request: web.Request) -> web.Response:
     query = codec.convert(dict(request.query), BalanceQuery)
     async with stream_connection(request) as conn:
         head = await history.head_seq(conn)
-        seq = head if query.as_of_seq is None else query.as_of_seq
+        as_of_seq = given(query.as_of_seq)
+        seq = head if as_of_seq is None else as_of_seq
         if seq > head:
             await _past_head(request, seq, head)
         opened = await history.opened_seq(conn, account.id)
         if opened is None or seq < opened:
             raise InvalidField(f"account {account.id} was opened after event {seq}", "as_of_seq")
         past = await history.balance_as_of(conn, account.id, seq)
-    return codec.respond(request, {"account_id": account.id, "as_of_seq": seq, **balance_out(past, account.scale)})
+    return codec.respond(request, balance_as_of(account, seq, past))
 
 
 async def _past_head(request: web.Request, seq: int, head: int) -> None:
@@ -137,13 +158,13 @@ async def _past_head(request: web.Request, seq: int, head: int) -> None:
     raise InvalidField(f"as_of_seq {seq} is past the head of the log ({head})", "as_of_seq")
 
 
-def _entry_out(row: asyncpg.Record, scale: int) -> dict[str, Any]:
-    return {
-        "seq": row["seq"],
-        "transfer_id": row["transfer_id"],
-        "type": row["type"],
-        "side": row["side"],
-        "amount": money.format_amount(row["amount"], scale),
-        "balance": balance_out(balance_from_row(row), scale),
-        "recorded_at": format_timestamp(row["recorded_at"]),
-    }
+def _entry_out(row: asyncpg.Record, scale: int) -> EntryLine:
+    return EntryLine(
+        seq=row["seq"],
+        transfer_id=row["transfer_id"],
+        type=row["type"],
+        side=row["side"],
+        amount=money.format_amount(row["amount"], scale),
+        balance=balance_out(balance_from_row(row), scale),
+        recorded_at=format_timestamp(row["recorded_at"]),
+    )

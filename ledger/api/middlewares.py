@@ -35,6 +35,14 @@ def request_id(request: web.Request) -> str:
     return request[REQUEST_ID_KEY]
 
 
+def route_template(request: web.BaseRequest) -> str | None:
+    """The template of the route that took ``request`` (``/v1/transfers/{id}``),
+    if one did: a label with few values, unlike the path."""
+    match_info = getattr(request, "match_info", None)
+    resource = getattr(getattr(match_info, "route", None), "resource", None)
+    return resource.canonical if resource is not None else None
+
+
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     given = request.headers.get(REQUEST_ID, "")

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from uuid import UUID
 
 import msgspec
-from msgspec import Meta, Struct
+from msgspec import UNSET, Meta, Struct, UnsetType
 
 from ..domain import money
-from ..domain.chain import format_timestamp
 from ..domain.codes import InvalidField
 from ..domain.commands import MakeTransfer, OpenAccount, PostTransfer, VoidTransfer
-from ..domain.model import Account, AccountFlags, Balance, Transfer
+from ..domain.model import AccountFlags
+
+T = TypeVar("T")
 
 MAX_BATCH = 8190
 ACCOUNT_METADATA_BYTES = 4096
@@ -31,6 +32,17 @@ Currency = Annotated[str, Meta(pattern=r"^[A-Z][A-Z0-9_]{0,15}$")]
 Scale = Annotated[int, Meta(ge=0, le=money.MAX_SCALE)]
 TransferCode = Annotated[str, Meta(min_length=1, max_length=255)]
 TimeoutSeconds = Annotated[int, Meta(ge=1, le=366 * 24 * 3600)]
+#: Checked by :func:`amount`, which names what is wrong; the pattern is for the document.
+AmountIn = Annotated[
+    str,
+    Meta(
+        extra_json_schema={"pattern": money.AMOUNT_PATTERN, "maxLength": money.MAX_DIGITS + 2},
+        description=f'A decimal string such as "12.50": at most {money.MAX_DIGITS} digits, '
+        "and no more fractional digits than the accounts' scale.",
+    ),
+]
+#: PostgreSQL's bigint: a seq or a limit past it could not be looked up.
+MAX_BIGINT = 2**63 - 1
 
 _json = msgspec.json.Encoder()
 
@@ -66,7 +78,7 @@ class TransferIn(_Request, kw_only=True):
     id: UUID
     debit_account_id: UUID
     credit_account_id: UUID
-    amount: str
+    amount: AmountIn
     currency: Currency
     code: TransferCode | None = None
     metadata: dict[str, Any] = {}
@@ -94,7 +106,7 @@ class TransferIn(_Request, kw_only=True):
 class PostIn(_Request, kw_only=True):
     """``POST /v1/transfers/{id}/post``: how much of the held amount to post."""
 
-    amount: str | None = None
+    amount: AmountIn | None = None
 
     def to_command(self, transfer_id: UUID, path: str = "") -> PostTransfer:
         held = None if self.amount is None else amount(self.amount, f"{path}amount")
@@ -110,7 +122,7 @@ class PostItemIn(_Request, kw_only=True):
 
     action: Literal["post"]
     id: UUID
-    amount: str | None = None
+    amount: AmountIn | None = None
 
     def to_command(self, path: str = "") -> PostTransfer:
         return PostIn(amount=self.amount).to_command(self.id, path)
@@ -141,9 +153,16 @@ BATCH_ITEMS: dict[str | None, type[TransferIn | PostItemIn | VoidItemIn]] = {
 }
 
 
+#: A batch item, as the document describes it: one of :data:`BATCH_ITEMS`.
+BatchItem = Annotated[
+    msgspec.Raw,
+    Meta(extra_json_schema={"anyOf": [{"$ref": f"#/components/schemas/{t.__name__}"} for t in BATCH_ITEMS.values()]}),
+]
+
+
 class BatchIn(_Request, kw_only=True):
     #: Decoded one by one (:data:`BATCH_ITEMS`), as each item's ``action`` says.
-    transfers: Annotated[list[msgspec.Raw], Meta(min_length=1, max_length=MAX_BATCH)]
+    transfers: Annotated[list[BatchItem], Meta(min_length=1, max_length=MAX_BATCH)]
     atomic: bool = False
 
 
@@ -153,26 +172,39 @@ class ReconciliationIn(_Request, kw_only=True):
     repair: bool = False
 
 
-Seq = Annotated[int, Meta(ge=0)]
+# Query parameters. One left out takes its default; none may be ``null``
+# (``UNSET``, unlike ``None``, is never what a string converts to).
+
+Seq = Annotated[int, Meta(ge=0, le=MAX_BIGINT)]
 
 
 class EntriesQuery(_Request, kw_only=True):
+    #: Lines with a seq after this one.
     after_seq: Seq = 0
-    limit: Annotated[int, Meta(ge=1)] | None = None
+    #: At most this many lines (default: to the end).
+    limit: Annotated[int, Meta(ge=1, le=MAX_BIGINT)] | UnsetType = UNSET
 
 
 class EventsQuery(EntriesQuery, kw_only=True):
+    #: After the log's end, each new event as it commits, until the client leaves.
     follow: bool = False
 
 
 class BalanceQuery(_Request, kw_only=True):
-    as_of_seq: Seq | None = None
+    #: The balance right after this event (default: the head).
+    as_of_seq: Seq | UnsetType = UNSET
 
 
 class AccountsQuery(_Request, kw_only=True):
-    currency: Currency | None = None
-    after: UUID | None = None
+    currency: Currency | UnsetType = UNSET
+    #: The previous page's ``next``.
+    after: UUID | UnsetType = UNSET
     limit: Annotated[int, Meta(ge=1, le=1000)] = 100
+
+
+def given(value: T | UnsetType) -> T | None:
+    """A query parameter's value; None if it was left out."""
+    return None if value is UNSET else value  # type: ignore[return-value]
 
 
 def amount(text: str, path: str) -> Decimal:
@@ -196,49 +228,3 @@ def metadata(value: dict[str, Any], limit: int, path: str) -> dict[str, Any]:
     if b"\\u0000" in encoded:
         raise InvalidField("metadata must not contain NUL characters", path)
     return msgspec.json.decode(encoded)
-
-
-# -- responses -------------------------------------------------------------
-
-
-def balance_out(balance: Balance, scale: int) -> dict[str, str]:
-    return {
-        "debits_posted": money.format_amount(balance.debits_posted, scale),
-        "credits_posted": money.format_amount(balance.credits_posted, scale),
-        "debits_pending": money.format_amount(balance.debits_pending, scale),
-        "credits_pending": money.format_amount(balance.credits_pending, scale),
-    }
-
-
-def account_out(account: Account) -> dict[str, Any]:
-    return {
-        "id": account.id,
-        "currency": account.currency,
-        "scale": account.scale,
-        "flags": account.flags.as_dict(),
-        "metadata": account.metadata,
-        "created_at": format_timestamp(account.created_at),
-        "closed": account.closed,
-        "balance": balance_out(account.balance, account.scale),
-    }
-
-
-def transfer_out(transfer: Transfer) -> dict[str, Any]:
-    return {
-        "id": transfer.id,
-        "debit_account_id": transfer.debit_account_id,
-        "credit_account_id": transfer.credit_account_id,
-        # The amount was stored at the accounts' scale when it was recorded.
-        "amount": format(transfer.amount, "f"),
-        "currency": transfer.currency,
-        "code": transfer.code,
-        "metadata": transfer.metadata,
-        "pending": transfer.pending,
-        "timeout_seconds": transfer.timeout_seconds,
-        "status": transfer.status,
-        "seq": transfer.seq,
-        "created_at": format_timestamp(transfer.created_at),
-        "expires_at": None if transfer.expires_at is None else format_timestamp(transfer.expires_at),
-        "posted_amount": None if transfer.posted_amount is None else format(transfer.posted_amount, "f"),
-        "decided_seq": transfer.decided_seq,
-    }

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 
+from .. import metrics
+
 
 class OpenStreams:
     """How many streams are running (shown by ``/health/ready``), and a way
@@ -17,13 +19,17 @@ class OpenStreams:
         self._idle.set()
 
     @contextlib.contextmanager
-    def open(self) -> Iterator[None]:
+    def open(self, route: str) -> Iterator[None]:
+        """One stream of ``route`` (its template) runs for the block."""
+        gauge = metrics.OPEN_STREAMS.labels(route)
         self.count += 1
+        gauge.inc()
         self._idle.clear()
         try:
             yield
         finally:
             self.count -= 1
+            gauge.dec()
             if not self.count:
                 self._idle.set()
 

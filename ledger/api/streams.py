@@ -20,7 +20,7 @@ from aiohttp import web
 
 from ..store.retry import CONNECTION_LOST, Unavailable
 from .keys import SETTINGS, STREAM_POOL, STREAMS
-from .middlewares import REQUEST_ID, request_id
+from .middlewares import REQUEST_ID, request_id, route_template
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ async def stream(
         out = NdjsonResponse(request)
         await out.prepare()
         try:
-            with request.app[STREAMS].open():
+            with request.app[STREAMS].open(route_template(request) or "unmatched"):
                 await body(conn, out)
                 return await out.finish()
         except ConnectionError:

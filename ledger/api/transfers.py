@@ -4,23 +4,54 @@ transfers, read transfers."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import msgspec
 from aiohttp import web
 
+from ..domain.codes import Code
 from ..domain.commands import Command, MakeTransfer, VoidTransfer
 from ..domain.ledger import Existing, Outcome, Recorded, Refused
 from ..domain.model import Transfer
 from . import codec
 from .execute import execute, execute_one
+from .openapi import documented
 from .paths import transfer_in_path, uuid_param
-from .schemas import BATCH_ITEMS, BatchIn, EmptyIn, ItemKind, PostIn, TransferIn, transfer_out
+from .responses import BatchItemError, BatchItemOut, BatchOut, TransferOut, transfer_out
+from .schemas import BATCH_ITEMS, BatchIn, EmptyIn, ItemKind, PostIn, TransferIn
 
 routes = web.RouteTableDef()
 
+#: What deciding a new transfer may refuse it with.
+MAKE_TRANSFER_ERRORS = (
+    Code.EXISTS_WITH_DIFFERENT_FIELDS,
+    Code.DEBIT_ACCOUNT_NOT_FOUND,
+    Code.CREDIT_ACCOUNT_NOT_FOUND,
+    Code.ACCOUNTS_MUST_BE_DIFFERENT,
+    Code.CURRENCY_MISMATCH,
+    Code.AMOUNT_MUST_BE_POSITIVE,
+    Code.AMOUNT_SCALE_EXCEEDED,
+    Code.EXCEEDS_CREDITS,
+    Code.EXCEEDS_DEBITS,
+    Code.ACCOUNT_CLOSED,
+)
+#: What posting or voiding a pending transfer may refuse it with.
+DECIDE_ERRORS = (
+    Code.TRANSFER_NOT_FOUND,
+    Code.TRANSFER_ALREADY_POSTED,
+    Code.TRANSFER_ALREADY_VOIDED,
+    Code.TRANSFER_EXPIRED,
+    Code.ACCOUNT_CLOSED,
+)
+
 
 @routes.post("/v1/transfers")
+@documented(
+    "Move money between two accounts (at once, or held as pending)",
+    ok={201: TransferOut, 200: TransferOut},
+    body=TransferIn,
+    replays=True,
+    errors=MAKE_TRANSFER_ERRORS,
+)
 async def create_transfer(request: web.Request) -> web.Response:
     """201 with the new transfer; 200 and ``Idempotent-Replayed`` on a replay."""
     body = await codec.decode(request, TransferIn)
@@ -28,6 +59,14 @@ async def create_transfer(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/transfers/{id}/post")
+@documented(
+    "Post a pending transfer: all of it, or `amount` of it",
+    ok={200: TransferOut},
+    body=PostIn,
+    body_required=False,
+    replays=True,
+    errors=(*DECIDE_ERRORS, Code.POST_AMOUNT_EXCEEDS_PENDING, Code.AMOUNT_MUST_BE_POSITIVE, Code.AMOUNT_SCALE_EXCEEDED),
+)
 async def post_transfer(request: web.Request) -> web.Response:
     """Post a pending transfer (all of it, or ``amount``); 200 with the transfer."""
     transfer_id = uuid_param(request)
@@ -36,6 +75,14 @@ async def post_transfer(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/transfers/{id}/void")
+@documented(
+    "Void a pending transfer: release what it holds",
+    ok={200: TransferOut},
+    body=EmptyIn,
+    body_required=False,
+    replays=True,
+    errors=DECIDE_ERRORS,
+)
 async def void_transfer(request: web.Request) -> web.Response:
     """Release a pending transfer; 200 with the transfer."""
     transfer_id = uuid_param(request)
@@ -53,11 +100,22 @@ async def _decide(request: web.Request, command: Command, *, created: int = 200)
 
 
 @routes.get("/v1/transfers/{id}")
+@documented("A transfer", ok={200: TransferOut}, errors=(Code.TRANSFER_NOT_FOUND,))
 async def get_transfer(request: web.Request) -> web.Response:
     return codec.respond(request, transfer_out(await transfer_in_path(request)))
 
 
 @routes.post("/v1/transfer-batches")
+@documented(
+    "Up to 8190 transfers, posts and voids, decided in order; with `atomic`, all or none",
+    ok={200: BatchOut, 422: BatchOut},
+    body=BatchIn,
+    errors=(Code.LINKED_TRANSFER_FAILED,),
+    says={
+        200: "One result per item, in order: `created` or `exists` with its seq, or an error.",
+        422: "An atomic batch that failed: nothing was recorded; each item's result says why.",
+    },
+)
 async def create_batch(request: web.Request) -> web.Response:
     """One result per item, in order. An atomic batch that fails is a 422."""
     body = await codec.decode(request, BatchIn)
@@ -65,7 +123,7 @@ async def create_batch(request: web.Request) -> web.Response:
     outcomes = await execute(request, commands, atomic=body.atomic)
     results = [_result(c, o) for c, o in zip(commands, outcomes, strict=True)]
     failed = body.atomic and any(isinstance(o, Refused) for o in outcomes)
-    return codec.respond(request, {"results": results}, status=422 if failed else 200)
+    return codec.respond(request, BatchOut(results=results), status=422 if failed else 200)
 
 
 #: Batch items decoded between two turns of the event loop (about half a
@@ -87,13 +145,13 @@ async def _commands(request: web.Request, raws: list[msgspec.Raw]) -> list[Comma
     return commands
 
 
-def _result(command: Command, outcome: Outcome) -> dict[str, Any]:
+def _result(command: Command, outcome: Outcome) -> BatchItemOut:
     if isinstance(outcome, Refused):
-        return {"id": command.id, "error": {"code": str(outcome.code), "message": outcome.message}}
+        return BatchItemOut(id=command.id, error=BatchItemError(code=str(outcome.code), message=outcome.message))
     assert isinstance(outcome, (Recorded, Existing)) and isinstance(outcome.subject, Transfer)
     if isinstance(outcome, Recorded):
-        return {"id": command.id, "status": "created", "seq": outcome.record.seq}
+        return BatchItemOut(id=command.id, status="created", seq=outcome.record.seq)
     # An unchanged decision points at the event that decided the transfer.
     transfer = outcome.subject
     decided = None if isinstance(command, MakeTransfer) else transfer.decided_seq
-    return {"id": command.id, "status": "exists", "seq": decided or transfer.seq}
+    return BatchItemOut(id=command.id, status="exists", seq=decided or transfer.seq)

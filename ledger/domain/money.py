@@ -24,7 +24,9 @@ MONEY = decimal.Context(
 
 ZERO = Decimal(0)
 
-_AMOUNT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+#: An amount's syntax (JSON Schema's dialect too): digits, an optional sign and fraction.
+AMOUNT_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
+_AMOUNT = re.compile(AMOUNT_PATTERN)
 
 
 def parse_amount(text: str) -> Decimal:

@@ -157,6 +157,11 @@ class Batch:
         self.events: list[dict[str, Any]] = []
         self._last_hash = basis.hash
 
+    @property
+    def commands(self) -> int:
+        """Commands decided in the batch (one outcome each)."""
+        return sum(map(len, self.results))
+
     @classmethod
     def at(cls, head: Head) -> Batch:
         """A batch decided against the log at ``head``, starting from an empty

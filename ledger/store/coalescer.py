@@ -38,6 +38,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .. import metrics
 from ..domain.ledger import Outcome
 from .append import AppendRequest, Batch
 from .retry import Unavailable
@@ -132,6 +133,7 @@ class Coalescer:
         waiting = [_Waiting(r, self._loop.create_future()) for r in requests]
         self._queue.extend(waiting)
         self._queued += size
+        metrics.WRITE_QUEUE_DEPTH.set(self._queued)
         self._wake.set()
         if len(waiting) == 1:  # most writes: no gathering future needed
             return [await waiting[0].result]
@@ -200,6 +202,7 @@ class Coalescer:
             stranded = [*(ahead.waiting if ahead else ()), *self._queue]
             self._queue.clear()
             self._queued = 0
+            metrics.WRITE_QUEUE_DEPTH.set(0)
             for waiting in stranded:
                 if not waiting.result.done():
                     waiting.result.set_exception(failure)
@@ -258,6 +261,7 @@ class Coalescer:
         self.appends += 1
         self.requests += len(append.waiting)
         self._queued -= append.commands
+        metrics.WRITE_QUEUE_DEPTH.set(self._queued)
         self.decided_ahead += append.batch is not None and append.after_another
         requests = [w.request for w in append.waiting]
         append.task = asyncio.ensure_future(self._writer.record(requests, append.batch))

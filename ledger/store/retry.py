@@ -13,6 +13,8 @@ from typing import TypeVar
 
 import asyncpg
 
+from .. import metrics
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -77,5 +79,7 @@ async def retrying(
         delay = random.uniform(0, min(policy.max_delay, policy.base_delay * 2**number))
         if number == policy.attempts or time.monotonic() - started + delay > policy.deadline:
             break
+        if isinstance(last, CONFLICTS):
+            metrics.SERIALIZATION_RETRIES.inc()
         await asyncio.sleep(delay)
     raise Unavailable(f"gave up after {number} attempts: {last}") from last

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
 
+from .. import metrics
 from ..domain.ledger import Outcome
 from .append import LOCK, AppendRequest, Batch, append, head, load, write
 from .connection import connect, widen_send_buffer
@@ -64,6 +66,14 @@ async def _locked_transaction(conn: asyncpg.Connection) -> AsyncIterator[None]:
                 await conn.execute("ROLLBACK")
         raise
     await conn.execute("COMMIT")
+
+
+def _committed(batch: Batch, started: float) -> Batch:
+    """``batch``, committed by the attempt that began at ``started``, counted."""
+    metrics.APPEND_DURATION.observe(time.perf_counter() - started)
+    metrics.APPEND_BATCH_SIZE.observe(batch.commands)
+    metrics.EVENT_LOG_HEAD_SEQ.set(batch.head.seq)
+    return batch
 
 
 class Writer:
@@ -127,12 +137,14 @@ class Writer:
     async def _attempt(self, requests: Sequence[AppendRequest], batch: Batch | None) -> Batch:
         try:
             conn = await self._connection()
+            started = time.perf_counter()
+            if batch is not None and await write(conn, batch):
+                return _committed(batch, started)
             if batch is not None:
-                if await write(conn, batch):
-                    return batch
                 self.decided_again += 1
             async with _locked_transaction(conn):
-                return await append(conn, requests, now=self._clock(), at=await head(conn))
+                recorded = await append(conn, requests, now=self._clock(), at=await head(conn))
+            return _committed(recorded, started)
         except CONNECTION_LOST:
             await self.close()
             self.retries += 1

@@ -1,0 +1,78 @@
+"""What an operator watches the service by: the request metrics middleware,
+``GET /metrics``, and the sampler of the pools' gauges (see :mod:`ledger.metrics`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import asyncpg
+from aiohttp import hdrs, web
+
+from .. import metrics
+from ..store.retry import CONNECTION_LOST
+from .keys import POOL, STREAM_POOL
+from .middlewares import Handler, route_template
+from .openapi import documented
+
+routes = web.RouteTableDef()
+
+#: Methods counted by name; any other is counted as ``other`` (a label with few values).
+_METHODS = frozenset(hdrs.METH_ALL)
+#: The ``route`` label of a request that no route took (404, 405).
+UNMATCHED = "unmatched"
+#: Seconds between samples of the pools: how old another worker's pool
+#: gauges may be when a scrape lands on this one (the scraped worker's are current).
+SAMPLE_INTERVAL = 1.0
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count every request, by method, route template and the status it got,
+    and time it (a stream until its last line)."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        method = request.method if request.method in _METHODS else "other"
+        route = route_template(request) or UNMATCHED
+        metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
+        metrics.HTTP_REQUEST_DURATION.labels(method, route).observe(time.perf_counter() - started)
+
+
+@routes.get("/metrics")
+@documented(
+    "Metrics in Prometheus text format (OpenMetrics if Accept asks), summed over every worker",
+    ok={200: str},
+    media=("text/plain", "application/openmetrics-text"),
+    database=False,
+)
+async def scrape(request: web.Request) -> web.Response:
+    """Every metric in Prometheus text format, summed over the workers."""
+    sample_pools(request.app)
+    with contextlib.suppress(TimeoutError, asyncpg.PostgresError, *CONNECTION_LOST):
+        async with request.app[POOL].acquire(timeout=2) as conn:
+            metrics.EVENT_LOG_HEAD_SEQ.set(await conn.fetchval("SELECT seq FROM ledger_head"))
+    body, content_type = metrics.exposition(request.headers.get(hdrs.ACCEPT))
+    return web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})
+
+
+def sample_pools(app: web.Application) -> None:
+    for name, pool in (("read", app[POOL]), ("stream", app[STREAM_POOL])):
+        idle = pool.get_idle_size()
+        metrics.DB_POOL_CONNECTIONS.labels(name, "idle").set(idle)
+        metrics.DB_POOL_CONNECTIONS.labels(name, "in_use").set(pool.get_size() - idle)
+
+
+async def sampling(app: web.Application) -> None:
+    """Sample the pools every :data:`SAMPLE_INTERVAL`, until cancelled."""
+    while True:
+        sample_pools(app)
+        await asyncio.sleep(SAMPLE_INTERVAL)
