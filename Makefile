@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test migrate bench-reconcile bench-streams bench-writes bench-workers clean
+.PHONY: run test migrate bench-reconcile bench-streams bench-writes bench-workers bench-http clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ bench-writes: $(STAMP)
 # Single-transfer POSTs through `ledger serve --workers 1`, then `--workers 2`.
 bench-workers: $(STAMP)
 	$(BIN)/python -m bench.writes --scenarios workers $(BENCH_ARGS)
+
+# Single-transfer POSTs with the access log off, on (text), and on (JSON).
+bench-http: $(STAMP)
+	$(BIN)/python -m bench.writes --scenarios access-log $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -87,20 +87,24 @@ def run_measured(args: list[str], env: dict[str, str]) -> tuple[subprocess.Compl
 
 
 @contextlib.contextmanager
-def service(dsn: str, **env: str) -> Iterator[tuple[str, int]]:
-    """``ledger serve`` on ``dsn`` as a process of its own: its URL and pid."""
+def service(dsn: str, log: Path | None = None, **env: str) -> Iterator[tuple[str, int]]:
+    """``ledger serve`` on ``dsn`` as a process of its own: its URL and pid.
+
+    Its log (stderr) is appended to the file ``log``, as a supervisor that
+    captures a service's output would keep it, or discarded if ``None``."""
     import socket
     import urllib.request
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    process = subprocess.Popen(
-        ledger_command("serve"),
-        env={**os.environ, "LEDGER_DATABASE_URL": dsn, "LEDGER_PORT": str(port), **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with open(log, "ab") if log is not None else contextlib.nullcontext(subprocess.DEVNULL) as stderr:
+        process = subprocess.Popen(
+            ledger_command("serve"),
+            env={**os.environ, "LEDGER_DATABASE_URL": dsn, "LEDGER_PORT": str(port), **env},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

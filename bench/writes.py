@@ -1,6 +1,6 @@
 """Write throughput: the service's group commit against the textbook pattern.
 
-    python -m bench.writes [--seconds 10] [--accounts 10000] [--scenarios single,batches,textbook,workers]
+    python -m bench.writes [--seconds 10] [--accounts 10000] [--scenarios single,batches,textbook,workers,access-log]
 
 On one embedded PostgreSQL (synchronous_commit on), in one run:
 - ``ledger serve`` (uvloop when installed) takes single-transfer POSTs from 64
@@ -10,6 +10,10 @@ On one embedded PostgreSQL (synchronous_commit on), in one run:
 - ``ledger serve --workers 1`` and ``--workers 2`` (the "workers" scenario),
   one after the other, taking the same single-transfer POSTs, then GETs of
   one account (point reads);
+- the access log's cost (the "access-log" scenario), in four rounds: ``ledger serve`` with
+  its access log off, then on in the default text format, then on in JSON
+  (``LEDGER_LOG_FORMAT=json``), each taking the same single-transfer POSTs,
+  its log appended to a file as a supervisor would keep it;
 - the textbook pattern, driven directly against the same server: one
   SERIALIZABLE transaction per transfer (two balance UPDATEs and an INSERT),
   retried on serialization failures and deadlocks, from 64 concurrent tasks
@@ -17,7 +21,8 @@ On one embedded PostgreSQL (synchronous_commit on), in one run:
 
 Prints transfers (or reads) per second, p50 and p99 latency, non-2xx responses, the CPU of the
 service process, of the load generator and of the whole machine (busy share of
-all cores), and the service's ratio to the textbook pattern. The service runs
+all cores), and the ratio to the baseline: the textbook pattern, or the
+access log switched off. Outside the access-log scenario the service runs
 with its access log off (``LEDGER_ACCESS_LOG=off``).
 """
 
@@ -28,9 +33,13 @@ import asyncio
 import functools
 import math
 import random
+import statistics
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
 
 import asyncpg
 import msgspec
@@ -49,10 +58,17 @@ from .common import (
 
 CONNECTIONS = 64
 BATCH = 8190
-SCENARIOS = ("single", "batches", "textbook", "workers")
+SCENARIOS = ("single", "batches", "textbook", "workers", "access-log")
 #: ``ledger serve --workers N`` compared by the "workers" scenario.
 WORKER_COUNTS = (1, 2)
 SINGLE_LOADS = ("uniform", "hot (4 accounts)")
+#: The access-log scenario's configurations, the baseline first.
+ACCESS_LOGS = {
+    "access log off": {"LEDGER_ACCESS_LOG": "off"},
+    "access log on (default, text)": {},
+    "access log on, JSON": {"LEDGER_LOG_FORMAT": "json"},
+}
+ACCESS_LOG_ROUNDS = 4
 
 
 def transfer_bodies(accounts: list[str], seed: int) -> loadgen.BodyFactory:
@@ -145,6 +161,15 @@ async def make_accounts(dsn: str, count: int) -> list[str]:
         await writer.close()
 
 
+class Measured(NamedTuple):
+    #: Items (transfers, or reads) per second.
+    rate: float
+    #: The service's CPU seconds per item.
+    cpu_per_item: float
+    #: The table's row.
+    row: list[str]
+
+
 def measured(
     url: str,
     pid: int,
@@ -154,22 +179,75 @@ def measured(
     seconds: float,
     connections: int,
     items: int = 1,
-) -> tuple[float, list[str]]:
-    """Load ``path`` for ``seconds`` (GETs when ``bodies`` is ``None``); the
-    items (transfers, or reads) per second and the table's row."""
+) -> Measured:
+    """Load ``path`` for ``seconds`` (GETs when ``bodies`` is ``None``)."""
     cpu, ticks = process_cpu_seconds(pid), machine_ticks()
     result, wall = loadgen.run(url, path, bodies, connections=connections, seconds=seconds, items=items)
     cpu, ticks = process_cpu_seconds(pid) - cpu, [b - a for a, b in zip(ticks, machine_ticks())]
     rate = result.items / wall
-    return rate, [
-        f"{rate:,.0f}",
-        f"{loadgen.percentile(result.latencies, 0.5) * 1000:.1f}",
-        f"{loadgen.percentile(result.latencies, 0.99) * 1000:.1f}",
-        str(sum(n for status, n in result.statuses.items() if status >= 300)),
-        f"{cpu / wall:.0%}",
-        f"{result.cpu_seconds / wall:.0%}",
-        f"{ticks[0] / ticks[1]:.0%}",
-    ]
+    return Measured(
+        rate,
+        cpu / max(result.items, 1),
+        [
+            f"{rate:,.0f}",
+            f"{loadgen.percentile(result.latencies, 0.5) * 1000:.1f}",
+            f"{loadgen.percentile(result.latencies, 0.99) * 1000:.1f}",
+            str(sum(n for status, n in result.statuses.items() if status >= 300)),
+            f"{cpu / wall:.0%}",
+            f"{result.cpu_seconds / wall:.0%}",
+            f"{ticks[0] / ticks[1]:.0%}",
+        ],
+    )
+
+
+def access_log_rows(dsn: str, pools: dict[str, list[str]], seconds: float) -> list[list[str]]:
+    """Single POSTs through the service in each of :data:`ACCESS_LOGS`, in
+    :data:`ACCESS_LOG_ROUNDS` rounds, the order reversed every other round
+    (the log grows as it runs, so what comes later is measured on more rows);
+    then, per configuration, the median rate and the median service CPU per
+    POST, each with its ratio to the baseline's (the CPU, which the machine's
+    other tenants disturb less than the rate, says what the log costs)."""
+    rows = []
+    runs: dict[tuple[str, str], list[Measured]] = {}
+    with tempfile.TemporaryDirectory(prefix="ledger-bench-logs-") as tmp:
+        for round in range(ACCESS_LOG_ROUNDS):
+            configs = list(ACCESS_LOGS.items())
+            for config, env in configs if round % 2 == 0 else reversed(configs):
+                log = Path(tmp) / f"{config}.log"
+                with service(dsn, log=log, **env) as (url, pid):
+                    for name in SINGLE_LOADS:
+                        run = measured(
+                            url,
+                            pid,
+                            "/v1/transfers",
+                            functools.partial(transfer_bodies, pools[name]),
+                            seconds=seconds,
+                            connections=CONNECTIONS,
+                        )
+                        runs.setdefault((config, name), []).append(run)
+                        rows.append([f"round {round + 1}, {config}, {name}", *run.row])
+                        print("  " + " | ".join(rows[-1]), flush=True)
+        for config in ACCESS_LOGS:
+            with (Path(tmp) / f"{config}.log").open("rb") as lines:
+                print(f"  ({config}: {sum(1 for _ in lines):,} log lines)", flush=True)
+    baseline = next(iter(ACCESS_LOGS))
+    for (config, name), measured_runs in runs.items():
+        rate = statistics.median(r.rate for r in measured_runs)
+        cpu = statistics.median(r.cpu_per_item for r in measured_runs)
+        base_rate = statistics.median(r.rate for r in runs[baseline, name])
+        base_cpu = statistics.median(r.cpu_per_item for r in runs[baseline, name])
+        rows.append(
+            [
+                f"median, {config}, {name}",
+                f"{rate:,.0f}",
+                *[""] * 3,
+                f"{cpu * 1e6:.0f} µs/POST",
+                "",
+                "",
+                f"rate {rate / base_rate:.2f}x, CPU/POST {cpu / base_cpu:.2f}x",
+            ]
+        )
+    return rows
 
 
 def main() -> None:
@@ -194,7 +272,7 @@ def main() -> None:
         pools = dict(zip(SINGLE_LOADS, (accounts, accounts[:4])))
         with service(dsn, LEDGER_ACCESS_LOG="off") as (url, pid):
             for name in SINGLE_LOADS if "single" in args.scenarios else ():
-                service_rates[name], row = measured(
+                service_rates[name], _, row = measured(
                     url,
                     pid,
                     "/v1/transfers",
@@ -205,7 +283,7 @@ def main() -> None:
                 rows.append([f"service, single POSTs, {name}", *row])
                 print("  " + " | ".join(rows[-1]), flush=True)
             if "batches" in args.scenarios:
-                _, row = measured(
+                _, _, row = measured(
                     url,
                     pid,
                     "/v1/transfer-batches",
@@ -219,7 +297,7 @@ def main() -> None:
         for workers in WORKER_COUNTS if "workers" in args.scenarios else ():
             with service(dsn, LEDGER_ACCESS_LOG="off", LEDGER_WORKERS=str(workers)) as (url, pid):
                 for name in SINGLE_LOADS:
-                    _, row = measured(
+                    _, _, row = measured(
                         url,
                         pid,
                         "/v1/transfers",
@@ -229,11 +307,13 @@ def main() -> None:
                     )
                     rows.append([f"service, --workers {workers}, single POSTs, {name}", *row])
                     print("  " + " | ".join(rows[-1]), flush=True)
-                _, row = measured(
+                _, _, row = measured(
                     url, pid, f"/v1/accounts/{accounts[0]}", None, seconds=args.seconds, connections=CONNECTIONS
                 )
                 rows.append([f"service, --workers {workers}, point reads (GET /v1/accounts/{{id}})", *row])
                 print("  " + " | ".join(rows[-1]), flush=True)
+        if "access-log" in args.scenarios:
+            rows += access_log_rows(dsn, pools, args.seconds)
         for name, count in (("uniform", args.accounts), ("hot (4 accounts)", 4)):
             if "textbook" not in args.scenarios:
                 break
@@ -243,7 +323,7 @@ def main() -> None:
             if done < 100:
                 ratio = f"{done} committed"
             else:
-                ratio = f"{service_rates[name] / rate:.1f}x" if name in service_rates else ""
+                ratio = f"{service_rates[name] / rate:.1f}x textbook" if name in service_rates else ""
             rows.append(
                 [
                     f"textbook, 1 SERIALIZABLE tx per transfer, {name}",
@@ -270,7 +350,7 @@ def main() -> None:
             "service CPU",
             "generator CPU",
             "machine busy",
-            "service / textbook",
+            "ratio",
         ],
         rows,
     )

@@ -153,7 +153,8 @@ async def _serve_app(settings: Settings, sock: socket.socket, ready: Callable[[]
         await runner.setup()
         await web.SockSite(runner, sock).start()
         ready()
-        await stop.wait()
+        with logs.batched_on(loop):
+            await stop.wait()
     finally:
         # Stops listening, lets the requests in flight finish, then runs the
         # app's cleanup (the write queue drains, pools close).

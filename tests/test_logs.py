@@ -1,11 +1,14 @@
 """The service's log as an operator reads it: text by default, JSON on request."""
 
+import asyncio
 import json
+import logging
 import uuid
 
 import aiohttp
 import pytest
 
+from ledger import logs
 from ledger.config import ConfigError, Settings
 
 Request = tuple[str, str, dict[str, str]]
@@ -78,3 +81,42 @@ def test_the_log_format_setting_refuses_anything_but_text_or_json():
     assert Settings.from_env({"LEDGER_LOG_FORMAT": "json"}).log_format == "json"
     with pytest.raises(ConfigError, match="LEDGER_LOG_FORMAT must be text or json"):
         Settings.from_env({"LEDGER_LOG_FORMAT": "xml"})
+
+
+async def test_every_one_of_many_concurrent_requests_gets_one_access_line(service):
+    served = await service(LEDGER_LOG_FORMAT="json")
+    async with aiohttp.ClientSession() as session:
+
+        async def live(n: int) -> str:
+            async with session.get(f"{served.url}/health/live", headers={"X-Request-ID": f"many-{n}"}) as response:
+                await response.read()
+                return response.headers["X-Request-ID"]
+
+        sent = await asyncio.gather(*(live(n) for n in range(200)))
+    assert await served.stop() == 0, served.log
+    lines = [json.loads(line) for line in served.lines if line.strip()]
+    assert sorted(line["request_id"] for line in access_lines(lines)) == sorted(sent)
+
+
+async def test_lines_held_for_a_pass_of_the_loop_come_out_in_order_and_before_a_warning(capsys):
+    logger = logging.getLogger("test.held")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    handler = logs.StderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    try:
+        handler.bind(asyncio.get_running_loop())
+        logger.info("one")
+        logger.info("two")
+        assert capsys.readouterr().err == ""  # held until this pass of the loop ends
+        await asyncio.sleep(0)
+        assert capsys.readouterr().err == "INFO one\nINFO two\n"
+        logger.info("three")
+        logger.warning("four")
+        assert capsys.readouterr().err == "INFO three\nWARNING four\n"
+        logger.info("five")
+        handler.bind(None)
+        assert capsys.readouterr().err == "INFO five\n"  # written when unbound
+    finally:
+        logger.removeHandler(handler)
