@@ -7,11 +7,17 @@ import dataclasses
 import ipaddress
 import logging
 import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from . import logs
 from .config import ConfigError, Settings
 
+if TYPE_CHECKING:
+    import asyncpg
+
 log = logging.getLogger("ledger")
+T = TypeVar("T")
 
 
 def _serve(settings: Settings) -> int:
@@ -89,7 +95,7 @@ def _openapi(settings: Settings) -> int:
     return 0
 
 
-def _on_database(settings: Settings, work):
+def _on_database(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     """Run ``work(conn)`` on the service's database: ``LEDGER_DATABASE_URL``, or
     the embedded server in ``LEDGER_DATA_DIR`` (started, and migrated, for it)."""
     import asyncio
@@ -97,7 +103,7 @@ def _on_database(settings: Settings, work):
     from .store import embedded
     from .store.connection import connect
 
-    async def run(dsn: str):
+    async def run(dsn: str) -> T:
         conn = await connect(dsn)
         try:
             return await work(conn)

@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import TypeVar
 
 from .logs import FORMATS, LogFormat
 from .store.retry import RetryPolicy
@@ -152,7 +152,7 @@ class Settings:
             raise ConfigError(f"LEDGER_LOG_FORMAT must be text or json, got {log_format!r}")
 
         return cls(
-            log_format=cast(LogFormat, log_format),
+            log_format=log_format,
             database_url=dsn("LEDGER_DATABASE_URL"),
             data_dir=Path(env.get("LEDGER_DATA_DIR") or ".ledger"),
             host=env.get("LEDGER_HOST") or "127.0.0.1",

@@ -93,9 +93,9 @@ def exposition(accept: str | None) -> tuple[bytes, str]:
     """Every metric, and its content type, in the format the ``Accept``
     header asks for (Prometheus text 0.0.4 unless it asks for another):
     summed over the workers in multiprocess mode, else this process's own."""
-    encode, content_type = choose_encoder(accept)
+    encode, content_type = choose_encoder(accept or "")
     if MULTIPROCESS_DIR in os.environ:
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # the library leaves it unannotated
         return encode(registry), content_type
     return encode(REGISTRY), content_type

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import importlib.metadata
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -248,7 +249,7 @@ class _Supervisor:
         stopping = False
         died: _Worker | None = None
         while alive := [w for w in workers if w.process.exitcode is None]:
-            waiting: list[object] = [wake, *(w.process.sentinel for w in alive)]
+            waiting: list[Connection | socket.socket | int] = [wake, *(w.process.sentinel for w in alive)]
             waiting += [w.ready for w in workers if w.ready is not None]
             for source in multiprocessing.connection.wait(waiting):
                 if source is wake:
@@ -264,7 +265,9 @@ class _Supervisor:
                         self._ready(worker, workers)
                     elif source == worker.process.sentinel and worker.process.exitcode is not None:
                         worker.process.join()
-                        prometheus_multiprocess.mark_process_dead(worker.process.pid, metrics_directory)
+                        prometheus_multiprocess.mark_process_dead(  # type: ignore[no-untyped-call]  # unannotated upstream
+                            worker.process.pid, metrics_directory
+                        )
                         if not stopping:
                             log.error("%s; stopping the service", worker.describe())
                             died, stopping = worker, True
@@ -318,7 +321,7 @@ def _loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop]
         except ImportError:
             log.info("event loop: asyncio (uvloop is not installed)")
         else:
-            log.info("event loop: uvloop %s", uvloop.__version__)
+            log.info("event loop: uvloop %s", importlib.metadata.version("uvloop"))
             return uvloop.new_event_loop
     else:
         log.info("event loop: asyncio (LEDGER_UVLOOP=off)")

@@ -6,7 +6,8 @@ from aiohttp import web
 
 from ..domain.codes import Code
 from ..domain.commands import CloseAccount
-from ..domain.ledger import Recorded
+from ..domain.ledger import Existing, Recorded
+from ..domain.model import Account
 from ..store import reads
 from . import codec
 from .execute import execute_one
@@ -32,7 +33,7 @@ async def create_account(request: web.Request) -> web.Response:
     body = await codec.decode(request, AccountIn)
     outcome = await execute_one(request, body.to_command())
     status = 201 if isinstance(outcome, Recorded) else 200
-    return codec.respond(request, account_out(outcome.subject), status=status)
+    return codec.respond(request, account_out(_account(outcome)), status=status)
 
 
 @routes.post("/v1/accounts/{id}/close")
@@ -51,7 +52,13 @@ async def close_account(request: web.Request) -> web.Response:
     await codec.decode(request, EmptyIn, optional=True)
     outcome = await execute_one(request, CloseAccount(account_id))
     headers = None if isinstance(outcome, Recorded) else codec.REPLAYED
-    return codec.respond(request, account_out(outcome.subject), headers=headers)
+    return codec.respond(request, account_out(_account(outcome)), headers=headers)
+
+
+def _account(outcome: Recorded | Existing) -> Account:
+    account = outcome.subject
+    assert isinstance(account, Account)  # an account command's subject
+    return account
 
 
 @routes.get("/v1/accounts/{id}")

@@ -30,11 +30,11 @@ async def create_reconciliation(request: web.Request) -> web.Response:
     body = await codec.decode(request, ReconciliationIn, optional=True)
     if body.repair:
         # It writes, so it runs on the primary, on a connection of its own.
-        conn = await connect(request.app[DSN])
+        own = await connect(request.app[DSN])
         try:
-            report = await reconcile(conn, repair=True)
+            report = await reconcile(own, repair=True)
         finally:
-            await conn.close()
+            await own.close()
     else:
         # A long read: a stream connection (the replica's, when there is one),
         # never one that writes need.

@@ -108,7 +108,7 @@ async def stream_pool_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _check_replica(dsn: str) -> None:
     try:
         state = await replica.read_state(dsn)
-    except (*CONNECTION_LOST, asyncpg.PostgresError) as error:
+    except CONNECTION_LOST + (asyncpg.PostgresError,) as error:
         log.warning("the read replica is unreachable (its reads answer 503 until it is back): %s", error)
         return
     if not state.standby:

@@ -84,7 +84,8 @@ def _content_type(request: web.Request) -> str:
 
 def _decode(request: web.Request, decode_: Callable[..., Any], data: bytes | msgspec.Raw, type_: type[T]) -> T:
     try:
-        return decode_(data, type=type_)
+        decoded: T = decode_(data, type=type_)
+        return decoded
     except msgspec.ValidationError as error:
         raise invalid_field(str(error)) from None
     except msgspec.DecodeError as error:

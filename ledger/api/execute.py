@@ -9,7 +9,7 @@ from aiohttp import web
 
 from ..domain.codes import LedgerError
 from ..domain.commands import Command
-from ..domain.ledger import Outcome, Refused
+from ..domain.ledger import Existing, Outcome, Recorded, Refused
 from ..store.append import AppendRequest
 from .auth import TOKEN_KEY
 from .keys import COALESCER
@@ -34,7 +34,7 @@ async def execute(request: web.Request, commands: Sequence[Command], *, atomic: 
     return outcomes
 
 
-async def execute_one(request: web.Request, command: Command) -> Outcome:
+async def execute_one(request: web.Request, command: Command) -> Recorded | Existing:
     """Like :func:`execute` for a single command; a refusal is raised as an error."""
     [outcome] = await execute(request, [command])
     if isinstance(outcome, Refused):

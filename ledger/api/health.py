@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -33,7 +34,7 @@ async def live(request: web.Request) -> web.Response:
 )
 async def ready(request: web.Request) -> web.Response:
     pool = request.app[POOL]
-    database = {
+    database: dict[str, Any] = {
         "pool_size": pool.get_size(),
         "pool_idle": pool.get_idle_size(),
         "pool_max": pool.get_max_size(),
@@ -53,7 +54,7 @@ async def ready(request: web.Request) -> web.Response:
         async with pool.acquire(timeout=2) as conn:
             revision = await migrations.current_revision(conn)
             database["head_seq"] = await conn.fetchval("SELECT seq FROM ledger_head")
-    except (TimeoutError, *CONNECTION_LOST) as error:
+    except CONNECTION_LOST + (TimeoutError,) as error:
         return codec.respond(
             request,
             Ready(status="unavailable", reason=f"database unreachable: {error}", database=database),
@@ -83,7 +84,7 @@ async def _replica(dsn: str, primary_head: int) -> dict[str, object]:
     ready: writes and point reads do not need it, only its long reads fail."""
     try:
         state = await replica.read_state(dsn)
-    except (*CONNECTION_LOST, asyncpg.PostgresError) as error:
+    except CONNECTION_LOST + (asyncpg.PostgresError,) as error:
         return {"status": "unavailable", "reason": f"replica unreachable: {error}"}
     return {
         "status": "ok",

@@ -14,6 +14,7 @@ from ..domain import money
 from ..domain.chain import format_timestamp
 from ..domain.codes import Code, InvalidField
 from ..store import history
+from ..store.connection import Conn
 from ..store.retry import Unavailable
 from ..store.rows import balance_from_row
 from . import codec
@@ -42,7 +43,7 @@ async def account_entries(request: web.Request) -> web.StreamResponse:
     query = codec.convert(dict(request.query), EntriesQuery)
     scale = account.scale
 
-    async def body(conn: asyncpg.Connection, out: NdjsonResponse) -> None:
+    async def body(conn: Conn, out: NdjsonResponse) -> None:
         rows = history.entries(conn, account.id, after_seq=query.after_seq, limit=given(query.limit))
         async with contextlib.aclosing(rows):
             async for row in rows:
@@ -66,7 +67,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     stopping = request.app[STOPPING]
 
-    async def body(conn: asyncpg.Connection, out: NdjsonResponse) -> None:
+    async def body(conn: Conn, out: NdjsonResponse) -> None:
         if not query.follow:
             await _events_after(conn, out, query.after_seq, given(query.limit))
             return
@@ -89,9 +90,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     return await stream(request, body)
 
 
-async def _events_after(
-    conn: asyncpg.Connection, out: NdjsonResponse, last: int, left: int | None
-) -> tuple[int, int | None]:
+async def _events_after(conn: Conn, out: NdjsonResponse, last: int, left: int | None) -> tuple[int, int | None]:
     """Write the events after ``last`` (at most ``left``); return the new last
     seq and how many may still be written."""
     rows = history.events(conn, after_seq=last, limit=left)

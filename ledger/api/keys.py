@@ -15,7 +15,7 @@ from ..store.writer import Clock, Writer
 from .stream_state import OpenStreams
 
 SETTINGS = web.AppKey("settings", Settings)
-CLOCK = web.AppKey("clock", Clock)
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 #: The DSN the service runs on (the embedded server's, when it started one).
 DSN = web.AppKey("dsn", str)
 POOL = web.AppKey("pool", asyncpg.Pool)

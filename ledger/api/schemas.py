@@ -204,7 +204,7 @@ class AccountsQuery(_Request, kw_only=True):
 
 def given(value: T | UnsetType) -> T | None:
     """A query parameter's value; None if it was left out."""
-    return None if value is UNSET else value  # type: ignore[return-value]
+    return None if value is UNSET else value
 
 
 def amount(text: str, path: str) -> Decimal:
@@ -227,4 +227,5 @@ def metadata(value: dict[str, Any], limit: int, path: str) -> dict[str, Any]:
         raise InvalidField(f"metadata is {len(encoded)} bytes as JSON; at most {limit} are allowed", path)
     if b"\\u0000" in encoded:
         raise InvalidField("metadata must not contain NUL characters", path)
-    return msgspec.json.decode(encoded)
+    decoded: dict[str, Any] = msgspec.json.decode(encoded)
+    return decoded

@@ -14,10 +14,10 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import asyncpg
 import msgspec
 from aiohttp import web
 
+from ..store.connection import Conn
 from ..store.retry import CONNECTION_LOST, Unavailable
 from .keys import SETTINGS, STREAM_POOL, STREAMS
 from .middlewares import REQUEST_ID, request_id, route_template
@@ -33,7 +33,7 @@ _encoder = msgspec.json.Encoder()
 
 
 @contextlib.asynccontextmanager
-async def stream_connection(request: web.Request) -> AsyncIterator[asyncpg.Connection]:
+async def stream_connection(request: web.Request) -> AsyncIterator[Conn]:
     """A connection of the stream pool, or 503: after ``stream_wait`` seconds,
     or at once when the read replica cannot be reached."""
     pool = request.app[STREAM_POOL]
@@ -88,9 +88,7 @@ class NdjsonResponse:
         return self.response
 
 
-async def stream(
-    request: web.Request, body: Callable[[asyncpg.Connection, NdjsonResponse], Awaitable[None]]
-) -> web.StreamResponse:
+async def stream(request: web.Request, body: Callable[[Conn, NdjsonResponse], Awaitable[None]]) -> web.StreamResponse:
     """Take a stream connection (or answer 503), then run ``body(conn, out)``
     against a prepared :class:`NdjsonResponse` and end it.
 

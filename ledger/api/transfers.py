@@ -94,9 +94,11 @@ async def _decide(request: web.Request, command: Command, *, created: int = 200)
     """The transfer ``command`` left: ``created`` if it recorded an event,
     else 200 and ``Idempotent-Replayed`` (nothing changed)."""
     outcome = await execute_one(request, command)
+    transfer = outcome.subject
+    assert isinstance(transfer, Transfer)  # a transfer command's subject
     if isinstance(outcome, Recorded):
-        return codec.respond(request, transfer_out(outcome.subject), status=created)
-    return codec.respond(request, transfer_out(outcome.subject), headers=codec.REPLAYED)
+        return codec.respond(request, transfer_out(transfer), status=created)
+    return codec.respond(request, transfer_out(transfer), headers=codec.REPLAYED)
 
 
 @routes.get("/v1/transfers/{id}")
@@ -135,7 +137,7 @@ DECODE_SLICE = 256
 async def _commands(request: web.Request, raws: list[msgspec.Raw]) -> list[Command]:
     """Each item decoded as what its ``action`` says it is, as a command."""
     decode = codec.part_decoder(request)
-    commands = []
+    commands: list[Command] = []
     for index, raw in enumerate(raws):
         if index and not index % DECODE_SLICE:
             await asyncio.sleep(0)

@@ -19,7 +19,7 @@ class _Command(msgspec.Struct, frozen=True, gc=False):
     garbage collector leaves them alone."""
 
 
-class OpenAccount(_Command):
+class OpenAccount(_Command, frozen=True):
     id: UUID
     currency: str
     scale: int
@@ -27,13 +27,13 @@ class OpenAccount(_Command):
     metadata: dict[str, Any]
 
 
-class CloseAccount(_Command):
+class CloseAccount(_Command, frozen=True):
     """Refuse every later transfer touching the account; only without pending amounts."""
 
     id: UUID
 
 
-class MakeTransfer(_Command):
+class MakeTransfer(_Command, frozen=True):
     """Move ``amount`` at once or, with ``pending``, hold it until a decision."""
 
     id: UUID
@@ -47,7 +47,7 @@ class MakeTransfer(_Command):
     timeout_seconds: int | None = None
 
 
-class PostTransfer(_Command):
+class PostTransfer(_Command, frozen=True):
     """Move a pending transfer's ``amount`` (default: all of it) to posted and
     release the rest."""
 
@@ -55,13 +55,13 @@ class PostTransfer(_Command):
     amount: Decimal | None = None
 
 
-class VoidTransfer(_Command):
+class VoidTransfer(_Command, frozen=True):
     """Release a pending transfer's whole amount."""
 
     id: UUID
 
 
-class ExpireTransfer(_Command):
+class ExpireTransfer(_Command, frozen=True):
     """Release a pending transfer whose deadline has passed. Issued by the
     service itself; a transfer that is already decided is left as it is."""
 

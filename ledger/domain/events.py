@@ -41,22 +41,23 @@ class _Event(msgspec.Struct, frozen=True, gc=False):
 
     @property
     def stream_id(self) -> UUID:
-        return getattr(self, self._subject)
+        subject: UUID = getattr(self, self._subject)
+        return subject
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Self:
         return msgspec.convert(data, cls)
 
 
-class _AccountEvent(_Event):
+class _AccountEvent(_Event, frozen=True):
     _subject = "account_id"
 
 
-class _TransferEvent(_Event):
+class _TransferEvent(_Event, frozen=True):
     _subject = "transfer_id"
 
 
-class AccountCreated(_AccountEvent):
+class AccountCreated(_AccountEvent, frozen=True):
     type: ClassVar[str] = "account_created"
 
     account_id: UUID
@@ -66,13 +67,13 @@ class AccountCreated(_AccountEvent):
     metadata: dict[str, Any]
 
 
-class AccountClosed(_AccountEvent):
+class AccountClosed(_AccountEvent, frozen=True):
     type: ClassVar[str] = "account_closed"
 
     account_id: UUID
 
 
-class _TransferMade(_TransferEvent):
+class _TransferMade(_TransferEvent, frozen=True):
     """A transfer request accepted: what it moves, between which accounts."""
 
     transfer_id: UUID
@@ -84,13 +85,13 @@ class _TransferMade(_TransferEvent):
     metadata: dict[str, Any]
 
 
-class TransferPosted(_TransferMade):
+class TransferPosted(_TransferMade, frozen=True):
     """Money moved at once from the debit account to the credit account."""
 
     type: ClassVar[str] = "transfer_posted"
 
 
-class TransferPending(_TransferMade):
+class TransferPending(_TransferMade, frozen=True):
     """``amount`` held on both accounts until posted, voided or expired; the
     deadline is ``timeout_seconds`` after the event's ``recorded_at``."""
 
@@ -99,7 +100,7 @@ class TransferPending(_TransferMade):
     timeout_seconds: int | None
 
 
-class PendingDecided(_TransferEvent):
+class PendingDecided(_TransferEvent, frozen=True):
     """A pending transfer decided: its whole held amount is released. When
     posted, ``amount`` is what moves to posted; when voided or expired, it is
     the amount released. The accounts and currency are repeated so that a
@@ -115,17 +116,17 @@ class PendingDecided(_TransferEvent):
     currency: str
 
 
-class PendingPosted(PendingDecided):
+class PendingPosted(PendingDecided, frozen=True):
     type: ClassVar[str] = "pending_transfer_posted"
     status: ClassVar[str] = TransferStatus.POSTED
 
 
-class PendingVoided(PendingDecided):
+class PendingVoided(PendingDecided, frozen=True):
     type: ClassVar[str] = "pending_transfer_voided"
     status: ClassVar[str] = TransferStatus.VOIDED
 
 
-class PendingExpired(PendingDecided):
+class PendingExpired(PendingDecided, frozen=True):
     type: ClassVar[str] = "pending_transfer_expired"
     status: ClassVar[str] = TransferStatus.EXPIRED
 

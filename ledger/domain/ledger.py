@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -91,8 +91,12 @@ Outcome = Recorded | Existing | Refused
 def snapshot(subject: Account | Transfer) -> Account | Transfer:
     """A copy that later events cannot change."""
     if isinstance(subject, Account):
-        return dataclasses.replace(subject, balance=subject.balance.copy())
+        return _account_copy(subject)
     return subject
+
+
+def _account_copy(account: Account) -> Account:
+    return dataclasses.replace(account, balance=account.balance.copy())
 
 
 class Ledger:
@@ -254,7 +258,7 @@ class Ledger:
         # The accounts' own id objects: equal to the command's, and the keys
         # the ledger holds them by, which every later lookup then finds by
         # identity (a UUID compares and hashes in Python).
-        fields = dict(
+        fields: _TransferFields = dict(
             transfer_id=c.id,
             debit_account_id=debit.id,
             credit_account_id=credit.id,
@@ -284,16 +288,15 @@ class Ledger:
         refusal = _undecidable(transfer, now)
         if refusal is not None:
             return refusal
-        scale = self.accounts[transfer.debit_account_id].scale
-        amount = _scaled(amount, scale)
-        if isinstance(amount, Refused):
-            return amount
-        if amount > transfer.amount:
+        scaled = _scaled(amount, self.accounts[transfer.debit_account_id].scale)
+        if isinstance(scaled, Refused):
+            return scaled
+        if scaled > transfer.amount:
             return Refused(
                 Code.POST_AMOUNT_EXCEEDS_PENDING,
-                f"cannot post {amount}: transfer {c.id} holds only {transfer.amount}",
+                f"cannot post {scaled}: transfer {c.id} holds only {transfer.amount}",
             )
-        return _decided(PendingPosted, transfer, amount)
+        return _decided(PendingPosted, transfer, scaled)
 
     def _decide_void(self, c: VoidTransfer, now: datetime) -> Event | Existing | Refused:
         transfer = self.transfers.get(c.id)
@@ -345,6 +348,7 @@ class Ledger:
                 return ()
             case TransferPosted() | TransferPending():
                 pending = isinstance(event, TransferPending)
+                timeout_seconds = event.timeout_seconds if isinstance(event, TransferPending) else None
                 if pending:
                     debit, credit = self._move(event, hold=event.amount)
                 else:
@@ -359,11 +363,11 @@ class Ledger:
                     code=event.code,
                     metadata=event.metadata,
                     pending=pending,
-                    timeout_seconds=event.timeout_seconds if pending else None,
+                    timeout_seconds=timeout_seconds,
                     status=TransferStatus.PENDING if pending else TransferStatus.POSTED,
                     seq=record.seq,
                     created_at=record.recorded_at,
-                    expires_at=_deadline(record.recorded_at, event.timeout_seconds) if pending else None,
+                    expires_at=_deadline(record.recorded_at, timeout_seconds),
                     posted_amount=None if pending else event.amount,
                 )
             case PendingDecided():
@@ -432,7 +436,7 @@ class Ledger:
     def _keep_account(self, account_id: UUID) -> None:
         if self._undo is not None and account_id not in self._undo.accounts:
             account = self.accounts.get(account_id)
-            self._undo.accounts[account_id] = None if account is None else snapshot(account)
+            self._undo.accounts[account_id] = None if account is None else _account_copy(account)
 
     def _keep_transfer(self, transfer_id: UUID) -> None:
         if self._undo is not None and transfer_id not in self._undo.transfers:
@@ -440,14 +444,26 @@ class Ledger:
 
     def _roll_back(self, undo: _Undo) -> None:
         self.head = undo.head
-        for table, saved in ((self.accounts, undo.accounts), (self.transfers, undo.transfers)):
-            for id_, before in saved.items():
-                if before is None:
-                    table.pop(id_, None)
-                else:
-                    table[id_] = before
+        _restore(self.accounts, undo.accounts)
+        _restore(self.transfers, undo.transfers)
         undo.accounts.clear()
         undo.transfers.clear()
+
+
+class _TransferFields(TypedDict):
+    """What a transfer's event says, pending or posted."""
+
+    transfer_id: UUID
+    debit_account_id: UUID
+    credit_account_id: UUID
+    amount: Decimal
+    currency: str
+    code: str | None
+    metadata: dict[str, Any]
+
+
+_Decision = TypeVar("_Decision", PendingPosted, PendingVoided, PendingExpired)
+_Held = TypeVar("_Held", Account, Transfer)
 
 
 @dataclass(slots=True)
@@ -455,6 +471,15 @@ class _Undo:
     head: int
     accounts: dict[UUID, Account | None] = dataclasses.field(default_factory=dict)
     transfers: dict[UUID, Transfer | None] = dataclasses.field(default_factory=dict)
+
+
+def _restore(table: dict[UUID, _Held], saved: dict[UUID, _Held | None]) -> None:
+    """Put back in ``table`` what ``saved`` kept of it (``None``: it was absent)."""
+    for id_, before in saved.items():
+        if before is None:
+            table.pop(id_, None)
+        else:
+            table[id_] = before
 
 
 def _deadline(recorded_at: datetime, timeout_seconds: int | None) -> datetime | None:
@@ -476,9 +501,7 @@ def _undecidable(transfer: Transfer, now: datetime) -> Refused | None:
     return None
 
 
-def _decided(
-    kind: type[PendingPosted | PendingVoided | PendingExpired], transfer: Transfer, amount: Decimal
-) -> PendingDecided:
+def _decided(kind: type[_Decision], transfer: Transfer, amount: Decimal) -> _Decision:
     return kind(
         transfer_id=transfer.id,
         debit_account_id=transfer.debit_account_id,

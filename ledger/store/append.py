@@ -44,6 +44,7 @@ from ..domain.commands import Command, account_ids, transfer_ids
 from ..domain.events import RecordedEvent
 from ..domain.ledger import Entry, Ledger, Outcome, Recorded
 from ..domain.model import Transfer
+from .connection import Conn
 from .copying import EVENT_COLUMNS, CopyText, event_line
 from .projections import Placeholders, Projection, projection, projection_ctes
 from .rows import ACCOUNT_SELECT, TRANSFER_SELECT, account_from_row, transfer_from_row
@@ -263,8 +264,11 @@ async def load(conn: asyncpg.Connection, requests: Sequence[AppendRequest], ledg
         ledger.accounts.update((row["id"], account_from_row(row)) for row in await conn.fetch(_LOAD_ACCOUNTS, missing))
 
 
-async def head(conn: asyncpg.Connection) -> Head:
-    return Head(*await conn.fetchrow(HEAD))
+async def read_head(conn: Conn) -> Head:
+    """The head of the log as ``conn`` sees it."""
+    row = await conn.fetchrow(HEAD)
+    assert row is not None  # ledger_head holds exactly one row (migration 0001)
+    return Head(*row)
 
 
 async def write(conn: asyncpg.Connection, batch: Batch) -> bool:
@@ -282,12 +286,12 @@ async def write(conn: asyncpg.Connection, batch: Batch) -> bool:
     if batch.copy_text is None:
         parameters = (*batch.projection.parameters(), *moved_head, batch.events, NOTIFY_CHANNEL, str(batch.head.seq))
         return await conn.execute(_WRITE, *parameters) == "SELECT 1"
-    events, *projections = batch.copy_text
+    events, transfers, entries = batch.copy_text
     async with _transaction(conn):
         if await conn.fetchval(_MOVE_HEAD, *moved_head) is None:
             return False
         await events.send(conn)
-        await batch.projection.copy(conn, after=batch.basis.seq, text=tuple(projections))
+        await batch.projection.copy(conn, after=batch.basis.seq, text=(transfers, entries))
         await conn.execute(_NOTIFY, NOTIFY_CHANNEL, str(batch.head.seq))
     return True
 

@@ -130,6 +130,7 @@ class Coalescer:
             raise Unavailable("the service is stopping")
         if self._queued + size > self.max_queued:
             raise Unavailable(f"{self._queued} commands are waiting to be written; try again shortly")
+        assert self._loop is not None, "start() first"
         waiting = [_Waiting(r, self._loop.create_future()) for r in requests]
         self._queue.extend(waiting)
         self._queued += size

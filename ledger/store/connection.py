@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import socket
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 import msgspec
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+#: A connection of its own, or one a pool lends: what a read runs on.
+Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 
 _json_encoder = msgspec.json.Encoder()
 _json_decoder = msgspec.json.Decoder()
@@ -35,8 +42,8 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("numeric", schema="pg_catalog", encoder=str, decoder=Decimal, format="text")
 
 
-async def connect(dsn: str, **kwargs: object) -> asyncpg.Connection:
-    conn = await asyncpg.connect(dsn, **kwargs)
+async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
+    conn: asyncpg.Connection = await asyncpg.connect(dsn, **kwargs)
     await init_connection(conn)
     return conn
 

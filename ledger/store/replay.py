@@ -14,8 +14,9 @@ import asyncpg
 
 from ..domain.chain import GENESIS, event_hash
 from ..domain.events import RecordedEvent, event_from_data
-from ..domain.ledger import Ledger
-from .append import HEAD
+from ..domain.ledger import Entry, Ledger
+from .append import Head, read_head
+from .connection import Conn
 
 _EVENTS = "SELECT seq, type, stream_id, data, metadata, recorded_at, hash FROM events ORDER BY seq"
 
@@ -61,19 +62,22 @@ class ChainCheck:
         self.previous = row["hash"]
         self.next_seq = row["seq"] + 1
 
-    def finish(self, head_seq: int, head_hash: bytes) -> None:
+    def finish(self, head: Head) -> None:
         """After the last event: it must be the head the appends recorded."""
-        if self.next_seq - 1 != head_seq or self.previous != head_hash:
-            self._bad(min(self.next_seq, head_seq))
+        if self.next_seq - 1 != head.seq or self.previous != head.hash:
+            self._bad(min(self.next_seq, head.seq))
+
+    def broken(self) -> ChainBroken:
+        """The error to raise for a chain that is not :attr:`ok`."""
+        assert self.first_bad_seq is not None
+        return ChainBroken(self.first_bad_seq)
 
     def _bad(self, seq: int) -> None:
         if self.first_bad_seq is None:
             self.first_bad_seq = seq
 
 
-async def stored_events(
-    conn: asyncpg.Connection, chain: ChainCheck, *, prefetch: int = 1000
-) -> AsyncIterator[RecordedEvent]:
+async def stored_events(conn: Conn, chain: ChainCheck, *, prefetch: int = 1000) -> AsyncIterator[RecordedEvent]:
     """Every stored event in seq order, each checked by ``chain`` before it is
     yielded. Must run inside a transaction (a cursor lives in one)."""
     async for row in conn.cursor(_EVENTS, prefetch=prefetch):
@@ -86,24 +90,33 @@ async def stored_events(
         )
 
 
-async def fold_log(conn: asyncpg.Connection, *, prefetch: int = 1000) -> Ledger:
+async def replayed(
+    conn: Conn, ledger: Ledger, *, prefetch: int = 1000
+) -> AsyncIterator[tuple[RecordedEvent, tuple[Entry, ...]]]:
+    """Apply every stored event to ``ledger`` in seq order, yielding each with
+    the entries it made. Raises :class:`ChainBroken` at the first bad seq
+    (before applying that event), or after the last event if it is not the
+    head. Must run inside a transaction, whose snapshot it reads."""
+    head = await read_head(conn)
+    chain = ChainCheck()
+    async for record in stored_events(conn, chain, prefetch=prefetch):
+        if not chain.ok:
+            raise chain.broken()
+        yield record, ledger.apply(record)
+    chain.finish(head)
+    if not chain.ok:
+        raise chain.broken()
+
+
+async def fold_log(conn: Conn, *, prefetch: int = 1000) -> Ledger:
     """The balances of every account, replayed from the whole log in one
     snapshot. Raises :class:`ChainBroken` at the first bad seq.
 
     The ledger holds every account but only the transfers still pending.
     """
     ledger = Ledger()
-    chain = ChainCheck()
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        head = await conn.fetchrow(HEAD)
-        async for record in stored_events(conn, chain, prefetch=prefetch):
-            if not chain.ok:
-                break
-            ledger.apply(record)
+        async for record, _ in replayed(conn, ledger, prefetch=prefetch):
             if record.seq % FORGET_EVERY == 0:
                 ledger.forget_settled_transfers()
-        if chain.ok:
-            chain.finish(head["seq"], head["hash"])
-    if not chain.ok:
-        raise ChainBroken(chain.first_bad_seq)
     return ledger

@@ -36,4 +36,5 @@ async def read_state(dsn: str, *, timeout: float = 2.0) -> ReplicaState:
         row = await conn.fetchrow(_STATE, timeout=timeout)
     finally:
         await conn.close()
+    assert row is not None  # the query returns one row
     return ReplicaState(row["standby"], row["head_seq"], row["replay_lag_seconds"])

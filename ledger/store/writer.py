@@ -22,7 +22,7 @@ import asyncpg
 
 from .. import metrics
 from ..domain.ledger import Outcome
-from .append import LOCK, AppendRequest, Batch, append, head, load, write
+from .append import LOCK, AppendRequest, Batch, append, load, read_head, write
 from .connection import connect, widen_send_buffer
 from .retry import CONFLICTS, CONNECTION_LOST, RetryPolicy, retrying
 
@@ -109,7 +109,7 @@ class Writer:
     async def fresh(self) -> Batch:
         """An empty batch, to be decided against the log as it stands now
         (read on the reading connection)."""
-        return Batch.at(await self._read(head))
+        return Batch.at(await self._read(read_head))
 
     async def decide(self, batch: Batch, requests: Sequence[AppendRequest]) -> None:
         """Decide ``requests`` into ``batch`` ahead of recording it, first
@@ -143,7 +143,7 @@ class Writer:
             if batch is not None:
                 self.decided_again += 1
             async with _locked_transaction(conn):
-                recorded = await append(conn, requests, now=self._clock(), at=await head(conn))
+                recorded = await append(conn, requests, now=self._clock(), at=await read_head(conn))
             return _committed(recorded, started)
         except CONNECTION_LOST:
             await self.close()
@@ -176,5 +176,5 @@ class Writer:
         if conn is not None and not conn.is_closed():
             try:
                 await asyncio.wait_for(conn.close(), timeout=5)
-            except (TimeoutError, *CONNECTION_LOST):
+            except CONNECTION_LOST + (TimeoutError,):
                 conn.terminate()
