@@ -128,9 +128,9 @@ async def create_batch(request: web.Request) -> web.Response:
     return codec.respond(request, BatchOut(results=results), status=422 if failed else 200)
 
 
-#: Batch items decoded between two turns of the event loop (about half a
-#: millisecond): the 8190 of a full batch take some 20 ms, which the append
-#: in flight would otherwise wait for at its next round trip.
+#: Batch items decoded between two turns of the event loop, so that decoding
+#: a full batch never holds the loop long: the append in flight waits for the
+#: loop at each of its round trips (docs/performance.md).
 DECODE_SLICE = 256
 
 

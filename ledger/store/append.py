@@ -68,10 +68,9 @@ SLICE = 64
 
 #: Events from which a batch is recorded by COPY (:mod:`ledger.store.copying`)
 #: in a transaction of a few statements, rather than by one statement that
-#: reads its rows from ``jsonb``: six round trips more, and about two thirds
-#: of PostgreSQL's time per transfer. Measured per append: the one statement
-#: is faster at 64 transfers, both are equal at 256, COPY is 15 % faster at
-#: 1,024 and 20–30 % at 4,096.
+#: reads its rows from ``jsonb``: COPY costs six round trips more and less of
+#: PostgreSQL's time per row, so it pays only from some size of batch on
+#: (docs/performance.md, "Constants and their figures").
 COPY_FROM = 1024
 
 #: Is the head still the given one? (For a batch that records nothing.)

@@ -36,9 +36,9 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec(
         "jsonb", schema="pg_catalog", encoder=_encode_jsonb, decoder=_decode_jsonb, format="binary"
     )
-    # Exact either way, but asyncpg's binary numeric codec costs 1.3 µs per
-    # value against 0.5 µs for the text form, and an append of 8190 transfers
-    # sends about 160,000 of them.
+    # Exact either way; the text form is the cheaper to encode and decode
+    # (docs/performance.md), and an append sends a numeric for every amount
+    # and balance it writes.
     await conn.set_type_codec("numeric", schema="pg_catalog", encoder=str, decoder=Decimal, format="text")
 
 
