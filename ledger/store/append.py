@@ -120,7 +120,7 @@ class AppendRequest:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-class Head(NamedTuple):
+class LogHead(NamedTuple):
     """The head of the log: its last seq and hash, and the projections' epoch."""
 
     seq: int
@@ -137,7 +137,7 @@ class Batch:
     still :attr:`basis`: the decisions assumed it.
     """
 
-    def __init__(self, ledger: Ledger, basis: Head) -> None:
+    def __init__(self, ledger: Ledger, basis: LogHead) -> None:
         self.ledger = ledger
         #: The head the requests are decided against (``ledger.head`` is its seq).
         self.basis = basis
@@ -163,7 +163,7 @@ class Batch:
         return sum(map(len, self.results))
 
     @classmethod
-    def at(cls, head: Head) -> Batch:
+    def at(cls, head: LogHead) -> Batch:
         """A batch decided against the log at ``head``, starting from an empty
         ledger (see :func:`load`)."""
         return cls(Ledger(head=head.seq), head)
@@ -263,11 +263,11 @@ async def load(conn: asyncpg.Connection, requests: Sequence[AppendRequest], ledg
         ledger.accounts.update((row["id"], account_from_row(row)) for row in await conn.fetch(_LOAD_ACCOUNTS, missing))
 
 
-async def read_head(conn: Conn) -> Head:
+async def read_head(conn: Conn) -> LogHead:
     """The head of the log as ``conn`` sees it."""
     row = await conn.fetchrow(HEAD)
     assert row is not None  # ledger_head holds exactly one row (migration 0001)
-    return Head(*row)
+    return LogHead(*row)
 
 
 async def write(conn: asyncpg.Connection, batch: Batch) -> bool:
@@ -306,7 +306,7 @@ async def _transaction(conn: asyncpg.Connection) -> AsyncIterator[None]:
             yield
 
 
-async def append(conn: asyncpg.Connection, requests: Sequence[AppendRequest], *, now: datetime, at: Head) -> Batch:
+async def append(conn: asyncpg.Connection, requests: Sequence[AppendRequest], *, now: datetime, at: LogHead) -> Batch:
     """Decide ``requests`` in order against the log at head ``at`` and record them.
 
     Must run in a SERIALIZABLE transaction on ``conn`` that holds :data:`LOCK`.

@@ -15,7 +15,7 @@ import asyncpg
 from ..domain.chain import GENESIS, event_hash
 from ..domain.events import RecordedEvent, event_from_data
 from ..domain.ledger import Entry, Ledger
-from .append import Head, read_head
+from .append import LogHead, read_head
 from .connection import Conn
 
 _EVENTS = "SELECT seq, type, stream_id, data, metadata, recorded_at, hash FROM events ORDER BY seq"
@@ -62,7 +62,7 @@ class ChainCheck:
         self.previous = row["hash"]
         self.next_seq = row["seq"] + 1
 
-    def finish(self, head: Head) -> None:
+    def finish(self, head: LogHead) -> None:
         """After the last event: it must be the head the appends recorded."""
         if self.next_seq - 1 != head.seq or self.previous != head.hash:
             self._bad(min(self.next_seq, head.seq))
