@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, TypedDict, TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -258,18 +258,12 @@ class Ledger:
         # The accounts' own id objects: equal to the command's, and the keys
         # the ledger holds them by, which every later lookup then finds by
         # identity (a UUID compares and hashes in Python).
-        fields: _TransferFields = dict(
-            transfer_id=c.id,
-            debit_account_id=debit.id,
-            credit_account_id=credit.id,
-            amount=amount,
-            currency=c.currency,
-            code=c.code,
-            metadata=c.metadata,
-        )
+        # In the order the event declares its fields (transfer, debit, credit,
+        # amount, currency, code, metadata).
+        fields = (c.id, debit.id, credit.id, amount, c.currency, c.code, c.metadata)
         if c.pending:
-            return TransferPending(**fields, timeout_seconds=c.timeout_seconds)
-        return TransferPosted(**fields)
+            return TransferPending(*fields, timeout_seconds=c.timeout_seconds)
+        return TransferPosted(*fields)
 
     def _decide_post(self, c: PostTransfer, now: datetime) -> Event | Existing | Refused:
         if c.amount is not None and c.amount <= 0:
@@ -448,18 +442,6 @@ class Ledger:
         _restore(self.transfers, undo.transfers)
         undo.accounts.clear()
         undo.transfers.clear()
-
-
-class _TransferFields(TypedDict):
-    """What a transfer's event says, pending or posted."""
-
-    transfer_id: UUID
-    debit_account_id: UUID
-    credit_account_id: UUID
-    amount: Decimal
-    currency: str
-    code: str | None
-    metadata: dict[str, Any]
 
 
 _Decision = TypeVar("_Decision", PendingPosted, PendingVoided, PendingExpired)
