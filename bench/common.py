@@ -18,8 +18,8 @@ from pathlib import Path
 from ledger.domain.commands import MakeTransfer, OpenAccount
 from ledger.domain.model import AccountFlags
 from ledger.store import embedded
-from ledger.store.append import AppendRequest
 from ledger.store.retry import RetryPolicy
+from ledger.store.write_path import AppendRequest
 from ledger.store.writer import Writer
 
 BATCH = 8190
@@ -40,7 +40,7 @@ def database() -> Iterator[str]:
 async def open_accounts(writer: Writer, count: int) -> list[uuid.UUID]:
     ids = [uuid.uuid4() for _ in range(count)]
     for start in range(0, count, BATCH):
-        await writer.append(
+        await writer.submit(
             [AppendRequest([OpenAccount(i, "USD", 2, AccountFlags(), {}) for i in ids[start : start + BATCH]])]
         )
     return ids
@@ -63,7 +63,7 @@ async def append_transfers(
                 debit, credit = (always, other) if rng.random() < 0.5 else (other, always)
             amount = Decimal(rng.randint(1, 100_000)).scaleb(-2)
             commands.append(MakeTransfer(uuid.uuid4(), debit, credit, amount, "USD", None, {}))
-        await writer.append([AppendRequest(commands)])
+        await writer.submit([AppendRequest(commands)])
 
 
 def new_writer(dsn: str) -> Writer:

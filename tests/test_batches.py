@@ -3,7 +3,7 @@
 import uuid
 from decimal import Decimal
 
-from ledger.store.append import SLICE
+from ledger.store.write_path import SLICE
 from tests.conftest import assert_log_matches_projections, ledger_snapshot, transfer_body
 
 

@@ -13,11 +13,10 @@ import pytest
 
 from ledger.domain.commands import CloseAccount, MakeTransfer, OpenAccount, PostTransfer, VoidTransfer
 from ledger.domain.model import AccountFlags
-from ledger.store import append as append_module
 from ledger.store import copying as copying_module
-from ledger.store.append import AppendRequest, write
 from ledger.store.connection import connect
 from ledger.store.retry import RetryPolicy
+from ledger.store.write_path import COPY_FROM, AppendRequest, Copy, HeadMoved, write
 from ledger.store.writer import Writer
 from tests.conftest import (
     TABLE_KEYS,
@@ -43,9 +42,11 @@ AWKWARD_METADATA = {
 
 
 @pytest.fixture
-def copy_everything(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every batch that records anything is recorded by COPY."""
-    monkeypatch.setattr(append_module, "COPY_FROM", 1)
+async def copying_writer(database_url: str, clock) -> AsyncIterator[Writer]:
+    """A writer that records by COPY every batch that records anything."""
+    writer = Writer(database_url, policy=RetryPolicy(), clock=clock, copy_from=1)
+    yield writer
+    await writer.close()
 
 
 def one_request(*commands) -> list[AppendRequest]:
@@ -83,19 +84,22 @@ def awkward_appends() -> list[list[AppendRequest]]:
     return [first, second]
 
 
-async def record_awkward_appends(dsn: str, *, chunks_made_ahead: int = 0) -> dict[str, list[str]]:
+async def record_awkward_appends(dsn: str, *, copy_from: int, chunks_made_ahead: int = 0) -> dict[str, list[str]]:
     """Record :func:`awkward_appends` on ``dsn``, the first under the lock,
     the second decided outside it (with as many chunks of its COPY text made
     before its append as asked); every row written, and the head."""
-    writer = Writer(dsn, policy=RetryPolicy(), clock=lambda: MOMENT)
+    writer = Writer(dsn, policy=RetryPolicy(), clock=lambda: MOMENT, copy_from=copy_from)
     first, second = awkward_appends()
     try:
-        await writer.append(first)
-        batch = await writer.fresh()
-        await writer.decide(batch, second)
-        for _ in itertools.islice(batch.seal().making_copy_text(), chunks_made_ahead):
-            pass
-        await writer.record(second, batch)
+        await writer.submit(first)
+        decided = await writer.at_head()
+        await writer.decide(decided, second)
+        sealed = writer.seal(decided)
+        assert isinstance(sealed.rows, Copy) == (copy_from == 1)
+        if isinstance(sealed.rows, Copy):
+            for _ in itertools.islice(sealed.rows.making(), chunks_made_ahead):
+                pass
+        await writer.append(sealed)
     finally:
         await writer.close()
     conn = await connect(dsn)
@@ -116,11 +120,9 @@ async def another_database_url(server_dsn: str, template_database: str) -> Async
     await drop_database(server_dsn, dsn)
 
 
-async def test_rows_recorded_by_copy_are_those_one_statement_records(database_url, another_database_url, monkeypatch):
-    monkeypatch.setattr(append_module, "COPY_FROM", 10**9)
-    by_statement = await record_awkward_appends(database_url)
-    monkeypatch.setattr(append_module, "COPY_FROM", 1)
-    by_copy = await record_awkward_appends(another_database_url)
+async def test_rows_recorded_by_copy_are_those_one_statement_records(database_url, another_database_url):
+    by_statement = await record_awkward_appends(database_url, copy_from=10**9)
+    by_copy = await record_awkward_appends(another_database_url, copy_from=1)
 
     assert by_copy == by_statement
     assert len(by_copy["events"]) == 15  # every command but the refusal
@@ -138,20 +140,19 @@ async def test_rows_recorded_by_copy_are_those_one_statement_records(database_ur
 async def test_copy_text_made_ahead_in_part_or_whole_records_the_same_rows(
     database_url, another_database_url, monkeypatch, chunks_made_ahead
 ):
-    monkeypatch.setattr(append_module, "COPY_FROM", 1)
     monkeypatch.setattr(copying_module, "CHUNK", 2)  # the events, transfers and entries of an append: 8 chunks
-    made_as_sent = await record_awkward_appends(database_url)
+    made_as_sent = await record_awkward_appends(database_url, copy_from=1)
 
-    made_ahead = await record_awkward_appends(another_database_url, chunks_made_ahead=chunks_made_ahead)
+    made_ahead = await record_awkward_appends(another_database_url, copy_from=1, chunks_made_ahead=chunks_made_ahead)
 
     assert made_ahead == made_as_sent
 
 
 @pytest.fixture
-async def opened(writer: Writer) -> Callable[..., list[AppendRequest]]:
+async def opened(copying_writer: Writer) -> Callable[..., list[AppendRequest]]:
     """Two open accounts, and a maker of requests moving 1.00 between them."""
     debit, credit = uuid.uuid4(), uuid.uuid4()
-    await writer.append(one_request(*(OpenAccount(i, "USD", 2, AccountFlags(), {}) for i in (debit, credit))))
+    await copying_writer.submit(one_request(*(OpenAccount(i, "USD", 2, AccountFlags(), {}) for i in (debit, credit))))
 
     def transfers(count: int = 1) -> list[AppendRequest]:
         return one_request(
@@ -161,23 +162,24 @@ async def opened(writer: Writer) -> Callable[..., list[AppendRequest]]:
     return transfers
 
 
-async def test_a_copied_batch_decided_on_a_head_since_moved_writes_nothing(copy_everything, writer, opened, db):
-    batch = await writer.fresh()
-    await writer.decide(batch, opened())
-    await writer.append(opened())  # moves the head
+async def test_a_copied_batch_decided_on_a_head_since_moved_writes_nothing(copying_writer, opened, db):
+    decided = await copying_writer.at_head()
+    await copying_writer.decide(decided, opened())
+    await copying_writer.submit(opened())  # moves the head
     before = await ledger_snapshot(db)
 
-    assert await write(db, batch.seal()) is False
+    assert isinstance(await write(db, copying_writer.seal(decided)), HeadMoved)
     assert await ledger_snapshot(db) == before
 
 
-async def test_a_copy_that_fails_midway_leaves_the_ledger_as_it_was(copy_everything, writer, opened, db):
-    batch = await writer.fresh()
-    await writer.decide(batch, opened(3))
-    batch.seal()
+async def test_a_copy_that_fails_midway_leaves_the_ledger_as_it_was(copying_writer, opened, db):
+    decided = await copying_writer.at_head()
+    await copying_writer.decide(decided, opened(3))
+    sealed = copying_writer.seal(decided)
+    assert isinstance(sealed.rows, Copy)
     # A row in the way of the batch's last entry: the COPY of entries fails,
     # after the head was moved and the events and transfers copied.
-    last = batch.projection.entries[-1]
+    last = sealed.rows.projection.entries[-1]
     await db.execute(
         "INSERT INTO entries (account_id, seq, transfer_id, type, side, amount, recorded_at) "
         "VALUES ($1, $2, $3, 'transfer_posted', 'debit', 1, now())",
@@ -188,14 +190,14 @@ async def test_a_copy_that_fails_midway_leaves_the_ledger_as_it_was(copy_everyth
     before = await ledger_snapshot(db)
 
     with pytest.raises(Exception, match="duplicate key"):
-        await write(db, batch)
+        await write(db, sealed)
     assert await ledger_snapshot(db) == before
 
 
 async def test_a_batch_past_the_copy_threshold_is_recorded_whole_over_http(client, open_account, db):
     accounts = [await open_account() for _ in range(4)]
     rng = random.Random(5)
-    items = [transfer_body(*rng.sample(accounts, 2), "0.01") for _ in range(append_module.COPY_FROM + 100)]
+    items = [transfer_body(*rng.sample(accounts, 2), "0.01") for _ in range(COPY_FROM + 100)]
 
     response = await client.post("/v1/transfer-batches", json={"transfers": items})
 
@@ -206,18 +208,17 @@ async def test_a_batch_past_the_copy_threshold_is_recorded_whole_over_http(clien
     await assert_log_matches_projections(db)
 
 
-async def test_a_copied_append_whose_connection_is_killed_in_its_transaction_is_retried(
-    copy_everything, client, open_account, db
-):
-    a, b = await open_account(), await open_account()
-    items = [transfer_body(a, b, "1.00") for _ in range(3)]
+async def test_a_copied_append_whose_connection_is_killed_in_its_transaction_is_retried(copying_writer, opened, db):
+    requests = opened(3)
+    decided = await copying_writer.at_head()
+    await copying_writer.decide(decided, requests)
     async with appends_held_up(db):
-        batch = asyncio.ensure_future(client.post("/v1/transfer-batches", json={"transfers": items}))
+        append = asyncio.ensure_future(copying_writer.append(copying_writer.seal(decided)))
         await wait_for_blocked_backend(db)  # its transaction began, and waits to move the head
         assert await kill_writer(db) == 1
 
-    response = await batch
-    assert response.status == 200
-    assert [r["status"] for r in (await response.json())["results"]] == ["created"] * 3
+    committed = await append
+    assert [type(o).__name__ for o in committed.results[0]] == ["Recorded"] * 3
+    assert copying_writer.retries == 1
     assert await db.fetchval("SELECT count(*) FROM transfers") == 3
     await assert_log_matches_projections(db)

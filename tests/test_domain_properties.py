@@ -65,9 +65,9 @@ def scenarios(draw):
 
 def run(opened, batches):
     ledger = Ledger()
-    records = [o.record for o in ledger.execute_all(opened, now=NOW, metadata={})]
+    records = [o.record for o in ledger.decide_all(opened, now=NOW, metadata={})]
     for batch, atomic in batches:
-        outcomes = ledger.execute_all(batch, now=NOW, metadata={}, atomic=atomic)
+        outcomes = ledger.decide_all(batch, now=NOW, metadata={}, atomic=atomic)
         records += [o.record for o in outcomes if isinstance(o, Recorded)]
     return ledger, records
 
@@ -100,7 +100,7 @@ def test_folding_the_recorded_events_gives_the_balances(scenario):
     folded = Ledger()
     for record in records:
         folded.apply(record)
-    assert folded.head == ledger.head == len(records)
+    assert folded.last_seq == ledger.last_seq == len(records)
     assert {i: a.balance for i, a in folded.accounts.items()} == {i: a.balance for i, a in ledger.accounts.items()}
     assert folded.transfers == ledger.transfers
 
@@ -111,16 +111,16 @@ def test_a_failed_atomic_batch_leaves_the_ledger_as_it_was(scenario):
     opened, batches = scenario
     ledger, _ = run(opened, [])
     for batch, _ in batches:
-        before = ({i: a.balance.copy() for i, a in ledger.accounts.items()}, dict(ledger.transfers), ledger.head)
-        outcomes = ledger.execute_all(batch, now=NOW, metadata={}, atomic=True)
+        before = ({i: a.balance.copy() for i, a in ledger.accounts.items()}, dict(ledger.transfers), ledger.last_seq)
+        outcomes = ledger.decide_all(batch, now=NOW, metadata={}, atomic=True)
         if any(isinstance(o, Refused) for o in outcomes):
-            after = ({i: a.balance for i, a in ledger.accounts.items()}, dict(ledger.transfers), ledger.head)
+            after = ({i: a.balance for i, a in ledger.accounts.items()}, dict(ledger.transfers), ledger.last_seq)
             assert after == before
 
 
 def test_amounts_are_recorded_at_the_account_scale():
     ledger = Ledger()
     a, b = uuid.uuid4(), uuid.uuid4()
-    ledger.execute_all([OpenAccount(i, "USD", 2, AccountFlags(), {}) for i in (a, b)], now=NOW, metadata={})
-    outcome = ledger.execute(MakeTransfer(uuid.uuid4(), a, b, Decimal("5.1"), "USD", None, {}), now=NOW, metadata={})
+    ledger.decide_all([OpenAccount(i, "USD", 2, AccountFlags(), {}) for i in (a, b)], now=NOW, metadata={})
+    outcome = ledger.decide(MakeTransfer(uuid.uuid4(), a, b, Decimal("5.1"), "USD", None, {}), now=NOW, metadata={})
     assert str(outcome.record.event.amount) == "5.10"

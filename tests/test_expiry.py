@@ -9,7 +9,7 @@ import pytest
 from ledger.api.app import create_app
 from ledger.api.keys import EXPIRER
 from ledger.config import ConfigError, Settings
-from ledger.store.append import NOTIFY_CHANNEL
+from ledger.store.head import NOTIFY_CHANNEL
 from tests.conftest import assert_log_matches_projections, balance, ledger_snapshot, transfer_body
 
 

@@ -18,10 +18,10 @@ from ledger.config import Settings
 from ledger.domain.commands import MakeTransfer, OpenAccount
 from ledger.domain.ledger import Recorded
 from ledger.domain.model import AccountFlags
-from ledger.store.append import AppendRequest
 from ledger.store.coalescer import Coalescer
 from ledger.store.connection import SEND_BUFFER
 from ledger.store.retry import RetryPolicy, Unavailable
+from ledger.store.write_path import AppendRequest
 from ledger.store.writer import Writer
 from tests.conftest import (
     appends_held_up,
@@ -139,15 +139,15 @@ async def test_closing_drains_the_queue_and_answers_every_request(writer, db):
     coalescer.start()
     requests = [AppendRequest([OpenAccount(uuid.uuid4(), "USD", 2, AccountFlags(), {})]) for _ in range(6)]
     async with appends_held_up(db):
-        first = asyncio.ensure_future(coalescer.append(requests[:1]))
+        first = asyncio.ensure_future(coalescer.submit(requests[:1]))
         await wait_for_blocked_backend(db)
-        rest = [asyncio.ensure_future(coalescer.append([r])) for r in requests[1:]]
+        rest = [asyncio.ensure_future(coalescer.submit([r])) for r in requests[1:]]
         while coalescer.queued < 5:
             await asyncio.sleep(0.01)
         closing = asyncio.ensure_future(coalescer.close())
     await closing
     with pytest.raises(Unavailable, match="stopping"):
-        await coalescer.append(requests[:1])
+        await coalescer.submit(requests[:1])
     answers = [outcomes for [outcomes] in await asyncio.gather(first, *rest)]
     assert all(isinstance(o, Recorded) for outcomes in answers for o in outcomes)
     assert await db.fetchval("SELECT count(*) FROM accounts") == 6
@@ -163,7 +163,7 @@ async def test_accounts_opened_and_moved_in_one_append_are_stored_as_the_append_
         MakeTransfer(uuid.uuid4(), debit, credit, Decimal("2.50"), "USD", None, {}),
         MakeTransfer(uuid.uuid4(), debit, credit, Decimal("1.25"), "USD", None, {}),
     ]
-    [outcomes] = await client.app[COALESCER].append([AppendRequest(commands)])
+    [outcomes] = await client.app[COALESCER].submit([AppendRequest(commands)])
 
     assert all(isinstance(o, Recorded) for o in outcomes)
     rows = {
@@ -202,11 +202,11 @@ async def test_the_writers_connection_holds_megabytes_in_flight_and_so_does_its_
     # The kernel grants at most net.core.wmem_max (and reports twice what it grants).
     granted = min(SEND_BUFFER, int(Path("/proc/sys/net/core/wmem_max").read_text()))
     account = [AppendRequest([OpenAccount(uuid.uuid4(), "USD", 2, AccountFlags(), {})])]
-    await writer.append(account)
+    await writer.submit(account)
     assert send_buffer(writer) >= granted
 
     assert await kill_writer(db) == 1
-    await writer.append(account)  # on a new connection
+    await writer.submit(account)  # on a new connection
 
     assert writer.retries == 1
     assert send_buffer(writer) >= granted

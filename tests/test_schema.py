@@ -31,7 +31,7 @@ async def test_events_cannot_be_changed_or_removed(db, some_events, statement):
 
 async def test_each_event_hash_links_to_its_predecessor(db, some_events):
     ledger = await fold_log(db)
-    assert ledger.head == 3
+    assert ledger.last_seq == 3
     assert await db.fetchval("SELECT hash FROM events WHERE seq = 3") == await db.fetchval(
         "SELECT hash FROM ledger_head"
     )

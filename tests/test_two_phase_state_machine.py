@@ -26,10 +26,10 @@ from ledger.domain.codes import Code
 from ledger.domain.commands import CloseAccount, MakeTransfer, OpenAccount, PostTransfer, VoidTransfer
 from ledger.domain.ledger import Outcome, Recorded, Refused
 from ledger.domain.model import AccountFlags
-from ledger.store.append import AppendRequest
 from ledger.store.connection import connect, create_pool
 from ledger.store.expiry import Expirer
 from ledger.store.retry import RetryPolicy
+from ledger.store.write_path import AppendRequest
 from ledger.store.writer import Writer
 from tests.conftest import (
     FakeClock,
@@ -59,7 +59,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.writer = Writer(self.dsn, policy=RetryPolicy(), clock=self.clock)
         self.db = self.run(connect(self.dsn))
         self.pool = self.run(create_pool(self.dsn, min_size=1, max_size=1))
-        self.expirer = Expirer(self.pool, self.writer.append, self.clock, interval=3600)
+        self.expirer = Expirer(self.pool, self.writer.submit, self.clock, interval=3600)
         #: Accounts transfers are made between (closed ones are dropped).
         self.accounts: list[uuid.UUID] = []
 
@@ -67,7 +67,7 @@ class LedgerMachine(RuleBasedStateMachine):
         return self.loop.run_until_complete(awaitable)
 
     def execute(self, *commands) -> list[Outcome]:
-        [outcomes] = self.run(self.writer.append([AppendRequest(commands)]))
+        [outcomes] = self.run(self.writer.submit([AppendRequest(commands)]))
         return outcomes
 
     def teardown(self) -> None:

@@ -10,12 +10,12 @@ from ..domain.ledger import Existing, Recorded
 from ..domain.model import Account
 from ..store import reads
 from . import codec
-from .execute import execute_one
 from .keys import POOL
 from .openapi import documented
 from .paths import account_in_path, uuid_param
 from .responses import AccountOut, AccountPage, account_out
 from .schemas import AccountIn, AccountsQuery, EmptyIn, given
+from .submit import submit_one
 
 routes = web.RouteTableDef()
 
@@ -31,7 +31,7 @@ routes = web.RouteTableDef()
 async def create_account(request: web.Request) -> web.Response:
     """201 with a new account; 200 with the existing one on a same-id replay."""
     body = await codec.decode(request, AccountIn)
-    outcome = await execute_one(request, body.to_command())
+    outcome = await submit_one(request, body.to_command())
     status = 201 if isinstance(outcome, Recorded) else 200
     return codec.respond(request, account_out(_account(outcome)), status=status)
 
@@ -50,7 +50,7 @@ async def close_account(request: web.Request) -> web.Response:
     """200 with the closed account; closing a closed account changes nothing."""
     account_id = uuid_param(request)
     await codec.decode(request, EmptyIn, optional=True)
-    outcome = await execute_one(request, CloseAccount(account_id))
+    outcome = await submit_one(request, CloseAccount(account_id))
     headers = None if isinstance(outcome, Recorded) else codec.REPLAYED
     return codec.respond(request, account_out(_account(outcome)), headers=headers)
 

@@ -153,7 +153,7 @@ async def writer_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def expiry_ctx(app: web.Application) -> AsyncIterator[None]:
     """The background sweep that expires pending transfers past their deadline."""
-    expirer = Expirer(app[POOL], app[COALESCER].append, app[CLOCK], interval=app[SETTINGS].expiry_interval)
+    expirer = Expirer(app[POOL], app[COALESCER].submit, app[CLOCK], interval=app[SETTINGS].expiry_interval)
     app[EXPIRER] = expirer
     task = asyncio.create_task(expirer.run(), name="ledger-expiry")
     yield

@@ -9,6 +9,7 @@ import asyncpg
 from aiohttp import web
 
 from ..store import migrations, replica
+from ..store.head import read_head
 from ..store.retry import CONNECTION_LOST
 from . import codec
 from .keys import COALESCER, POOL, SETTINGS, STREAM_POOL, STREAMS, WRITER
@@ -53,7 +54,7 @@ async def ready(request: web.Request) -> web.Response:
     try:
         async with pool.acquire(timeout=2) as conn:
             revision = await migrations.current_revision(conn)
-            database["head_seq"] = await conn.fetchval("SELECT seq FROM ledger_head")
+            database["head_seq"] = (await read_head(conn)).seq
     except CONNECTION_LOST + (TimeoutError,) as error:
         return codec.respond(
             request,

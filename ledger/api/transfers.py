@@ -13,11 +13,11 @@ from ..domain.commands import Command, MakeTransfer, VoidTransfer
 from ..domain.ledger import Existing, Outcome, Recorded, Refused
 from ..domain.model import Transfer
 from . import codec
-from .execute import execute, execute_one
 from .openapi import documented
 from .paths import transfer_in_path, uuid_param
 from .responses import BatchItemError, BatchItemOut, BatchOut, TransferOut, transfer_out
 from .schemas import BATCH_ITEMS, BatchIn, EmptyIn, ItemKind, PostIn, TransferIn
+from .submit import submit, submit_one
 
 routes = web.RouteTableDef()
 
@@ -55,7 +55,7 @@ DECIDE_ERRORS = (
 async def create_transfer(request: web.Request) -> web.Response:
     """201 with the new transfer; 200 and ``Idempotent-Replayed`` on a replay."""
     body = await codec.decode(request, TransferIn)
-    return await _decide(request, body.to_command(), created=201)
+    return await _transfer_response(request, body.to_command(), created=201)
 
 
 @routes.post("/v1/transfers/{id}/post")
@@ -71,7 +71,7 @@ async def post_transfer(request: web.Request) -> web.Response:
     """Post a pending transfer (all of it, or ``amount``); 200 with the transfer."""
     transfer_id = uuid_param(request)
     body = await codec.decode(request, PostIn, optional=True)
-    return await _decide(request, body.to_command(transfer_id))
+    return await _transfer_response(request, body.to_command(transfer_id))
 
 
 @routes.post("/v1/transfers/{id}/void")
@@ -87,13 +87,13 @@ async def void_transfer(request: web.Request) -> web.Response:
     """Release a pending transfer; 200 with the transfer."""
     transfer_id = uuid_param(request)
     await codec.decode(request, EmptyIn, optional=True)
-    return await _decide(request, VoidTransfer(transfer_id))
+    return await _transfer_response(request, VoidTransfer(transfer_id))
 
 
-async def _decide(request: web.Request, command: Command, *, created: int = 200) -> web.Response:
+async def _transfer_response(request: web.Request, command: Command, *, created: int = 200) -> web.Response:
     """The transfer ``command`` left: ``created`` if it recorded an event,
     else 200 and ``Idempotent-Replayed`` (nothing changed)."""
-    outcome = await execute_one(request, command)
+    outcome = await submit_one(request, command)
     transfer = outcome.subject
     assert isinstance(transfer, Transfer)  # a transfer command's subject
     if isinstance(outcome, Recorded):
@@ -122,7 +122,7 @@ async def create_batch(request: web.Request) -> web.Response:
     """One result per item, in order. An atomic batch that fails is a 422."""
     body = await codec.decode(request, BatchIn)
     commands = await _commands(request, body.transfers)
-    outcomes = await execute(request, commands, atomic=body.atomic)
+    outcomes = await submit(request, commands, atomic=body.atomic)
     results = [_result(c, o) for c, o in zip(commands, outcomes, strict=True)]
     failed = body.atomic and any(isinstance(o, Refused) for o in outcomes)
     return codec.respond(request, BatchOut(results=results), status=422 if failed else 200)

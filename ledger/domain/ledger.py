@@ -1,7 +1,7 @@
 """The decision of each command against the current balances.
 
 :class:`Ledger` is an in-memory view of the accounts and transfers a batch
-touches (or, when replaying, of the whole log). :meth:`Ledger.execute` decides
+touches (or, when replaying, of the whole log). :meth:`Ledger.decide` decides
 one command: it either refuses it with a :class:`Code`, recognises it as a
 replay of what is already recorded, or records a new event and applies it.
 :meth:`Ledger.apply` is the only place state changes, so deciding live and
@@ -107,12 +107,12 @@ class Ledger:
         accounts: Iterable[Account] = (),
         transfers: Iterable[Transfer] = (),
         *,
-        head: int = 0,
+        last_seq: int = 0,
     ) -> None:
         self.accounts: dict[UUID, Account] = {a.id: a for a in accounts}
         self.transfers: dict[UUID, Transfer] = {t.id: t for t in transfers}
-        #: The seq of the last event applied; the next one recorded is head + 1.
-        self.head = head
+        #: The seq of the last event applied; the next one recorded is ``last_seq + 1``.
+        self.last_seq = last_seq
         # While an atomic group runs: what each account and transfer was
         # before the group first changed it (None: it did not exist).
         self._undo: _Undo | None = None
@@ -124,17 +124,17 @@ class Ledger:
 
     # -- deciding ---------------------------------------------------------
 
-    def execute(self, command: Command, *, now: datetime, metadata: dict[str, Any]) -> Outcome:
+    def decide(self, command: Command, *, now: datetime, metadata: dict[str, Any]) -> Outcome:
         """Decide ``command`` at time ``now``; if accepted, record its event at
-        ``head + 1``."""
-        decision = self._decide(command, now)
+        ``last_seq + 1``."""
+        decision = self._verdict(command, now)
         if isinstance(decision, (Existing, Refused)):
             return decision
-        record = RecordedEvent(seq=self.head + 1, event=decision, recorded_at=now, metadata=metadata)
+        record = RecordedEvent(seq=self.last_seq + 1, event=decision, recorded_at=now, metadata=metadata)
         entries = self.apply(record)
         return Recorded(record, entries, snapshot(self._subject(decision)))
 
-    def execute_all(
+    def decide_all(
         self,
         commands: Sequence[Command],
         *,
@@ -149,12 +149,12 @@ class Ledger:
         ``linked_transfer_failed``, and the ledger is left as it was.
         """
         if not atomic:
-            return [self.execute(c, now=now, metadata=metadata) for c in commands]
-        self._undo = _Undo(head=self.head)
+            return [self.decide(c, now=now, metadata=metadata) for c in commands]
+        self._undo = _Undo(last_seq=self.last_seq)
         try:
             outcomes: list[Outcome] = []
             for index, command in enumerate(commands):
-                outcome = self.execute(command, now=now, metadata=metadata)
+                outcome = self.decide(command, now=now, metadata=metadata)
                 if isinstance(outcome, Refused):
                     self._roll_back(self._undo)
                     linked = Refused(
@@ -167,7 +167,7 @@ class Ledger:
         finally:
             self._undo = None
 
-    def _decide(self, command: Command, now: datetime) -> Event | Existing | Refused:
+    def _verdict(self, command: Command, now: datetime) -> Event | Existing | Refused:
         match command:
             case OpenAccount():
                 return self._decide_open_account(command)
@@ -314,15 +314,22 @@ class Ledger:
 
     # -- applying ---------------------------------------------------------
 
+    def apply_past_gap(self, record: RecordedEvent) -> tuple[Entry, ...]:
+        """:meth:`apply` ``record`` even if events before it are missing: for
+        a fold that goes on past a deleted event, so that what the deletion
+        changed shows up in the balances instead of stopping the fold."""
+        self.last_seq = record.seq - 1
+        return self.apply(record)
+
     def apply(self, record: RecordedEvent) -> tuple[Entry, ...]:
         """Apply an accepted event at the head of the log; return its entries.
 
         Raises ``ValueError`` if ``record`` is not the next event in order, so
         a fold over a log with a gap fails instead of giving wrong balances.
         """
-        if record.seq != self.head + 1:
-            raise ValueError(f"event {record.seq} does not follow head {self.head}")
-        self.head = record.seq
+        if record.seq != self.last_seq + 1:
+            raise ValueError(f"event {record.seq} does not follow event {self.last_seq}")
+        self.last_seq = record.seq
         event = record.event
         match event:
             case AccountCreated():
@@ -437,7 +444,7 @@ class Ledger:
             self._undo.transfers[transfer_id] = self.transfers.get(transfer_id)
 
     def _roll_back(self, undo: _Undo) -> None:
-        self.head = undo.head
+        self.last_seq = undo.last_seq
         _restore(self.accounts, undo.accounts)
         _restore(self.transfers, undo.transfers)
         undo.accounts.clear()
@@ -450,7 +457,7 @@ _Held = TypeVar("_Held", Account, Transfer)
 
 @dataclass(slots=True)
 class _Undo:
-    head: int
+    last_seq: int
     accounts: dict[UUID, Account | None] = dataclasses.field(default_factory=dict)
     transfers: dict[UUID, Transfer | None] = dataclasses.field(default_factory=dict)
 

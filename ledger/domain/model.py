@@ -68,11 +68,10 @@ class TransferStatus:
 
 
 class Transfer(msgspec.Struct, frozen=True, gc=False):
-    """A transfer as its events left it. A msgspec struct rather than a frozen
-    dataclass: one is built per transfer appended, ten times faster. It refers
-    to nothing that could refer back to it, so the garbage collector leaves it
-    alone (``gc=False``): a batch of 8190 made the collector trace tens of
-    thousands of them again and again."""
+    """A transfer as its events left it: immutable, and referring to nothing
+    that could refer back to it, hence left alone by the garbage collector
+    (``gc=False``). Its fields are the ``transfers`` table's columns
+    (:data:`ledger.store.tables.TRANSFERS`)."""
 
     id: UUID
     debit_account_id: UUID

@@ -7,17 +7,15 @@ caller awaits the outcomes of its own request. Nothing waits on a timer: a
 lone request on an idle service is appended at once, and under load the next
 batch forms while the previous append is in flight.
 
-Every batch is decided outside the lock: the next one while the previous
-append is in flight, against the ledger as that append leaves it (plus what
-else it touches, read on the writer's reading connection), so that deciding
-one batch and recording the one before overlap; with nothing in flight,
-against the log as it stands. It is written as decided only if the head is
-still the one it was decided after, and decided again under the lock
-otherwise (see :mod:`ledger.store.append`). The ledger carried from batch to
-batch is dropped whenever the queue runs dry, and past :data:`CHAIN_LIMIT`
-rows it is cut down to what the append in flight changed. A batch decided
-ahead that is full is sealed, and its COPY text made, while the append
-before it is in flight, so that its own append has only to send it.
+The next batch is decided while the append before it is in flight, after
+what that append leaves, and sealed ahead once full (its states and
+transitions are :mod:`ledger.store.write_path`'s); with nothing in flight,
+against the log as it stands. A batch is written as decided only if the head
+is still the one it was decided after, and decided again under the lock
+otherwise. The ledger carried from batch to batch is dropped whenever the
+queue runs dry, and past :data:`CHAIN_LIMIT` accounts and transfers it is
+cut down to what the append in flight changed. docs/architecture.md, "The
+write path", walks through it.
 
 Decisions stay per command and in queue order (the append decides each
 request's commands in order, atomic requests all-or-nothing), so a refused
@@ -40,21 +38,14 @@ from dataclasses import dataclass
 
 from .. import metrics
 from ..domain.ledger import Outcome
-from .append import AppendRequest, Batch
 from .retry import Unavailable
+from .write_path import AppendRequest, Committed, Copy, Decided, Pending, Sealed
 from .writer import Writer
 
 log = logging.getLogger(__name__)
 
 #: Commands in one append at most (the batch endpoint's limit).
 MAX_COMMANDS = 8190
-
-
-@dataclass(slots=True)
-class _Waiting:
-    request: AppendRequest
-    result: asyncio.Future[list[Outcome]]
-
 
 #: Accounts and transfers a ledger carried from append to append may hold
 #: before it is cut down to what the last append changed (bounds memory under
@@ -63,28 +54,53 @@ CHAIN_LIMIT = 50_000
 
 
 @dataclass(slots=True)
-class _Append:
-    """Requests appended together."""
+class _Waiting:
+    request: AppendRequest
+    result: asyncio.Future[list[Outcome]]
+
+
+@dataclass(slots=True)
+class _Next:
+    """The next append, gathering requests from the queue."""
 
     waiting: list[_Waiting]
-    #: As decided outside the lock; None: to be decided under it.
-    batch: Batch | None
-    #: Decided while the append before it was being recorded.
-    after_another: bool = False
-    #: Sealed ahead of its start (see :meth:`Coalescer._prepare`).
-    prepared: bool = False
-    task: asyncio.Future[Batch] | None = None
+    batch: Pending | Decided | Sealed
 
     @property
     def commands(self) -> int:
         return sum(len(w.request.commands) for w in self.waiting)
 
 
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    """An append with the writer."""
+
+    waiting: list[_Waiting]
+    batch: Sealed | Pending
+    task: asyncio.Future[Committed]
+
+
 class Coalescer:
-    def __init__(self, writer: Writer, *, max_queued: int) -> None:
+    """The write queue of a process, in front of its :class:`Writer`.
+
+    ``max_queued`` commands may wait at once; an append carries at most
+    ``max_commands``; a ledger carried from append to append is cut down past
+    ``chain_limit`` accounts and transfers.
+    """
+
+    def __init__(
+        self,
+        writer: Writer,
+        *,
+        max_queued: int,
+        max_commands: int = MAX_COMMANDS,
+        chain_limit: int = CHAIN_LIMIT,
+    ) -> None:
         self._writer = writer
         #: Commands allowed to wait at once; more are refused.
         self.max_queued = max_queued
+        self._max_commands = max_commands
+        self._chain_limit = chain_limit
         self._queue: collections.deque[_Waiting] = collections.deque()
         self._queued = 0
         self._wake = asyncio.Event()
@@ -96,9 +112,9 @@ class Coalescer:
         #: Appends made and requests they carried, since start (for health and tests).
         self.appends = 0
         self.requests = 0
-        #: Appends decided while the one before was being recorded, since start.
+        #: Batches begun while the append before them was in flight, since start.
         self.decided_ahead = 0
-        #: Of those, appends full, and sealed while the one before was being recorded.
+        #: Of those, batches full, and sealed while the append before them was in flight.
         self.sealed_ahead = 0
 
     @property
@@ -113,11 +129,12 @@ class Coalescer:
         return self._failure is not None
 
     def start(self) -> None:
-        # Kept: asking for the running loop is a system call per write on Python 3.11.
+        """Start the queue's task. :meth:`submit` must be called on the loop
+        this runs on: it makes its futures there."""
         self._loop = asyncio.get_running_loop()
         self._task = self._loop.create_task(self._run(), name="ledger-coalescer")
 
-    async def append(self, requests: Sequence[AppendRequest]) -> list[list[Outcome]]:
+    async def submit(self, requests: Sequence[AppendRequest]) -> list[list[Outcome]]:
         """Queue ``requests`` and wait for their outcomes, one list each.
 
         Raises :class:`Unavailable` at once when the queue is full or the
@@ -148,143 +165,154 @@ class Coalescer:
             await self._task
 
     async def _run(self) -> None:
-        recording: _Append | None = None  # with the writer
-        ahead: _Append | None = None  # being decided (after ``recording``, if any); waits for it
-        last: Batch | None = None  # recorded last, while busy: what ``ahead`` may start from
+        in_flight: _InFlight | None = None
+        upcoming: _Next | None = None  # after ``in_flight``, if any; waits for it
+        last: Committed | None = None  # while busy, the last append: what ``upcoming`` may follow
         try:
             while True:
-                if recording is not None and recording.task is not None and recording.task.done():
-                    last = self._answer(recording)
-                    recording = None
-                    if ahead is not None:
-                        recording, ahead = self._start(ahead), None
+                if in_flight is not None and in_flight.task.done():
+                    last = self._answer(in_flight)
+                    in_flight = None
+                    if upcoming is not None:
+                        in_flight, upcoming = self._start(upcoming), None
                     continue
                 if not self._queue:
-                    if recording is None:
+                    if in_flight is None:
                         last = None  # idle: the next append reads everything afresh
                         if self._closing:
                             return
                     await self._wait()
                     continue
-                if ahead is None:
-                    base = last if recording is None else recording.batch
-                    if base is not None:  # and everything before it is recorded
-                        ahead = _Append([], Batch.after(base, limit=CHAIN_LIMIT), after_another=recording is not None)
-                    elif recording is None:
-                        ahead = _Append([], await self._fresh())
-                    else:  # what the append in flight leaves is known once it is recorded
+                if upcoming is None:
+                    upcoming = await self._begin(in_flight, last)
+                    if upcoming is None:  # what the append in flight leaves is known once it commits
                         await self._wait()
                         continue
-                room = MAX_COMMANDS - ahead.commands
-                if len(self._queue[0].request.commands) > room:
-                    # ahead is full: for the append before it
-                    if recording is not None:
-                        await self._prepare(ahead, recording)
+                room = self._max_commands - upcoming.commands
+                if len(self._queue[0].request.commands) > room:  # upcoming is full
+                    if in_flight is not None:
+                        await self._seal_ahead(upcoming, in_flight)
                     await self._wait()
                     continue
                 waiting = self._take(room)
-                ahead.waiting.extend(waiting)
-                if ahead.batch is not None:
-                    try:
-                        await self._writer.decide(ahead.batch, [w.request for w in waiting])
-                    except Exception:
-                        log.warning("deciding outside the lock failed; deciding under it", exc_info=True)
-                        ahead.batch = None
-                if recording is None:
-                    recording, ahead = self._start(ahead), None
-                elif ahead.commands == MAX_COMMANDS:
-                    await self._prepare(ahead, recording)
+                upcoming.waiting.extend(waiting)
+                upcoming.batch = await self._decide(upcoming.batch, [w.request for w in waiting])
+                if in_flight is None:
+                    in_flight, upcoming = self._start(upcoming), None
+                elif upcoming.commands == self._max_commands:
+                    await self._seal_ahead(upcoming, in_flight)
         except Exception:
             # A fault of this task's own: refuse writes from now on and answer
             # every caller it holds, rather than leave them waiting for ever.
             log.critical("the write queue failed; writes are refused from now on", exc_info=True)
             self._closing = True
             self._failure = failure = Unavailable("the service cannot write; see its log")
-            stranded = [*(ahead.waiting if ahead else ()), *self._queue]
+            stranded = [*(upcoming.waiting if upcoming else ()), *self._queue]
             self._queue.clear()
             self._queued = 0
             metrics.WRITE_QUEUE_DEPTH.set(0)
             for waiting in stranded:
                 if not waiting.result.done():
                     waiting.result.set_exception(failure)
-            if recording is not None and recording.task is not None:
-                await asyncio.wait((recording.task,))
-                self._answer(recording)
+            if in_flight is not None:
+                await asyncio.wait((in_flight.task,))
+                self._answer(in_flight)
 
-    async def _fresh(self) -> Batch | None:
-        """A batch to decide against the log as it stands; None (decided
-        under the lock) if the log cannot be read."""
+    async def _begin(self, in_flight: _InFlight | None, last: Committed | None) -> _Next | None:
+        """The next append, nothing taken into it yet: decided after the append
+        in flight if that one was sealed, else after the last one; with none
+        of either, against the log as it stands (or, if it cannot be read,
+        pending). None while the append in flight is pending: what it leaves
+        is known only once it commits."""
+        if in_flight is not None:
+            if not isinstance(in_flight.batch, Sealed):
+                return None
+            self.decided_ahead += 1
+            return _Next([], Decided.after(in_flight.batch, limit=self._chain_limit))
+        if last is not None:  # and everything before it is recorded
+            return _Next([], Decided.after(last.sealed, limit=self._chain_limit))
         try:
-            return await self._writer.fresh()
+            return _Next([], await self._writer.at_head())
         except Exception:
             log.warning("reading the head of the log failed; deciding under the lock", exc_info=True)
-            return None
+            return _Next([], Pending())
+
+    async def _decide(self, batch: Pending | Decided | Sealed, requests: list[AppendRequest]) -> Pending | Decided:
+        """``batch`` with ``requests`` taken into it: decided outside the lock
+        if ``batch`` is decided; pending if it is, or if deciding fails."""
+        match batch:
+            case Decided():
+                decided = len(batch.requests)
+                try:
+                    await self._writer.decide(batch, requests)
+                    return batch
+                except Exception:
+                    log.warning("deciding outside the lock failed; deciding under it", exc_info=True)
+                    return Pending([*batch.requests[:decided], *requests])
+            case Pending():
+                batch.requests.extend(requests)
+                return batch
+            case Sealed():
+                raise AssertionError("a sealed batch takes no more requests")
 
     async def _wait(self) -> None:
         await self._wake.wait()
         self._wake.clear()
 
-    async def _prepare(self, append: _Append, before: _Append) -> None:
-        """Seal ``append``, full, and make its COPY text while the append
-        ``before`` it is in flight, a chunk at a time, until that one ends:
-        work that would otherwise be done between the two appends, or while
-        ``append`` is recorded, and keep the database waiting."""
-        if append.batch is None or append.prepared:
-            return
-        append.prepared = True
-        if not self._seal(append):
+    async def _seal_ahead(self, upcoming: _Next, in_flight: _InFlight) -> None:
+        """Seal ``upcoming``, full, and make its COPY text while ``in_flight``
+        is, a chunk at a time, until ``in_flight`` ends: work that would
+        otherwise be done between the two appends, or while ``upcoming`` is
+        recorded, and keep the database waiting."""
+        if not isinstance(upcoming.batch, Decided):
+            return  # pending, or sealed already
+        upcoming.batch = sealed = self._seal(upcoming.batch)
+        if not isinstance(sealed, Sealed):
             return
         self.sealed_ahead += 1
-        assert before.task is not None
-        for _ in append.batch.making_copy_text():
-            if before.task.done():
-                return  # what is left is made as it is sent
-            await asyncio.sleep(0)
+        if isinstance(sealed.rows, Copy):
+            for _ in sealed.rows.making():
+                if in_flight.task.done():
+                    return  # what is left is made as it is sent
+                await asyncio.sleep(0)
 
-    def _seal(self, append: _Append) -> bool:
-        """Seal ``append``'s batch (idempotent); if that fails, it is decided
-        under the lock instead. Say whether it is sealed."""
-        assert append.batch is not None
+    def _seal(self, decided: Decided) -> Sealed | Pending:
+        """``decided``, sealed; pending (to be decided under the lock) if
+        sealing fails."""
         try:
-            append.batch.seal()
+            return self._writer.seal(decided)
         except Exception:
             log.exception("sealing a batch failed; deciding it under the lock")
-            append.batch = None
-            return False
-        return True
+            return Pending(decided.requests)
 
-    def _start(self, append: _Append) -> _Append:
-        """Start recording ``append``: as decided outside the lock, if it was
-        and the head is still what it was decided after; else decided under
-        the lock."""
-        if append.batch is not None:
-            self._seal(append)  # now, before anything is decided after it
+    def _start(self, upcoming: _Next) -> _InFlight:
+        """Hand ``upcoming`` to the writer: sealed now, if decided, before
+        anything is decided after it."""
+        batch = self._seal(upcoming.batch) if isinstance(upcoming.batch, Decided) else upcoming.batch
+        assert isinstance(batch, (Sealed, Pending))
         self.appends += 1
-        self.requests += len(append.waiting)
-        self._queued -= append.commands
+        self.requests += len(upcoming.waiting)
+        self._queued -= upcoming.commands
         metrics.WRITE_QUEUE_DEPTH.set(self._queued)
-        self.decided_ahead += append.batch is not None and append.after_another
-        requests = [w.request for w in append.waiting]
-        append.task = asyncio.ensure_future(self._writer.record(requests, append.batch))
-        append.task.add_done_callback(lambda _: self._wake.set())
-        return append
+        task = asyncio.ensure_future(self._writer.append(batch))
+        task.add_done_callback(lambda _: self._wake.set())
+        return _InFlight(upcoming.waiting, batch, task)
 
-    def _answer(self, append: _Append) -> Batch | None:
-        """Answer the requests of a finished append; the batch it recorded, if it did."""
-        assert append.task is not None
+    def _answer(self, in_flight: _InFlight) -> Committed | None:
+        """Answer the requests of a finished append; what it committed, if it did."""
         try:
-            batch = append.task.result()
+            committed = in_flight.task.result()
         except Exception as error:  # the callers answer for it (503, or 500 if unexpected)
             if not isinstance(error, Unavailable):
-                log.exception("an append of %d requests failed", len(append.waiting))
-            for waiting in append.waiting:
+                log.exception("an append of %d requests failed", len(in_flight.waiting))
+            for waiting in in_flight.waiting:
                 if not waiting.result.done():
                     waiting.result.set_exception(error)
             return None
-        for waiting, outcomes in zip(append.waiting, batch.results, strict=True):
+        for waiting, outcomes in zip(in_flight.waiting, committed.results, strict=True):
             if not waiting.result.done():
                 waiting.result.set_result(outcomes)
-        return batch
+        return committed
 
     def _take(self, room: int) -> list[_Waiting]:
         """Everything waiting, in order, up to ``room`` commands (a single

@@ -33,6 +33,7 @@ import msgspec
 from ..domain.chain import format_timestamp
 from ..domain.ledger import Entry
 from ..domain.model import Transfer
+from .tables import Table
 
 T = TypeVar("T")
 
@@ -68,15 +69,14 @@ def _boolean(value: bool) -> str:
 
 class CopyText(Generic[T]):
     """Rows for ``COPY table (columns) FROM STDIN``, each written as its
-    ``line`` (the values of ``columns``, tab-separated, with a newline).
+    ``line`` (the values of the table's columns, tab-separated, with a newline).
 
     The text is made a chunk of :data:`CHUNK` rows at a time: ahead of the
     COPY (:meth:`making`), or while it is sent, each chunk while the one
     before it is on its way. Whatever was made ahead is sent as it is."""
 
-    def __init__(self, table: str, columns: Sequence[str], line: Callable[[T], str], rows: Sequence[T]) -> None:
+    def __init__(self, table: Table, line: Callable[[T], str], rows: Sequence[T]) -> None:
         self.table = table
-        self.columns = list(columns)
         self._line = line
         self._rows = rows
         self._chunks: list[bytes] = []
@@ -105,22 +105,18 @@ class CopyText(Generic[T]):
                         return
                 yield self._chunks[index]
 
-        await conn.copy_to_table(self.table, source=chunks(), columns=self.columns)
+        await conn.copy_to_table(self.table.name, source=chunks(), columns=self.table.columns)
 
 
-EVENT_COLUMNS = ("seq", "type", "stream_id", "data", "metadata", "recorded_at", "hash")
+# Each line writes its table's columns in order (tests/test_tables.py checks it).
 
 
 def event_line(row: dict[str, Any]) -> str:
-    """An event row as :mod:`ledger.store.append` keeps it (a dict of its columns)."""
+    """An event row as :mod:`ledger.store.write_path` keeps it (a dict of its columns)."""
     return (
         f"{row['seq']}\t{row['type']}\t{row['stream_id'].hex}\t{_json(row['data'])}\t{_json(row['metadata'])}\t"
         f"{_timestamp(row['recorded_at'])}\t\\\\x{row['hash'].hex()}\n"
     )
-
-
-#: A transfer's fields are its row's columns.
-TRANSFER_COLUMNS = Transfer.__struct_fields__
 
 
 def transfer_line(t: Transfer) -> str:
@@ -129,21 +125,6 @@ def transfer_line(t: Transfer) -> str:
         f"{_text(t.code)}\t{_json(t.metadata)}\t{_boolean(t.pending)}\t{_number(t.timeout_seconds)}\t{t.status}\t{t.seq}\t"
         f"{_timestamp(t.created_at)}\t{_timestamp(t.expires_at)}\t{_number(t.posted_amount)}\t{_number(t.decided_seq)}\n"
     )
-
-
-ENTRY_COLUMNS = (
-    "account_id",
-    "seq",
-    "transfer_id",
-    "type",
-    "side",
-    "amount",
-    "debits_posted",
-    "credits_posted",
-    "debits_pending",
-    "credits_pending",
-    "recorded_at",
-)
 
 
 def entry_line(e: Entry) -> str:

@@ -17,11 +17,11 @@ import asyncpg
 
 from ..domain.commands import ExpireTransfer
 from ..domain.ledger import Outcome, Recorded
-from .append import AppendRequest
+from .write_path import AppendRequest
 from .writer import Clock
 
-#: What appends: the writer, or the coalescer in front of it.
-Appender = Callable[[Sequence[AppendRequest]], Awaitable[list[list[Outcome]]]]
+#: What submits commands to the write path: the coalescer, or a writer alone.
+Submitter = Callable[[Sequence[AppendRequest]], Awaitable[list[list[Outcome]]]]
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +37,10 @@ _DUE = """
 
 class Expirer:
     def __init__(
-        self, pool: asyncpg.Pool, append: Appender, clock: Clock, *, interval: float, batch: int = 8190
+        self, pool: asyncpg.Pool, submit: Submitter, clock: Clock, *, interval: float, batch: int = 8190
     ) -> None:
         self._pool = pool
-        self._append = append
+        self._submit = submit
         self._clock = clock
         self._interval = interval
         self._batch = batch
@@ -53,7 +53,7 @@ class Expirer:
             due = await self._pool.fetch(_DUE, self._clock(), self._batch)
             if not due:
                 return recorded
-            [outcomes] = await self._append(
+            [outcomes] = await self._submit(
                 [AppendRequest([ExpireTransfer(row["id"]) for row in due], metadata=EXPIRY_METADATA)]
             )
             now_recorded = sum(isinstance(o, Recorded) for o in outcomes)

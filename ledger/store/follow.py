@@ -22,8 +22,8 @@ from typing import Protocol
 
 import asyncpg
 
-from .append import NOTIFY_CHANNEL
 from .connection import Conn
+from .head import NOTIFY_CHANNEL
 from .retry import CONNECTION_LOST
 
 log = logging.getLogger(__name__)

@@ -18,6 +18,7 @@ import asyncpg
 
 from ..domain.model import Balance
 from .connection import Conn
+from .head import read_head
 from .rows import balance_from_row
 
 #: An account's entries after a seq: a range scan of the (account_id, seq) key.
@@ -34,7 +35,6 @@ _BALANCE_AS_OF = """
     SELECT debits_posted, credits_posted, debits_pending, credits_pending
     FROM entries WHERE account_id = $1 AND seq <= $2 ORDER BY seq DESC LIMIT 1
 """
-_HEAD = "SELECT seq FROM ledger_head"
 _OPENED = "SELECT seq FROM accounts WHERE id = $1"
 
 #: Rows fetched from the server per round trip of a cursor.
@@ -76,5 +76,5 @@ async def opened_seq(conn: Conn, account_id: UUID) -> int | None:
 
 
 async def head_seq(conn: Conn) -> int:
-    seq: int = await conn.fetchval(_HEAD)
-    return seq
+    """The seq of the last event, as ``conn`` sees it."""
+    return (await read_head(conn)).seq

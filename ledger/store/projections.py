@@ -34,113 +34,72 @@ from ..domain.events import (
     TransferPosted,
 )
 from ..domain.ledger import Entry, Ledger
-from ..domain.model import Balance, Transfer
-from .copying import ENTRY_COLUMNS, TRANSFER_COLUMNS, CopyText, entry_line, transfer_line
-
-
-class Placeholders:
-    """Numbers a statement's parameters in the order they are made, each cast
-    to its type."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def rows(self, alias: str, columns: str) -> str:
-        """A set of rows from one ``jsonb`` parameter: an array of objects
-        keyed by ``columns`` (``"name type, …"``); other keys are ignored."""
-        return f"jsonb_to_recordset({self.one('jsonb')}) AS {alias}({columns})"
-
-    def array(self, type_: str) -> str:
-        return self.one(f"{type_}[]")
-
-    def one(self, type_: str) -> str:
-        self.count += 1
-        return f"${self.count}::{type_}"
-
-
-#: The four totals of a row's nested ``balance`` object (a :class:`Balance`
-#: as msgspec encodes it), as columns of their own.
-_BALANCE = ", ".join(f"(balance->>'{name}')::numeric AS {name}" for name in Balance.__struct_fields__)
+from ..domain.model import Transfer
+from .copying import CopyText, entry_line, transfer_line
+from .rows import account_row
+from .tables import ACCOUNTS, BALANCES, ENTRIES, TRANSFERS, Placeholders, with_totals_from
 
 
 def projection_ctes(p: Placeholders, *, when: str = "true") -> str:
     """The CTEs that write the projections, each only if the SQL condition
     ``when`` holds (the append's: that it moved the head). Their parameters
-    are numbered by ``p``, in the order :meth:`Projection.parameters` gives.
+    are named by ``p`` for the fields of :class:`Projection`
+    (:meth:`Projection.arguments`).
 
     Rows go in as one ``jsonb`` array per table, which msgspec encodes in one
-    call: as ``unnest`` arrays, asyncpg type-checked and encoded every value
-    in Python, the largest part of the service's CPU per transfer.
-
-    Rows that are updated are also named as an array (``= ANY(ARRAY(…))``):
-    the planner cannot count a ``jsonb`` array's rows, and would rather hash a
-    scan of the whole table than look the keys up."""
+    call, where ``unnest`` arrays would have asyncpg type-check and encode
+    every value in Python. Rows that are updated are also named as an array
+    (``= ANY(ARRAY(…))``): the planner cannot count a ``jsonb`` array's rows,
+    and would rather hash a scan of the whole table than look the keys up."""
     return f"""{_account_ctes(p, when)},
 new_transfers AS (
-    INSERT INTO transfers ({", ".join(TRANSFER_COLUMNS)})
-    SELECT * FROM {
-        p.rows(
-            "r",
-            "id uuid, debit_account_id uuid, credit_account_id uuid, amount numeric, "
-            "currency text, code text, metadata jsonb, pending boolean, timeout_seconds integer, "
-            "status text, seq bigint, created_at timestamptz, expires_at timestamptz, "
-            "posted_amount numeric, decided_seq bigint",
-        )
-    }
+    INSERT INTO transfers ({TRANSFERS.column_list()})
+    SELECT * FROM {p.rows("r", TRANSFERS.record_columns(), "new_transfers")}
     WHERE {when}
 ),
 {_decided_ctes(p, when)},
 entry_rows AS (
-    SELECT account_id, seq, transfer_id, type, side, amount, {_BALANCE}, recorded_at
-    FROM {
-        p.rows(
-            "e",
-            "account_id uuid, seq bigint, transfer_id uuid, type text, side text, amount numeric, "
-            "balance jsonb, recorded_at timestamptz",
-        )
-    }
+    SELECT {with_totals_from(ENTRIES, "balance")}
+    FROM {p.rows("e", ENTRIES.record_columns(Entry.__struct_fields__, balance="jsonb"), "entries")}
 ),
 new_entries AS (
-    INSERT INTO entries ({", ".join(ENTRY_COLUMNS)})
+    INSERT INTO entries ({ENTRIES.column_list()})
     SELECT * FROM entry_rows WHERE {when}
 ),
 {_moved_balances(when)}"""
 
 
 def _account_ctes(p: Placeholders, when: str) -> str:
+    balance_row = ("account_id", "balance", "seq")
     return f"""
 new_accounts AS (
-    INSERT INTO accounts (id, currency, scale, debits_must_not_exceed_credits,
-                          credits_must_not_exceed_debits, metadata, closed, seq, created_at)
-    SELECT * FROM {
-        p.rows(
-            "r",
-            "id uuid, currency text, scale smallint, debits_must_not_exceed_credits boolean, "
-            "credits_must_not_exceed_debits boolean, metadata jsonb, closed boolean, seq bigint, "
-            "created_at timestamptz",
-        )
-    }
+    INSERT INTO accounts ({ACCOUNTS.column_list()})
+    SELECT * FROM {p.rows("r", ACCOUNTS.record_columns(), "accounts")}
     WHERE {when}
 ),
 new_balances AS (
-    INSERT INTO balances (account_id, debits_posted, credits_posted, debits_pending,
-                          credits_pending, seq)
-    SELECT account_id, {_BALANCE}, seq FROM {p.rows("r", "account_id uuid, balance jsonb, seq bigint")}
+    INSERT INTO balances ({BALANCES.column_list()})
+    SELECT {with_totals_from(BALANCES, "balance")}
+    FROM {p.rows("r", BALANCES.record_columns(balance_row, balance="jsonb"), "balances")}
     WHERE {when}
 ),
 closed_accounts AS (
-    UPDATE accounts SET closed = true WHERE id = ANY({p.array("uuid")}) AND {when}
+    UPDATE accounts SET closed = true WHERE id = ANY({p.array("uuid", "closed")}) AND {when}
 )"""
 
 
+#: What deciding a transfer made before the run changes of its row.
+_DECIDED = ("id", "status", "posted_amount", "decided_seq")
+
+
 def _decided_ctes(p: Placeholders, when: str) -> str:
+    assignments = ", ".join(f"{c} = u.{c}" for c in _DECIDED[1:])
     return f"""
 decided_rows AS (
-    SELECT * FROM {p.rows("u", "id uuid, status text, posted_amount numeric, decided_seq bigint")}
+    SELECT * FROM {p.rows("u", TRANSFERS.record_columns(_DECIDED), "decided_transfers")}
 ),
 decided_transfers AS (
-    UPDATE transfers AS t
-    SET status = u.status, posted_amount = u.posted_amount, decided_seq = u.decided_seq
+    UPDATE transfers AS t SET {assignments}
     FROM decided_rows AS u
     WHERE t.id = u.id AND t.id = ANY(ARRAY(SELECT id FROM decided_rows)) AND {when}
 )"""
@@ -151,33 +110,30 @@ def _moved_balances(when: str, accounts: str = "ARRAY(SELECT account_id FROM ent
     ``accounts`` (an array) that have any. (In one statement with
     :func:`_account_ctes`, an account opened in the run is not updated: its
     row is inserted there, and is not visible here.)"""
+    moved = BALANCES.columns[1:]  # the totals and seq
     return f"""
 moved_balances AS (
-    UPDATE balances AS b
-    SET debits_posted = u.debits_posted, credits_posted = u.credits_posted,
-        debits_pending = u.debits_pending, credits_pending = u.credits_pending, seq = u.seq
+    UPDATE balances AS b SET {", ".join(f"{c} = u.{c}" for c in moved)}
     FROM (
-        SELECT DISTINCT ON (account_id) account_id, debits_posted, credits_posted, debits_pending,
-                                        credits_pending, seq
+        SELECT DISTINCT ON (account_id) {BALANCES.column_list()}
         FROM entry_rows ORDER BY account_id, seq DESC
     ) AS u
     WHERE b.account_id = u.account_id AND b.account_id = ANY({accounts}) AND {when}
 )"""
 
 
-_p = Placeholders()
+_before = Placeholders()
 #: Before the COPY: what the copied rows refer to (accounts) and what they
 #: do not hold (decisions on transfers made before the run).
-_BEFORE_COPY = f"WITH {_account_ctes(_p, 'true')}, {_decided_ctes(_p, 'true')} SELECT"
+_BEFORE_COPY = f"WITH {_account_ctes(_before, 'true')}, {_decided_ctes(_before, 'true')} SELECT"
 #: After it: the balances, from the entries copied, read back by account
 #: past the seq the run follows.
 _AFTER_COPY = f"""WITH
 entry_rows AS (
-    SELECT {", ".join(ENTRY_COLUMNS)} FROM entries
+    SELECT {ENTRIES.column_list()} FROM entries
     WHERE account_id = ANY($1::uuid[]) AND seq > $2::bigint
 ),
 {_moved_balances("true", "$1::uuid[]")} SELECT"""
-del _p
 
 
 class Projection(NamedTuple):
@@ -193,17 +149,17 @@ class Projection(NamedTuple):
     decided_transfers: list[Transfer]
     entries: list[Entry]
 
-    def parameters(self) -> list[Any]:
-        """The parameters of :func:`projection_ctes`, rows as they are (the
-        ``Transfer`` and ``Entry`` structs' fields are the columns, an
+    def arguments(self) -> dict[str, Any]:
+        """The parameters of :func:`projection_ctes` by name, rows as they are
+        (the ``Transfer`` and ``Entry`` structs' fields are the columns, an
         entry's balance nested)."""
-        return list(self)
+        return self._asdict()
 
     def copy_text(self) -> tuple[CopyText[Transfer], CopyText[Entry]]:
         """The new transfers and the entries as :meth:`copy` sends them."""
         return (
-            CopyText("transfers", TRANSFER_COLUMNS, transfer_line, self.new_transfers),
-            CopyText("entries", ENTRY_COLUMNS, entry_line, self.entries),
+            CopyText(TRANSFERS, transfer_line, self.new_transfers),
+            CopyText(ENTRIES, entry_line, self.entries),
         )
 
     async def copy(
@@ -218,7 +174,8 @@ class Projection(NamedTuple):
         ahead), in three steps: what those rows refer to, the rows, and the
         balances they moved. Every event of the run has a seq greater than
         ``after``."""
-        await conn.execute(_BEFORE_COPY, self.accounts, self.balances, self.closed, self.decided_transfers)
+        arguments = self.arguments()
+        await conn.execute(_BEFORE_COPY, *_before.arguments({n: arguments[n] for n in _before.names}))
         for rows in text or self.copy_text():
             await rows.send(conn)
         # Accounts opened in the run were inserted with their balances.
@@ -252,19 +209,7 @@ def projection(ledger: Ledger, applied: Sequence[tuple[RecordedEvent, tuple[Entr
     accounts, balances = [], []
     for account_id, seq in new_accounts.items():
         a = ledger.accounts[account_id]
-        accounts.append(
-            {
-                "id": a.id,
-                "currency": a.currency,
-                "scale": a.scale,
-                "debits_must_not_exceed_credits": a.flags.debits_must_not_exceed_credits,
-                "credits_must_not_exceed_debits": a.flags.credits_must_not_exceed_debits,
-                "metadata": a.metadata,
-                "closed": a.closed,
-                "seq": seq,
-                "created_at": a.created_at,
-            }
-        )
+        accounts.append(account_row(a, seq=seq))
         # A copy: batches decided after this one move the ledger's balances
         # on, maybe before these parameters are sent.
         balances.append({"account_id": account_id, "balance": a.balance.copy(), "seq": last_entry.get(account_id, seq)})

@@ -17,7 +17,7 @@ import asyncpg
 
 from ..domain.events import RecordedEvent
 from ..domain.ledger import Entry, Ledger
-from .append import LOCK, NEW_EPOCH
+from .head import LOCK, NEW_EPOCH
 from .projections import projection
 from .replay import replayed
 

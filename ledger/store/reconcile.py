@@ -21,19 +21,16 @@ import msgspec
 from ..domain import money
 from ..domain.ledger import Ledger
 from ..domain.model import Balance
-from .append import LOCK, NEW_EPOCH, read_head
 from .connection import Conn
+from .head import LOCK, NEW_EPOCH, read_head
 from .replay import FORGET_EVERY, ChainCheck, stored_events
+from .tables import BALANCE_TOTALS, BALANCES
 
-BALANCE_FIELDS = ("debits_posted", "credits_posted", "debits_pending", "credits_pending")
-
-_STORED = "SELECT account_id, debits_posted, credits_posted, debits_pending, credits_pending FROM balances"
-_REPAIR = """
-    UPDATE balances AS b
-    SET debits_posted = u.debits_posted, credits_posted = u.credits_posted,
-        debits_pending = u.debits_pending, credits_pending = u.credits_pending
-    FROM unnest($1::uuid[], $2::numeric[], $3::numeric[], $4::numeric[], $5::numeric[])
-        AS u(account_id, debits_posted, credits_posted, debits_pending, credits_pending)
+_STORED = BALANCES.select(only=("account_id", *BALANCE_TOTALS))
+_REPAIR = f"""
+    UPDATE balances AS b SET {", ".join(f"{c} = u.{c}" for c in BALANCE_TOTALS)}
+    FROM unnest($1::uuid[], {", ".join(f"${n}::numeric[]" for n in range(2, 2 + len(BALANCE_TOTALS)))})
+        AS u(account_id, {", ".join(BALANCE_TOTALS)})
     WHERE b.account_id = u.account_id
 """
 
@@ -108,7 +105,7 @@ async def reconcile(conn: Conn, *, repair: bool = False, prefetch: int = 1000) -
         repairs = await _compare(conn, ledger, report, prefetch)
         if repair and repairs and report.chain.ok and report.replay_error is None:
             await conn.execute(NEW_EPOCH)
-            rows = [(i, *(getattr(b, f) for f in BALANCE_FIELDS)) for i, b in repairs.items()]
+            rows = [(i, *(getattr(b, f) for f in BALANCE_TOTALS)) for i, b in repairs.items()]
             await conn.execute(_REPAIR, *map(list, zip(*rows)))  # one array per column
             report.repaired = len(repairs)
     report.duration_ms = round((time.monotonic() - started) * 1000)
@@ -122,9 +119,8 @@ async def _replay(conn: Conn, report: Report, prefetch: int) -> Ledger:
         report.events_scanned += 1
         # Past a deleted event, go on folding what is there: the accounts it
         # moved then show up as mismatches, naming what the deletion changed.
-        ledger.head = record.seq - 1
         try:
-            ledger.apply(record)
+            ledger.apply_past_gap(record)
         except (KeyError, ValueError, msgspec.ValidationError) as error:
             report.replay_error = f"event {record.seq} cannot be applied: {error!r}"
             break
@@ -146,7 +142,7 @@ async def _compare(conn: Conn, ledger: Ledger, report: Report, prefetch: int) ->
             report.mismatches.append(Mismatch(account_id, "account", "present", None))
             continue
         unseen.discard(account_id)
-        for name in BALANCE_FIELDS:
+        for name in BALANCE_TOTALS:
             stored, replayed = row[name], getattr(account.balance, name)
             if stored != replayed:
                 report.mismatches.append(Mismatch(account_id, name, format(stored, "f"), format(replayed, "f")))
@@ -160,6 +156,6 @@ def _totals(ledger: Ledger) -> list[CurrencyTotals]:
     sums: dict[str, list[Decimal]] = {}
     for account in ledger.accounts.values():
         total = sums.setdefault(account.currency, [money.ZERO] * 4)
-        for i, name in enumerate(BALANCE_FIELDS):
+        for i, name in enumerate(BALANCE_TOTALS):
             total[i] = money.add(total[i], getattr(account.balance, name))
     return [CurrencyTotals(currency, *sums[currency]) for currency in sorted(sums)]

@@ -15,10 +15,11 @@ import asyncpg
 from ..domain.chain import GENESIS, event_hash
 from ..domain.events import RecordedEvent, event_from_data
 from ..domain.ledger import Entry, Ledger
-from .append import LogHead, read_head
 from .connection import Conn
+from .head import LogHead, read_head
+from .tables import EVENTS
 
-_EVENTS = "SELECT seq, type, stream_id, data, metadata, recorded_at, hash FROM events ORDER BY seq"
+_EVENTS = EVENTS.select() + " ORDER BY seq"
 
 #: How many events a long fold applies between dropping settled transfers.
 FORGET_EVERY = 10_000

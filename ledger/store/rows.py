@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 
 from ..domain.model import Account, AccountFlags, Balance, Transfer
+from .tables import ACCOUNTS, BALANCE_TOTALS, TRANSFERS
 
 #: Accounts joined with their balances, as :func:`account_from_row` reads them.
-ACCOUNT_SELECT = """
-    SELECT a.id, a.currency, a.scale, a.debits_must_not_exceed_credits,
-           a.credits_must_not_exceed_debits, a.metadata, a.closed, a.created_at,
-           b.debits_posted, b.credits_posted, b.debits_pending, b.credits_pending
-    FROM accounts a JOIN balances b ON b.account_id = a.id
-"""
+ACCOUNT_SELECT = (
+    f"SELECT {ACCOUNTS.column_list(prefix='a.')}, {', '.join('b.' + c for c in BALANCE_TOTALS)} "
+    "FROM accounts a JOIN balances b ON b.account_id = a.id"
+)
 
-TRANSFER_SELECT = """
-    SELECT id, debit_account_id, credit_account_id, amount, currency, code, metadata,
-           pending, timeout_seconds, status, seq, created_at, expires_at, posted_amount,
-           decided_seq
-    FROM transfers
-"""
+TRANSFER_SELECT = TRANSFERS.select()
+
+
+def account_row(account: Account, *, seq: int) -> dict[str, Any]:
+    """The ``accounts`` row of ``account``, opened by the event ``seq``."""
+    flags = account.flags
+    return {
+        "id": account.id,
+        "currency": account.currency,
+        "scale": account.scale,
+        "debits_must_not_exceed_credits": flags.debits_must_not_exceed_credits,
+        "credits_must_not_exceed_debits": flags.credits_must_not_exceed_debits,
+        "metadata": account.metadata,
+        "closed": account.closed,
+        "seq": seq,
+        "created_at": account.created_at,
+    }
 
 
 def account_from_row(row: asyncpg.Record) -> Account:

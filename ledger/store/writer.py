@@ -22,9 +22,22 @@ import asyncpg
 
 from .. import metrics
 from ..domain.ledger import Outcome
-from .append import LOCK, AppendRequest, Batch, append, load, read_head, write
 from .connection import connect, widen_send_buffer
+from .head import LOCK, read_head
 from .retry import CONFLICTS, CONNECTION_LOST, RetryPolicy, retrying
+from .write_path import (
+    COPY_FROM,
+    AppendRequest,
+    Committed,
+    Decided,
+    HeadMoved,
+    Pending,
+    Sealed,
+    decide_under_lock,
+    load,
+    seal,
+    write,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +57,7 @@ READER_NAME = "ledger-writer-reads"
 _KEYED = {"random_page_cost": "1.1"}
 
 #: A batch decided outside the lock is written as one statement outside a transaction
-#: (see :func:`~ledger.store.append.write`): SERIALIZABLE as every append.
+#: (see :func:`~ledger.store.write_path.write`): SERIALIZABLE as every append.
 _WRITING = {**_KEYED, "default_transaction_isolation": "serializable"}
 
 #: BEGIN and the append lock in one round trip (a simple query may hold
@@ -68,61 +81,73 @@ async def _locked_transaction(conn: asyncpg.Connection) -> AsyncIterator[None]:
     await conn.execute("COMMIT")
 
 
-def _committed(batch: Batch, started: float) -> Batch:
-    """``batch``, committed by the attempt that began at ``started``, counted."""
+def _counted(committed: Committed, started: float) -> Committed:
+    """``committed`` by the attempt that began at ``started``, counted."""
     metrics.APPEND_DURATION.observe(time.perf_counter() - started)
-    metrics.APPEND_BATCH_SIZE.observe(batch.commands)
-    metrics.EVENT_LOG_HEAD_SEQ.set(batch.head.seq)
-    return batch
+    metrics.APPEND_BATCH_SIZE.observe(committed.commands)
+    metrics.EVENT_LOG_HEAD_SEQ.set(committed.head.seq)
+    return committed
 
 
 class Writer:
-    def __init__(self, dsn: str, *, policy: RetryPolicy, clock: Clock) -> None:
+    """Appends batches, one at a time, on a connection of its own; reads what
+    batches decided outside the lock need on another
+    (:mod:`ledger.store.write_path` has the states and transitions).
+
+    ``copy_from`` is the number of events from which batches it seals are
+    written by COPY (:data:`~ledger.store.write_path.COPY_FROM`).
+    """
+
+    def __init__(self, dsn: str, *, policy: RetryPolicy, clock: Clock, copy_from: int = COPY_FROM) -> None:
         self._dsn = dsn
         self._policy = policy
         self._clock = clock
+        self._copy_from = copy_from
         self._conn: asyncpg.Connection | None = None
         self._reader: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
         #: Attempts that failed and were retried, since start (for health and tests).
         self.retries = 0
-        #: Batches decided outside the lock that were decided again under it,
-        #: because the head had moved on from the one they were decided after.
+        #: Sealed batches that were decided again under the lock, because the
+        #: head had moved on from the one they were decided after.
         self.decided_again = 0
 
-    async def append(self, requests: Sequence[AppendRequest]) -> list[list[Outcome]]:
-        """Decide and record ``requests`` as one transaction; one outcome list each.
+    async def append(self, batch: Sealed | Pending) -> Committed:
+        """Record ``batch`` as one transaction: a sealed batch as it was decided
+        if the head of the log is still its basis; else, and a pending one,
+        decided afresh under the lock.
 
         Raises :class:`~ledger.store.retry.Unavailable` when conflicts or a lost
         database outlast the retry policy.
         """
-        return (await self.record(requests)).results
-
-    async def record(self, requests: Sequence[AppendRequest], batch: Batch | None = None) -> Batch:
-        """Record ``requests`` as one transaction: as the sealed ``batch``
-        decided them if the head of the log is still its basis, else decided
-        afresh under the lock. Return the batch recorded.
-        """
         async with self._lock:
-            return await retrying(lambda: self._attempt(requests, batch), self._policy, CONFLICTS + CONNECTION_LOST)
+            return await retrying(lambda: self._attempt(batch), self._policy, CONFLICTS + CONNECTION_LOST)
 
-    async def fresh(self) -> Batch:
-        """An empty batch, to be decided against the log as it stands now
-        (read on the reading connection)."""
-        return Batch.at(await self._read(read_head))
+    async def submit(self, requests: Sequence[AppendRequest]) -> list[list[Outcome]]:
+        """Append ``requests`` as one batch, decided under the lock; one list
+        of outcomes each (for callers with no queue in front of the writer)."""
+        return (await self.append(Pending(list(requests)))).results
 
-    async def decide(self, batch: Batch, requests: Sequence[AppendRequest]) -> None:
-        """Decide ``requests`` into ``batch`` ahead of recording it, first
-        reading what its ledger lacks on a connection of its own, outside any
-        transaction. Nothing is written.
+    async def at_head(self) -> Decided:
+        """Nothing decided yet, against the log as it stands now (its head
+        read on the reading connection)."""
+        return Decided.at(await self._read(read_head))
 
-        The event loop gets a turn after each slice of commands: a full
-        batch takes a few hundred milliseconds to decide, and meanwhile the
-        append in flight (megabytes of parameters) must keep going out to the
-        database, and other requests be served."""
-        await self._read(load, requests, batch.ledger)
-        for _ in batch.deciding(requests, now=self._clock()):
+    async def decide(self, decided: Decided, requests: Sequence[AppendRequest]) -> None:
+        """Decide ``requests`` into ``decided``, first reading what its ledger
+        lacks on the reading connection, outside any transaction. Nothing is
+        written.
+
+        The event loop gets a turn after each slice of commands, so that
+        the append in flight keeps going out to the database and other
+        requests are served while a large batch is decided."""
+        await self._read(load, requests, decided.ledger)
+        for _ in decided.deciding(requests, now=self._clock()):
             await asyncio.sleep(0)
+
+    def seal(self, decided: Decided) -> Sealed:
+        """:func:`~ledger.store.write_path.seal` ``decided`` for this writer."""
+        return seal(decided, copy_from=self._copy_from)
 
     async def _read(self, read: Callable[..., Awaitable[T]], *args: Any) -> T:
         """``read(connection, *args)`` on the reading connection, opened anew
@@ -134,17 +159,20 @@ class Writer:
             reader.terminate()
             raise
 
-    async def _attempt(self, requests: Sequence[AppendRequest], batch: Batch | None) -> Batch:
+    async def _attempt(self, batch: Sealed | Pending) -> Committed:
         try:
             conn = await self._connection()
             started = time.perf_counter()
-            if batch is not None and await write(conn, batch):
-                return _committed(batch, started)
-            if batch is not None:
-                self.decided_again += 1
+            if isinstance(batch, Sealed):
+                match await write(conn, batch):
+                    case Committed() as committed:
+                        return _counted(committed, started)
+                    case HeadMoved() as moved:
+                        self.decided_again += 1
+                        batch = moved.again()
             async with _locked_transaction(conn):
-                recorded = await append(conn, requests, now=self._clock(), at=await read_head(conn))
-            return _committed(recorded, started)
+                committed = await decide_under_lock(conn, batch, now=self._clock(), copy_from=self._copy_from)
+            return _counted(committed, started)
         except CONNECTION_LOST:
             await self.close()
             self.retries += 1

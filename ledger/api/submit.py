@@ -1,4 +1,4 @@
-"""Handing a request's commands to the writer."""
+"""Submitting a request's commands to the write path."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from aiohttp import web
 from ..domain.codes import LedgerError
 from ..domain.commands import Command
 from ..domain.ledger import Existing, Outcome, Recorded, Refused
-from ..store.append import AppendRequest
+from ..store.write_path import AppendRequest
 from .auth import TOKEN_KEY
 from .keys import COALESCER
 from .middlewares import request_id
@@ -26,17 +26,18 @@ def event_metadata(request: web.Request) -> dict[str, Any]:
     return metadata
 
 
-async def execute(request: web.Request, commands: Sequence[Command], *, atomic: bool = False) -> list[Outcome]:
-    """Decide and record ``commands`` for ``request``; one outcome each."""
-    [outcomes] = await request.app[COALESCER].append(
+async def submit(request: web.Request, commands: Sequence[Command], *, atomic: bool = False) -> list[Outcome]:
+    """Submit ``commands`` for ``request`` to the write path; one outcome each,
+    once they are decided and recorded."""
+    [outcomes] = await request.app[COALESCER].submit(
         [AppendRequest(commands, atomic=atomic, metadata=event_metadata(request))]
     )
     return outcomes
 
 
-async def execute_one(request: web.Request, command: Command) -> Recorded | Existing:
-    """Like :func:`execute` for a single command; a refusal is raised as an error."""
-    [outcome] = await execute(request, [command])
+async def submit_one(request: web.Request, command: Command) -> Recorded | Existing:
+    """Like :func:`submit` for a single command; a refusal is raised as an error."""
+    [outcome] = await submit(request, [command])
     if isinstance(outcome, Refused):
         raise LedgerError(outcome.code, outcome.message)
     return outcome
