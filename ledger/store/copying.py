@@ -4,7 +4,8 @@ Large appends and the rebuild send their events, transfers and entries this
 way: the server reads each value with its type's input function, where rows
 given as a ``jsonb`` array (see :mod:`ledger.store.projections`) are first
 parsed as JSON and then taken apart key by key, and asyncpg's binary COPY
-would encode each ``numeric`` in Python at about 1.3 µs. The text is made
+would encode each ``numeric`` in Python (docs/performance.md, "Constants and
+their figures"). The text is made
 here (:class:`CopyText`), a chunk of rows at a time: ahead, while the append
 before is in flight (see :mod:`ledger.store.coalescer`), or while the chunk
 before it is on its way, so that the server reads one while the next is made.
@@ -13,9 +14,9 @@ Text format: columns separated by tabs, one row a line, ``\\N`` for NULL,
 and a backslash, tab, newline or carriage return inside a value escaped with
 a backslash. JSON as msgspec writes it holds no raw control character, so
 only its backslashes need escaping. UUIDs go as their 32 hex digits, which
-``uuid`` reads as well as the hyphenated form and Python writes in half the
-time; amounts as ``str()`` writes them (``!s``: an f-string would otherwise
-go through ``Decimal.__format__``, two and a half times slower).
+``uuid`` reads as well as the hyphenated form and Python writes faster;
+amounts as ``str()`` writes them (``!s``: an f-string would otherwise go
+through the slower ``Decimal.__format__``).
 """
 
 from __future__ import annotations
