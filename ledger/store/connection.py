@@ -61,9 +61,8 @@ def widen_send_buffer(conn: asyncpg.Connection, size: int = SEND_BUFFER) -> None
     milliseconds of PostgreSQL's reading of a COPY: any step of the loop
     longer than that (deciding, decoding or answering other requests) left
     the server idle in the middle of an append. With megabytes in the kernel,
-    the server reads on while the loop is busy. Measured, batches of 8190
-    back to back: 27,700–28,800 transfers/s with the default buffer,
-    31,500–32,500 with this one.
+    the server reads on while the loop is busy (docs/performance.md has the
+    figures).
     """
     # asyncpg offers no public way to its transport; without one, the
     # connection keeps the default buffer.
@@ -77,8 +76,8 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """Pool reset hook that skips asyncpg's reset query.
 
     The service never changes session state on pooled connections, and the
-    reset query is a round trip on every release (a third of the throughput of
-    small reads). asyncpg still rolls back an open transaction on release.
+    reset query is a round trip on every release, which small reads would
+    pay each time. asyncpg still rolls back an open transaction on release.
     """
 
 
