@@ -11,7 +11,14 @@ from decimal import Decimal
 
 import pytest
 
-from ledger.domain.commands import CloseAccount, MakeTransfer, OpenAccount, PostTransfer, VoidTransfer
+from ledger.domain.commands import (
+    CloseAccount,
+    MakeTransfer,
+    OpenAccount,
+    PostTransfer,
+    ReverseTransfer,
+    VoidTransfer,
+)
 from ledger.domain.model import AccountFlags
 from ledger.store import copying as copying_module
 from ledger.store.connection import connect
@@ -56,17 +63,20 @@ def one_request(*commands) -> list[AppendRequest]:
 def awkward_appends() -> list[list[AppendRequest]]:
     """Two appends touching every projection: accounts opened (and moved at
     once), closed, transfers held and decided in the append that made them
-    and in a later one, a refusal, and text that needs escaping."""
+    and in a later one, a transfer reversed in both, a refusal, and text that
+    needs escaping."""
     ids = iter(uuid.UUID(int=random.Random(7).getrandbits(128) + n, version=4) for n in range(100))
     wallet, shop, bank, idle, late = (next(ids) for _ in range(5))
     held, held_and_posted, voided = next(ids), next(ids), next(ids)
+    paid_in, reversed_early, reversed_late = next(ids), next(ids), next(ids)
     usd = dict(currency="USD", code=None, metadata={})
     first = one_request(
         OpenAccount(wallet, "USD", 2, AccountFlags(debits_must_not_exceed_credits=True), AWKWARD_METADATA),
         OpenAccount(shop, "USD", 2, AccountFlags(), {}),
         OpenAccount(bank, "USD", 2, AccountFlags(), {}),
         OpenAccount(idle, "USD", 2, AccountFlags(), {}),
-        MakeTransfer(next(ids), bank, wallet, Decimal("100.00"), "USD", AWKWARD_CODE, AWKWARD_METADATA),
+        MakeTransfer(paid_in, bank, wallet, Decimal("100.00"), "USD", AWKWARD_CODE, AWKWARD_METADATA),
+        ReverseTransfer(reversed_early, paid_in, Decimal("10.00"), None, AWKWARD_METADATA),
         MakeTransfer(held, wallet, shop, Decimal("30.00"), **usd, pending=True, timeout_seconds=60),
         MakeTransfer(held_and_posted, wallet, shop, Decimal("20.00"), **usd, pending=True),
         PostTransfer(held_and_posted, Decimal("15.00")),
@@ -80,6 +90,7 @@ def awkward_appends() -> list[list[AppendRequest]]:
         OpenAccount(late, "USD", 2, AccountFlags(), {}),
         MakeTransfer(next(ids), bank, late, Decimal("5.00"), **usd),
         MakeTransfer(next(ids), late, wallet, Decimal("0.01"), **usd),
+        ReverseTransfer(reversed_late, paid_in, Decimal("5.00")),  # made in the append before
     )
     return [first, second]
 
@@ -125,7 +136,7 @@ async def test_rows_recorded_by_copy_are_those_one_statement_records(database_ur
     by_copy = await record_awkward_appends(another_database_url, copy_from=1)
 
     assert by_copy == by_statement
-    assert len(by_copy["events"]) == 15  # every command but the refusal
+    assert len(by_copy["events"]) == 17  # every command but the refusal
     conn = await connect(another_database_url)
     try:  # the awkward text is in it, as given
         assert await conn.fetchrow("SELECT code, metadata FROM transfers WHERE code IS NOT NULL") == (

@@ -22,7 +22,8 @@ TRANSFERS = 3000
 @pytest.fixture
 async def busy_ledger(client, open_account, fund):
     """Accounts in two currencies moved by thousands of transfers, some of
-    them held and then posted in part, voided or left pending; one account closed."""
+    them held and then posted in part, voided or left pending, some reversed
+    in part and in whole, long after they were made; one account closed."""
     rng = random.Random(11)
     accounts = [await open_account(currency, 2) for currency in ("USD", "EUR") for _ in range(ACCOUNTS // 2)]
     for account in accounts:
@@ -42,6 +43,11 @@ async def busy_ledger(client, open_account, fund):
     ]
     response = await client.post("/v1/transfer-batches", json={"transfers": decisions})
     assert response.status == 200
+    posted = [i for i in items if not i["pending"]][:300]
+    reversals = [{"action": "reverse", "id": str(uuid.uuid4()), "reverses": i["id"], "amount": "0.01"} for i in posted]
+    reversals += [{"action": "reverse", "id": str(uuid.uuid4()), "reverses": i["id"]} for i in posted[:100]]
+    response = await client.post("/v1/transfer-batches", json={"transfers": reversals})
+    assert [r["status"] for r in (await response.json())["results"]] == ["created"] * len(reversals)
     idle = await open_account("USD", 2)
     assert (await client.post(f"/v1/accounts/{idle['id']}/close")).status == 200
     return accounts

@@ -10,7 +10,7 @@ from decimal import Decimal
 import msgspec
 import pytest
 
-from ledger.domain.commands import MakeTransfer, OpenAccount
+from ledger.domain.commands import MakeTransfer, OpenAccount, ReverseTransfer
 from ledger.domain.ledger import Entry
 from ledger.domain.model import AccountFlags, Balance, Transfer
 from ledger.store.copying import entry_line, event_line, transfer_line
@@ -46,13 +46,16 @@ def test_an_entry_struct_has_the_entries_columns_with_its_balance_nested():
 
 
 def decided_batch() -> Decided:
-    """Two accounts opened and a pending transfer between them, decided."""
+    """Two accounts opened, a pending transfer and a posted one between them,
+    and a reversal of part of the posted one, decided."""
     a, b = uuid.uuid4(), uuid.uuid4()
     decided = Decided.at(LogHead(0, b"\0" * 32, 0))
     commands = [
         OpenAccount(a, "USD", 2, AccountFlags(debits_must_not_exceed_credits=False), {"k": "v"}),
         OpenAccount(b, "USD", 2, AccountFlags(), {}),
         MakeTransfer(uuid.uuid4(), a, b, Decimal("12.34"), "USD", "c\t1", {"n": 1}, pending=True, timeout_seconds=60),
+        MakeTransfer(paid := uuid.uuid4(), a, b, Decimal("5.00"), "USD", None, {}),
+        ReverseTransfer(uuid.uuid4(), paid, Decimal("1.25")),
     ]
     decided.decide([AppendRequest(commands, metadata={"request_id": "r"})], now=MOMENT)
     return decided
@@ -79,11 +82,12 @@ async def copied_back(db, table: Table, line: str) -> dict:
 
 
 async def test_a_transfer_line_writes_the_transfers_columns_in_order(db):
-    [transfer] = decided_batch().ledger.transfers.values()
+    transfers = decided_batch().ledger.transfers.values()
+    assert {t.reverses is None for t in transfers} == {True, False}
 
-    copied = await copied_back(db, TRANSFERS, transfer_line(transfer))
-
-    assert copied == {c: getattr(transfer, c) for c in TRANSFERS.columns}
+    for transfer in transfers:
+        copied = await copied_back(db, TRANSFERS, transfer_line(transfer))
+        assert copied == {c: getattr(transfer, c) for c in TRANSFERS.columns}
 
 
 async def test_an_entry_line_writes_the_entries_columns_in_order(db):

@@ -87,6 +87,10 @@ class TransferOut(_Response):
     expires_at: Timestamp | None
     posted_amount: Amount | None
     decided_seq: Seq | None
+    #: The transfer this one reverses, if it is a reversal.
+    reverses: UUID | None
+    #: The sum of this transfer's reversals, at its scale.
+    reversed_amount: Amount
 
 
 class BatchItemError(_Response):
@@ -130,11 +134,16 @@ class EntryLine(_Response):
     recorded_at: Timestamp
 
 
-class MismatchOut(_Response):
-    account_id: UUID
+class MismatchOut(_Response, omit_defaults=True):
+    """A balance ``field`` of ``account_id``, or the ``reversed_amount`` of
+    ``transfer_id``, stored otherwise than the log's replay gives it: each
+    mismatch names one of the two."""
+
     field: str
     stored: str | None
     replayed: str | None
+    account_id: UUID | None = None
+    transfer_id: UUID | None = None
 
 
 class CurrencyTotalsOut(_Response):
@@ -241,6 +250,10 @@ def transfer_out(transfer: Transfer) -> TransferOut:
         expires_at=None if transfer.expires_at is None else format_timestamp(transfer.expires_at),
         posted_amount=None if transfer.posted_amount is None else format(transfer.posted_amount, "f"),
         decided_seq=transfer.decided_seq,
+        reverses=transfer.reverses,
+        # Quantized to the amount's exponent: a transfer never reversed may
+        # hold a zero of no particular scale.
+        reversed_amount=format(transfer.reversed_amount.quantize(transfer.amount), "f"),
     )
 
 
@@ -251,7 +264,13 @@ def report_out(report: Report) -> ReportOut:
         events_scanned=report.events_scanned,
         accounts_checked=report.accounts_checked,
         mismatches=[
-            MismatchOut(account_id=m.account_id, field=m.field, stored=m.stored, replayed=m.replayed)
+            MismatchOut(
+                account_id=m.account_id,
+                field=m.field,
+                stored=m.stored,
+                replayed=m.replayed,
+                transfer_id=m.transfer_id,
+            )
             for m in report.mismatches
         ],
         totals=[

@@ -19,7 +19,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 
 from ..domain import money
 from ..domain.codes import InvalidField
-from ..domain.commands import MakeTransfer, OpenAccount, PostTransfer, VoidTransfer
+from ..domain.commands import MakeTransfer, OpenAccount, PostTransfer, ReverseTransfer, VoidTransfer
 from ..domain.model import AccountFlags
 
 T = TypeVar("T")
@@ -88,8 +88,7 @@ class TransferIn(_Request, kw_only=True):
     def to_command(self, path: str = "") -> MakeTransfer:
         if self.timeout_seconds is not None and not self.pending:
             raise InvalidField("timeout_seconds is allowed only with pending: true", f"{path}timeout_seconds")
-        if self.code is not None and "\x00" in self.code:
-            raise InvalidField("must not contain NUL characters", f"{path}code")
+        transfer_code(self.code, f"{path}code")
         return MakeTransfer(
             id=self.id,
             debit_account_id=self.debit_account_id,
@@ -111,6 +110,27 @@ class PostIn(_Request, kw_only=True):
     def to_command(self, transfer_id: UUID, path: str = "") -> PostTransfer:
         held = None if self.amount is None else amount(self.amount, f"{path}amount")
         return PostTransfer(transfer_id, held)
+
+
+class ReverseIn(_Request, kw_only=True):
+    """``POST /v1/transfers/{id}/reverse``: the reversal, a new posted transfer."""
+
+    #: The reversal's own id: its idempotency key.
+    id: UUID
+    #: Default: all of the transfer that is posted and not yet reversed.
+    amount: AmountIn | None = None
+    code: TransferCode | None = None
+    metadata: dict[str, Any] = {}
+
+    def to_command(self, original_id: UUID, path: str = "") -> ReverseTransfer:
+        transfer_code(self.code, f"{path}code")
+        return ReverseTransfer(
+            id=self.id,
+            original_id=original_id,
+            amount=None if self.amount is None else amount(self.amount, f"{path}amount"),
+            code=self.code,
+            metadata=metadata(self.metadata, TRANSFER_METADATA_BYTES, f"{path}metadata"),
+        )
 
 
 class EmptyIn(_Request, kw_only=True):
@@ -138,18 +158,30 @@ class VoidItemIn(_Request, kw_only=True):
         return VoidTransfer(self.id)
 
 
+class ReverseItemIn(ReverseIn, kw_only=True):
+    """A reversal inside a batch: ``{"action": "reverse", "id": …, "reverses": …}``,
+    ``id`` the reversal's own and ``reverses`` the transfer it reverses."""
+
+    action: Literal["reverse"]
+    reverses: UUID
+
+    def to_command(self, original_id: UUID | None = None, path: str = "") -> ReverseTransfer:
+        return super().to_command(self.reverses, path)
+
+
 class ItemKind(Struct):
     """What a batch item is, read before the item itself: a transfer request
-    (no ``action``) or a decision on a pending transfer."""
+    (no ``action``), a decision on a pending transfer, or a reversal."""
 
-    action: Literal["post", "void"] | None = None
+    action: Literal["post", "void", "reverse"] | None = None
 
 
 #: Each kind of batch item and the struct that decodes it.
-BATCH_ITEMS: dict[str | None, type[TransferIn | PostItemIn | VoidItemIn]] = {
+BATCH_ITEMS: dict[str | None, type[TransferIn | PostItemIn | VoidItemIn | ReverseItemIn]] = {
     None: TransferIn,
     "post": PostItemIn,
     "void": VoidItemIn,
+    "reverse": ReverseItemIn,
 }
 
 
@@ -212,6 +244,12 @@ def amount(text: str, path: str) -> Decimal:
         return money.parse_amount(text)
     except InvalidField as error:
         raise InvalidField(f"amount {error.message}", path) from None
+
+
+def transfer_code(code: str | None, path: str) -> None:
+    """Refuse a ``code`` that PostgreSQL's text could not hold."""
+    if code is not None and "\x00" in code:
+        raise InvalidField("must not contain NUL characters", path)
 
 
 def metadata(value: dict[str, Any], limit: int, path: str) -> dict[str, Any]:

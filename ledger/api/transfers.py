@@ -9,14 +9,14 @@ import msgspec
 from aiohttp import web
 
 from ..domain.codes import Code
-from ..domain.commands import Command, MakeTransfer, VoidTransfer
+from ..domain.commands import Command, MakeTransfer, ReverseTransfer, VoidTransfer
 from ..domain.ledger import Existing, Outcome, Recorded, Refused
 from ..domain.model import Transfer
 from . import codec
 from .openapi import documented
 from .paths import transfer_in_path, uuid_param
 from .responses import BatchItemError, BatchItemOut, BatchOut, TransferOut, transfer_out
-from .schemas import BATCH_ITEMS, BatchIn, EmptyIn, ItemKind, PostIn, TransferIn
+from .schemas import BATCH_ITEMS, BatchIn, EmptyIn, ItemKind, PostIn, ReverseIn, TransferIn
 from .submit import submit, submit_one
 
 routes = web.RouteTableDef()
@@ -90,6 +90,35 @@ async def void_transfer(request: web.Request) -> web.Response:
     return await _transfer_response(request, VoidTransfer(transfer_id))
 
 
+#: What reversing a transfer may refuse it with.
+REVERSE_ERRORS = (
+    Code.TRANSFER_NOT_FOUND,
+    Code.TRANSFER_NOT_POSTED,
+    Code.REVERSAL_EXCEEDS_AMOUNT,
+    Code.EXISTS_WITH_DIFFERENT_FIELDS,
+    Code.AMOUNT_MUST_BE_POSITIVE,
+    Code.AMOUNT_SCALE_EXCEEDED,
+    Code.EXCEEDS_CREDITS,
+    Code.EXCEEDS_DEBITS,
+    Code.ACCOUNT_CLOSED,
+)
+
+
+@routes.post("/v1/transfers/{id}/reverse")
+@documented(
+    "Reverse a posted transfer, all of what is left or `amount` of it, as a new posted transfer",
+    ok={201: TransferOut, 200: TransferOut},
+    body=ReverseIn,
+    replays=True,
+    errors=REVERSE_ERRORS,
+)
+async def reverse_transfer(request: web.Request) -> web.Response:
+    """201 with the reversal; 200 and ``Idempotent-Replayed`` on a replay of its id."""
+    original_id = uuid_param(request)
+    body = await codec.decode(request, ReverseIn)
+    return await _transfer_response(request, body.to_command(original_id), created=201)
+
+
 async def _transfer_response(request: web.Request, command: Command, *, created: int = 200) -> web.Response:
     """The transfer ``command`` left: ``created`` if it recorded an event,
     else 200 and ``Idempotent-Replayed`` (nothing changed)."""
@@ -109,7 +138,7 @@ async def get_transfer(request: web.Request) -> web.Response:
 
 @routes.post("/v1/transfer-batches")
 @documented(
-    "Up to 8190 transfers, posts and voids, decided in order; with `atomic`, all or none",
+    "Up to 8190 transfers, posts, voids and reversals, decided in order; with `atomic`, all or none",
     ok={200: BatchOut, 422: BatchOut},
     body=BatchIn,
     errors=(Code.LINKED_TRANSFER_FAILED,),
@@ -143,7 +172,7 @@ async def _commands(request: web.Request, raws: list[msgspec.Raw]) -> list[Comma
             await asyncio.sleep(0)
         path = f"transfers[{index}]"
         kind = decode(raw, ItemKind, path)
-        commands.append(decode(raw, BATCH_ITEMS[kind.action], path).to_command(f"{path}."))
+        commands.append(decode(raw, BATCH_ITEMS[kind.action], path).to_command(path=f"{path}."))
     return commands
 
 
@@ -155,5 +184,5 @@ def _result(command: Command, outcome: Outcome) -> BatchItemOut:
         return BatchItemOut(id=command.id, status="created", seq=outcome.record.seq)
     # An unchanged decision points at the event that decided the transfer.
     transfer = outcome.subject
-    decided = None if isinstance(command, MakeTransfer) else transfer.decided_seq
+    decided = None if isinstance(command, (MakeTransfer, ReverseTransfer)) else transfer.decided_seq
     return BatchItemOut(id=command.id, status="exists", seq=decided or transfer.seq)

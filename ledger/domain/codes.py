@@ -40,6 +40,8 @@ class Code(enum.StrEnum):
     TRANSFER_ALREADY_VOIDED = "transfer_already_voided"
     #: The pending transfer's timeout has passed.
     TRANSFER_EXPIRED = "transfer_expired"
+    #: Only a posted transfer can be reversed: this one is pending, voided or expired.
+    TRANSFER_NOT_POSTED = "transfer_not_posted"
     #: The body is larger than ``LEDGER_MAX_BODY_BYTES``.
     BODY_TOO_LARGE = "body_too_large"
     #: The body's ``Content-Type`` is neither JSON nor MessagePack.
@@ -65,6 +67,8 @@ class Code(enum.StrEnum):
     EXCEEDS_DEBITS = "exceeds_debits"
     #: Posting more than the pending amount.
     POST_AMOUNT_EXCEEDS_PENDING = "post_amount_exceeds_pending"
+    #: Reversing more than what of the transfer is posted and not yet reversed.
+    REVERSAL_EXCEEDS_AMOUNT = "reversal_exceeds_amount"
     #: One of the accounts is closed.
     ACCOUNT_CLOSED = "account_closed"
     #: In an atomic batch, another item failed, so this one was not recorded.

@@ -68,8 +68,20 @@ class ExpireTransfer(_Command, frozen=True):
     id: UUID
 
 
+class ReverseTransfer(_Command, frozen=True):
+    """Move back ``amount`` (default: all of a posted transfer not yet
+    reversed) of the posted transfer ``original_id``, as a new posted
+    transfer ``id`` between the same accounts, swapped."""
+
+    id: UUID
+    original_id: UUID
+    amount: Decimal | None = None
+    code: str | None = None
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
 Decision = PostTransfer | VoidTransfer | ExpireTransfer
-Command = OpenAccount | CloseAccount | MakeTransfer | Decision
+Command = OpenAccount | CloseAccount | MakeTransfer | ReverseTransfer | Decision
 
 
 def account_ids(command: Command) -> tuple[UUID, ...]:
@@ -83,7 +95,10 @@ def account_ids(command: Command) -> tuple[UUID, ...]:
 
 
 def transfer_ids(command: Command) -> tuple[UUID, ...]:
-    """The transfers a command reads or creates."""
+    """The transfers a command reads or creates. A reversal moves its
+    original's accounts (see :func:`account_ids`)."""
     if isinstance(command, (OpenAccount, CloseAccount)):
         return ()
+    if isinstance(command, ReverseTransfer):
+        return (command.id, command.original_id)
     return (command.id,)

@@ -12,6 +12,8 @@ account_created            an account was opened
 account_closed             an account was closed; no transfer may touch it
 transfer_posted            money moved at once from debit to credit account
 transfer_pending           money was held (pending) on both accounts
+transfer_reversed          money moved back, in part or whole, of a posted
+                           transfer (``reverses``), between its accounts swapped
 pending_transfer_posted    a held ``amount`` moved to posted, the rest released
 pending_transfer_voided    a held amount was released on request
 pending_transfer_expired   a held amount was released at its deadline
@@ -100,6 +102,15 @@ class TransferPending(_TransferMade, frozen=True):
     timeout_seconds: int | None
 
 
+class TransferReversed(_TransferMade, frozen=True):
+    """Money moved at once back of the posted transfer ``reverses``: its credit
+    account is this one's debit account, its debit account this one's credit."""
+
+    type: ClassVar[str] = "transfer_reversed"
+
+    reverses: UUID
+
+
 class PendingDecided(_TransferEvent, frozen=True):
     """A pending transfer decided: its whole held amount is released. When
     posted, ``amount`` is what moves to posted; when voided or expired, it is
@@ -132,7 +143,14 @@ class PendingExpired(PendingDecided, frozen=True):
 
 
 Event = (
-    AccountCreated | AccountClosed | TransferPosted | TransferPending | PendingPosted | PendingVoided | PendingExpired
+    AccountCreated
+    | AccountClosed
+    | TransferPosted
+    | TransferPending
+    | TransferReversed
+    | PendingPosted
+    | PendingVoided
+    | PendingExpired
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -142,6 +160,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         AccountClosed,
         TransferPosted,
         TransferPending,
+        TransferReversed,
         PendingPosted,
         PendingVoided,
         PendingExpired,

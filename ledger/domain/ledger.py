@@ -30,6 +30,7 @@ from .commands import (
     MakeTransfer,
     OpenAccount,
     PostTransfer,
+    ReverseTransfer,
     VoidTransfer,
 )
 from .events import (
@@ -43,6 +44,7 @@ from .events import (
     RecordedEvent,
     TransferPending,
     TransferPosted,
+    TransferReversed,
 )
 from .model import Account, Balance, Transfer, TransferStatus
 
@@ -175,6 +177,8 @@ class Ledger:
                 return self._decide_close_account(command)
             case MakeTransfer():
                 return self._decide_transfer(command)
+            case ReverseTransfer():
+                return self._decide_reversal(command)
             case PostTransfer():
                 return self._decide_post(command, now)
             case VoidTransfer():
@@ -264,6 +268,48 @@ class Ledger:
         if c.pending:
             return TransferPending(*fields, timeout_seconds=c.timeout_seconds)
         return TransferPosted(*fields)
+
+    def _decide_reversal(self, c: ReverseTransfer) -> Event | Existing | Refused:
+        if c.amount is not None and c.amount <= 0:
+            return _not_positive(c.amount)
+        existing = self.transfers.get(c.id)
+        if existing is not None:
+            # A replay that left the amount out took all that was left when
+            # it was recorded: only an amount given is compared.
+            fields = ["reverses", "code", "metadata"] + (["amount"] if c.amount is not None else [])
+            given = {"reverses": c.original_id, "code": c.code, "metadata": c.metadata, "amount": c.amount}
+            differing = [f for f in fields if getattr(existing, f) != given[f]]
+            if differing:
+                return _exists_with_different_fields("transfer", c.id, differing)
+            return Existing(existing)
+        original = self.transfers.get(c.original_id)
+        if original is None:
+            return _transfer_not_found(c.original_id)
+        if original.status != TransferStatus.POSTED or original.posted_amount is None:
+            return Refused(
+                Code.TRANSFER_NOT_POSTED,
+                f"transfer {original.id} is {original.status}: only a posted transfer can be reversed",
+            )
+        # The original's accounts, swapped: what it credited is debited back.
+        debit = self.accounts[original.credit_account_id]
+        credit = self.accounts[original.debit_account_id]
+        left = money.sub(original.posted_amount, original.reversed_amount)
+        amount = _scaled(left if c.amount is None else c.amount, debit.scale)
+        if isinstance(amount, Refused):
+            return amount
+        if amount > left or amount <= 0:
+            return Refused(
+                Code.REVERSAL_EXCEEDS_AMOUNT,
+                f"cannot reverse {money.format_amount(amount, debit.scale)} of transfer {original.id}: "
+                f"{money.format_amount(left, debit.scale)} of it is left to reverse",
+            )
+        for account in (debit, credit):
+            if account.closed:
+                return Refused(Code.ACCOUNT_CLOSED, f"account {account.id} is closed")
+        refusal = _check_limits(debit, credit, amount)
+        if refusal is not None:
+            return refusal
+        return TransferReversed(c.id, debit.id, credit.id, amount, original.currency, c.code, c.metadata, original.id)
 
     def _decide_post(self, c: PostTransfer, now: datetime) -> Event | Existing | Refused:
         if c.amount is not None and c.amount <= 0:
@@ -371,6 +417,33 @@ class Ledger:
                     expires_at=_deadline(record.recorded_at, timeout_seconds),
                     posted_amount=None if pending else event.amount,
                 )
+            case TransferReversed():
+                debit, credit = self._move(event, post=event.amount)
+                # Deciding holds the original; a long fold may have forgotten
+                # it, settled (the projection adds the amount to what is stored).
+                original = self.transfers.get(event.reverses)
+                if original is not None:
+                    self._keep_transfer(original.id)
+                    self.transfers[original.id] = msgspec.structs.replace(
+                        original, reversed_amount=money.add(original.reversed_amount, event.amount)
+                    )
+                self._keep_transfer(event.transfer_id)
+                self.transfers[event.transfer_id] = Transfer(
+                    id=event.transfer_id,
+                    debit_account_id=event.debit_account_id,
+                    credit_account_id=event.credit_account_id,
+                    amount=event.amount,
+                    currency=event.currency,
+                    code=event.code,
+                    metadata=event.metadata,
+                    pending=False,
+                    timeout_seconds=None,
+                    status=TransferStatus.POSTED,
+                    seq=record.seq,
+                    created_at=record.recorded_at,
+                    posted_amount=event.amount,
+                    reverses=event.reverses,
+                )
             case PendingDecided():
                 transfer = self.transfers[event.transfer_id]
                 posted = event.amount if isinstance(event, PendingPosted) else None
@@ -392,7 +465,7 @@ class Ledger:
 
     def _move(
         self,
-        event: TransferPosted | TransferPending | PendingDecided,
+        event: TransferPosted | TransferPending | TransferReversed | PendingDecided,
         *,
         hold: Decimal | None = None,
         release: Decimal | None = None,

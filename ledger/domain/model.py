@@ -92,3 +92,7 @@ class Transfer(msgspec.Struct, frozen=True, gc=False):
     posted_amount: Decimal | None = None
     #: The seq of the event that posted, voided or expired a pending transfer.
     decided_seq: int | None = None
+    #: The transfer this one reverses (it is a reversal), else None.
+    reverses: UUID | None = None
+    #: The sum of this transfer's reversals.
+    reversed_amount: Decimal = ZERO

@@ -124,7 +124,8 @@ def transfer_line(t: Transfer) -> str:
     return (
         f"{t.id.hex}\t{t.debit_account_id.hex}\t{t.credit_account_id.hex}\t{t.amount!s}\t{_text(t.currency)}\t"
         f"{_text(t.code)}\t{_json(t.metadata)}\t{_boolean(t.pending)}\t{_number(t.timeout_seconds)}\t{t.status}\t{t.seq}\t"
-        f"{_timestamp(t.created_at)}\t{_timestamp(t.expires_at)}\t{_number(t.posted_amount)}\t{_number(t.decided_seq)}\n"
+        f"{_timestamp(t.created_at)}\t{_timestamp(t.expires_at)}\t{_number(t.posted_amount)}\t{_number(t.decided_seq)}\t"
+        f"{_NULL if t.reverses is None else t.reverses.hex}\t{t.reversed_amount!s}\n"
     )
 
 

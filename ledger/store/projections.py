@@ -20,11 +20,13 @@ same code whichever way it comes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
 
+from ..domain import money
 from ..domain.events import (
     AccountClosed,
     AccountCreated,
@@ -32,9 +34,11 @@ from ..domain.events import (
     RecordedEvent,
     TransferPending,
     TransferPosted,
+    TransferReversed,
 )
 from ..domain.ledger import Entry, Ledger
 from ..domain.model import Transfer
+from ..domain.money import ZERO
 from .copying import CopyText, entry_line, transfer_line
 from .rows import account_row
 from .tables import ACCOUNTS, BALANCES, ENTRIES, TRANSFERS, Placeholders, with_totals_from
@@ -57,7 +61,7 @@ new_transfers AS (
     SELECT * FROM {p.rows("r", TRANSFERS.record_columns(), "new_transfers")}
     WHERE {when}
 ),
-{_decided_ctes(p, when)},
+{_changed_ctes(p, when)},
 entry_rows AS (
     SELECT {with_totals_from(ENTRIES, "balance")}
     FROM {p.rows("e", ENTRIES.record_columns(Entry.__struct_fields__, balance="jsonb"), "entries")}
@@ -88,20 +92,21 @@ closed_accounts AS (
 )"""
 
 
-#: What deciding a transfer made before the run changes of its row.
-_DECIDED = ("id", "status", "posted_amount", "decided_seq")
+#: What the run changes of a transfer made before it: its decision (when
+#: decided in the run, else null and left as it is) and the amount reversed.
+_CHANGED = ("id", "status", "posted_amount", "decided_seq")
 
 
-def _decided_ctes(p: Placeholders, when: str) -> str:
-    assignments = ", ".join(f"{c} = u.{c}" for c in _DECIDED[1:])
+def _changed_ctes(p: Placeholders, when: str) -> str:
+    decided = ", ".join(f"{c} = coalesce(u.{c}, t.{c})" for c in _CHANGED[1:])
     return f"""
-decided_rows AS (
-    SELECT * FROM {p.rows("u", TRANSFERS.record_columns(_DECIDED), "decided_transfers")}
+changed_rows AS (
+    SELECT * FROM {p.rows("u", TRANSFERS.record_columns(_CHANGED) + ", reversed numeric", "changed_transfers")}
 ),
-decided_transfers AS (
-    UPDATE transfers AS t SET {assignments}
-    FROM decided_rows AS u
-    WHERE t.id = u.id AND t.id = ANY(ARRAY(SELECT id FROM decided_rows)) AND {when}
+changed_transfers AS (
+    UPDATE transfers AS t SET {decided}, reversed_amount = t.reversed_amount + u.reversed
+    FROM changed_rows AS u
+    WHERE t.id = u.id AND t.id = ANY(ARRAY(SELECT id FROM changed_rows)) AND {when}
 )"""
 
 
@@ -124,8 +129,8 @@ moved_balances AS (
 
 _before = Placeholders()
 #: Before the COPY: what the copied rows refer to (accounts) and what they
-#: do not hold (decisions on transfers made before the run).
-_BEFORE_COPY = f"WITH {_account_ctes(_before, 'true')}, {_decided_ctes(_before, 'true')} SELECT"
+#: do not hold (changes to transfers made before the run).
+_BEFORE_COPY = f"WITH {_account_ctes(_before, 'true')}, {_changed_ctes(_before, 'true')} SELECT"
 #: After it: the balances, from the entries copied, read back by account
 #: past the seq the run follows.
 _AFTER_COPY = f"""WITH
@@ -145,8 +150,8 @@ class Projection(NamedTuple):
     #: Accounts closed in the run that existed before it.
     closed: list[UUID]
     new_transfers: list[Transfer]
-    #: Transfers decided in the run that existed before it.
-    decided_transfers: list[Transfer]
+    #: Changes to transfers that existed before the run: decided, reversed (see :func:`_changed_row`).
+    changed_transfers: list[dict[str, Any]]
     entries: list[Entry]
 
     def arguments(self) -> dict[str, Any]:
@@ -190,6 +195,7 @@ def projection(ledger: Ledger, applied: Sequence[tuple[RecordedEvent, tuple[Entr
     closed_accounts: set[UUID] = set()
     new_transfers: set[UUID] = set()
     decided_transfers: set[UUID] = set()
+    reversed_by: dict[UUID, Decimal] = {}  # original: what the run reversed of it
     entries: list[Entry] = []
     for record, event_entries in applied:
         event = record.event
@@ -200,6 +206,9 @@ def projection(ledger: Ledger, applied: Sequence[tuple[RecordedEvent, tuple[Entr
                 closed_accounts.add(event.account_id)
             case TransferPosted() | TransferPending():
                 new_transfers.add(event.transfer_id)
+            case TransferReversed():
+                new_transfers.add(event.transfer_id)
+                reversed_by[event.reverses] = money.add(reversed_by.get(event.reverses, ZERO), event.amount)
             case PendingDecided():
                 decided_transfers.add(event.transfer_id)
         entries.extend(event_entries)
@@ -218,6 +227,23 @@ def projection(ledger: Ledger, applied: Sequence[tuple[RecordedEvent, tuple[Entr
         balances,
         list(closed_accounts - new_accounts.keys()),
         [ledger.transfers[i] for i in new_transfers],
-        [ledger.transfers[i] for i in decided_transfers - new_transfers],
+        [
+            _changed_row(ledger.transfers[i] if i in decided_transfers else None, i, reversed_by.get(i, ZERO))
+            for i in (decided_transfers | reversed_by.keys()) - new_transfers
+        ],
         entries,
     )
+
+
+def _changed_row(decided: Transfer | None, transfer_id: UUID, reversed_: Decimal) -> dict[str, Any]:
+    """The change to a transfer made before the run: its decision, if the
+    run ``decided`` it, and the amount the run reversed of it, added to what
+    it had (the transfer itself may be no longer held: a long fold forgets
+    settled transfers)."""
+    return {
+        "id": transfer_id,
+        "status": None if decided is None else decided.status,
+        "posted_amount": None if decided is None else decided.posted_amount,
+        "decided_seq": None if decided is None else decided.decided_seq,
+        "reversed": reversed_,
+    }

@@ -19,6 +19,7 @@ from uuid import UUID
 import msgspec
 
 from ..domain import money
+from ..domain.events import TransferReversed
 from ..domain.ledger import Ledger
 from ..domain.model import Balance
 from .connection import Conn
@@ -27,6 +28,8 @@ from .replay import FORGET_EVERY, ChainCheck, stored_events
 from .tables import BALANCE_TOTALS, BALANCES
 
 _STORED = BALANCES.select(only=("account_id", *BALANCE_TOTALS))
+#: Transfers whose stored reversed_amount is not zero, and those named.
+_REVERSED = "SELECT id, reversed_amount FROM transfers WHERE reversed_amount <> 0 OR id = ANY($1::uuid[])"
 _REPAIR = f"""
     UPDATE balances AS b SET {", ".join(f"{c} = u.{c}" for c in BALANCE_TOTALS)}
     FROM unnest($1::uuid[], {", ".join(f"${n}::numeric[]" for n in range(2, 2 + len(BALANCE_TOTALS)))})
@@ -37,14 +40,16 @@ _REPAIR = f"""
 
 @dataclass(frozen=True, slots=True)
 class Mismatch:
-    """A stored balance ``field`` that differs from the replay, both as
-    decimal text. ``field`` is ``"account"``
-    when the account exists on one side only (``None`` on the other)."""
+    """A stored ``field`` that differs from the replay, both as decimal text:
+    of an account's balance (``field`` is ``"account"`` when the account
+    exists on one side only, ``None`` on the other), or of a transfer's
+    ``reversed_amount`` (``account_id`` is None, ``transfer_id`` names it)."""
 
-    account_id: UUID
+    account_id: UUID | None
     field: str
     stored: str | None
     replayed: str | None
+    transfer_id: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +103,12 @@ async def reconcile(conn: Conn, *, repair: bool = False, prefetch: int = 1000) -
             await conn.execute(LOCK)
         head = await read_head(conn)
         report.head_seq = head.seq
-        ledger = await _replay(conn, report, prefetch)
+        ledger, reversed_ = await _replay(conn, report, prefetch)
         if report.chain.ok:
             report.chain.finish(head)
         report.totals = _totals(ledger)
         repairs = await _compare(conn, ledger, report, prefetch)
+        await _compare_reversed(conn, reversed_, report)
         if repair and repairs and report.chain.ok and report.replay_error is None:
             await conn.execute(NEW_EPOCH)
             rows = [(i, *(getattr(b, f) for f in BALANCE_TOTALS)) for i, b in repairs.items()]
@@ -112,11 +118,16 @@ async def reconcile(conn: Conn, *, repair: bool = False, prefetch: int = 1000) -
     return report
 
 
-async def _replay(conn: Conn, report: Report, prefetch: int) -> Ledger:
-    """Fold the log as stored, noting where its chain breaks."""
+async def _replay(conn: Conn, report: Report, prefetch: int) -> tuple[Ledger, dict[UUID, Decimal]]:
+    """Fold the log as stored, noting where its chain breaks; the ledger, and
+    what the log's reversals reversed of each transfer they name."""
     ledger = Ledger()
+    reversed_: dict[UUID, Decimal] = {}
     async for record in stored_events(conn, report.chain, prefetch=prefetch):
         report.events_scanned += 1
+        event = record.event
+        if isinstance(event, TransferReversed):
+            reversed_[event.reverses] = money.add(reversed_.get(event.reverses, money.ZERO), event.amount)
         # Past a deleted event, go on folding what is there: the accounts it
         # moved then show up as mismatches, naming what the deletion changed.
         try:
@@ -126,7 +137,7 @@ async def _replay(conn: Conn, report: Report, prefetch: int) -> Ledger:
             break
         if report.events_scanned % FORGET_EVERY == 0:
             ledger.forget_settled_transfers()
-    return ledger
+    return ledger, reversed_
 
 
 async def _compare(conn: Conn, ledger: Ledger, report: Report, prefetch: int) -> dict[UUID, Balance]:
@@ -150,6 +161,16 @@ async def _compare(conn: Conn, ledger: Ledger, report: Report, prefetch: int) ->
     for account_id in sorted(unseen):
         report.mismatches.append(Mismatch(account_id, "account", None, "present"))
     return repairs
+
+
+async def _compare_reversed(conn: Conn, reversed_: dict[UUID, Decimal], report: Report) -> None:
+    """Add a mismatch for every transfer whose stored ``reversed_amount``
+    differs from the sum of its reversals in the log."""
+    for row in await conn.fetch(_REVERSED, list(reversed_)):
+        stored, replayed = row["reversed_amount"], reversed_.get(row["id"], money.ZERO)
+        if stored != replayed:
+            mismatch = Mismatch(None, "reversed_amount", format(stored, "f"), format(replayed, "f"), row["id"])
+            report.mismatches.append(mismatch)
 
 
 def _totals(ledger: Ledger) -> list[CurrencyTotals]:

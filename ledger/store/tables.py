@@ -96,6 +96,8 @@ TRANSFERS = Table(
         ("expires_at", "timestamptz"),
         ("posted_amount", "numeric"),
         ("decided_seq", "bigint"),
+        ("reverses", "uuid"),
+        ("reversed_amount", "numeric"),
     ],
 )
 assert TRANSFERS.columns == Transfer.__struct_fields__
