@@ -193,6 +193,9 @@ class _Worker:
     #: Where it says that it serves; ``None`` once it has said so (or died first).
     ready: Connection | None
     serving: bool = False
+    #: Its exit has been seen and handled. (Not ``exitcode``: that can be set
+    #: before the exit is handled, and a death must never go unhandled.)
+    reaped: bool = False
 
     def describe(self) -> str:
         code = self.process.exitcode
@@ -248,7 +251,7 @@ class _Supervisor:
         signal to all, and stop all when one exits on its own."""
         stopping = False
         died: _Worker | None = None
-        while alive := [w for w in workers if w.process.exitcode is None]:
+        while alive := [w for w in workers if not w.reaped]:
             waiting: list[Connection | socket.socket | int] = [wake, *(w.process.sentinel for w in alive)]
             waiting += [w.ready for w in workers if w.ready is not None]
             for source in multiprocessing.connection.wait(waiting):
@@ -263,8 +266,10 @@ class _Supervisor:
                 for worker in workers:
                     if source is worker.ready:
                         self._ready(worker, workers)
-                    elif source == worker.process.sentinel and worker.process.exitcode is not None:
+                    elif source == worker.process.sentinel and not worker.reaped:
+                        # Ready once the process is exiting: join waits for its status.
                         worker.process.join()
+                        worker.reaped = True
                         prometheus_multiprocess.mark_process_dead(  # type: ignore[no-untyped-call]  # unannotated upstream
                             worker.process.pid, metrics_directory
                         )
