@@ -5,10 +5,16 @@ more than what was posted, under any interleaving."""
 
 import asyncio
 import uuid
+from decimal import Decimal
 
 import pytest
 
+from ledger.domain.commands import ReverseTransfer
+from ledger.domain.ledger import Recorded
 from ledger.store.reconcile import reconcile
+from ledger.store.retry import RetryPolicy
+from ledger.store.write_path import AppendRequest
+from ledger.store.writer import Writer
 from tests.conftest import assert_log_matches_projections, balance, ledger_snapshot, transfer_body
 
 
@@ -309,3 +315,22 @@ async def test_a_reversed_amount_changed_behind_the_service_is_found_by_reconcil
     [mismatch] = report.mismatches
     assert (mismatch.transfer_id, mismatch.field) == (uuid.UUID(original["id"]), "reversed_amount")
     assert (mismatch.stored, mismatch.replayed) == ("5", "3.00")
+
+
+async def test_reversals_by_two_processes_at_once_never_exceed_the_amount(pay, database_url, clock, db):
+    original = await pay("10.00")
+    writers = [Writer(database_url, policy=RetryPolicy(), clock=clock) for _ in range(2)]
+    try:
+        requests = [
+            [AppendRequest([ReverseTransfer(uuid.uuid4(), uuid.UUID(original["id"]), Decimal("1.00"))])]
+            for _ in range(14)
+        ]
+        outcomes = await asyncio.gather(*(writers[n % 2].submit(r) for n, r in enumerate(requests)))
+    finally:
+        for writer in writers:
+            await writer.close()
+
+    recorded = [o for [[o]] in outcomes if isinstance(o, Recorded)]
+    assert len(recorded) == 10
+    assert await db.fetchval("SELECT reversed_amount FROM transfers WHERE id = $1", uuid.UUID(original["id"])) == 10
+    await assert_reconciles_clean(db)

@@ -8,8 +8,9 @@ from ..domain.codes import Code
 from ..domain.commands import CloseAccount
 from ..domain.ledger import Existing, Recorded
 from ..domain.model import Account
-from ..store import reads
-from . import codec
+from ..store import queries
+from ..store.queries import AccountFilter
+from . import codec, filters
 from .keys import POOL
 from .openapi import documented
 from .paths import account_in_path, uuid_param
@@ -68,14 +69,18 @@ async def get_account(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/accounts")
-@documented("Accounts, a page at a time (keyset by id)", ok={200: AccountPage}, query=AccountsQuery)
+@documented(
+    "Accounts matching every filter given, a page at a time (keyset by id)",
+    ok={200: AccountPage},
+    query=AccountsQuery,
+    description=filters.METADATA_FILTERS,
+)
 async def list_accounts(request: web.Request) -> web.Response:
     """Keyset pagination by id: pass the previous page's ``next`` as ``after``."""
-    query = codec.convert(dict(request.query), AccountsQuery)
+    query, metadata = filters.parse(request, AccountsQuery)
+    found = AccountFilter(currency=given(query.currency), closed=given(query.closed), metadata=metadata)
     # One more than asked for tells whether another page exists.
-    page = await reads.list_accounts(
-        request.app[POOL], currency=given(query.currency), after=given(query.after), limit=query.limit + 1
-    )
+    page = await queries.find_accounts(request.app[POOL], found, after=given(query.after), limit=query.limit + 1)
     more = len(page) > query.limit
     page = page[: query.limit]
     return codec.respond(

@@ -93,6 +93,12 @@ class TransferOut(_Response):
     reversed_amount: Amount
 
 
+class TransferPage(_Response):
+    transfers: list[TransferOut]
+    #: Pass as ``cursor`` (with the same filters) for the next page; null on the last.
+    next: str | None
+
+
 class BatchItemError(_Response):
     code: str
     message: str

@@ -10,6 +10,7 @@ which name the offending field by its full path.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 from uuid import UUID
@@ -227,11 +228,39 @@ class BalanceQuery(_Request, kw_only=True):
     as_of_seq: Seq | UnsetType = UNSET
 
 
+PageSize = Annotated[int, Meta(ge=1, le=1000)]
+Instant = Annotated[datetime, Meta(tz=True, description="An RFC 3339 instant with its offset.")]
+
+
 class AccountsQuery(_Request, kw_only=True):
     currency: Currency | UnsetType = UNSET
+    closed: bool | UnsetType = UNSET
     #: The previous page's ``next``.
     after: UUID | UnsetType = UNSET
-    limit: Annotated[int, Meta(ge=1, le=1000)] = 100
+    limit: PageSize = 100
+
+
+class TransfersQuery(_Request, kw_only=True):
+    """``GET /v1/transfers``: every filter given must match."""
+
+    #: On either side.
+    account_id: UUID | UnsetType = UNSET
+    debit_account_id: UUID | UnsetType = UNSET
+    credit_account_id: UUID | UnsetType = UNSET
+    code: TransferCode | UnsetType = UNSET
+    currency: Currency | UnsetType = UNSET
+    status: Literal["posted", "pending", "voided", "expired"] | UnsetType = UNSET
+    #: ``created_from <= created_at``.
+    created_from: Instant | UnsetType = UNSET
+    #: ``created_at < created_to``.
+    created_to: Instant | UnsetType = UNSET
+    #: The reversals of this transfer.
+    reverses: UUID | UnsetType = UNSET
+    #: ``asc``: in the order they were created; ``desc``: newest first.
+    order: Literal["asc", "desc"] = "asc"
+    #: The previous page's ``next``, with the same filters.
+    cursor: str | UnsetType = UNSET
+    limit: PageSize = 100
 
 
 def given(value: T | UnsetType) -> T | None:

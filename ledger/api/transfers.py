@@ -12,11 +12,14 @@ from ..domain.codes import Code
 from ..domain.commands import Command, MakeTransfer, ReverseTransfer, VoidTransfer
 from ..domain.ledger import Existing, Outcome, Recorded, Refused
 from ..domain.model import Transfer
-from . import codec
+from ..store import queries
+from ..store.queries import TransferFilter
+from . import codec, filters
+from .keys import POOL
 from .openapi import documented
 from .paths import transfer_in_path, uuid_param
-from .responses import BatchItemError, BatchItemOut, BatchOut, TransferOut, transfer_out
-from .schemas import BATCH_ITEMS, BatchIn, EmptyIn, ItemKind, PostIn, ReverseIn, TransferIn
+from .responses import BatchItemError, BatchItemOut, BatchOut, TransferOut, TransferPage, transfer_out
+from .schemas import BATCH_ITEMS, BatchIn, EmptyIn, ItemKind, PostIn, ReverseIn, TransferIn, TransfersQuery, given
 from .submit import submit, submit_one
 
 routes = web.RouteTableDef()
@@ -128,6 +131,43 @@ async def _transfer_response(request: web.Request, command: Command, *, created:
     if isinstance(outcome, Recorded):
         return codec.respond(request, transfer_out(transfer), status=created)
     return codec.respond(request, transfer_out(transfer), headers=codec.REPLAYED)
+
+
+@routes.get("/v1/transfers")
+@documented(
+    "Transfers matching every filter given, a page at a time, in the order they were created",
+    ok={200: TransferPage},
+    query=TransfersQuery,
+    description=filters.METADATA_FILTERS,
+)
+async def find_transfers(request: web.Request) -> web.Response:
+    """A page of transfers; ``next`` is the cursor of the page after it."""
+    query, metadata = filters.parse(request, TransfersQuery)
+    bound_to = filters.digest(request)
+    found = TransferFilter(
+        account_id=given(query.account_id),
+        debit_account_id=given(query.debit_account_id),
+        credit_account_id=given(query.credit_account_id),
+        code=given(query.code),
+        currency=given(query.currency),
+        status=given(query.status),
+        created_from=given(query.created_from),
+        created_to=given(query.created_to),
+        reverses=given(query.reverses),
+        metadata=metadata,
+    )
+    # One more than asked for tells whether another page exists.
+    page = await queries.find_transfers(
+        request.app[POOL],
+        found,
+        after_seq=filters.position(given(query.cursor), bound_to, int),
+        descending=query.order == "desc",
+        limit=query.limit + 1,
+    )
+    more = len(page) > query.limit
+    page = page[: query.limit]
+    next_ = filters.make_cursor(page[-1].seq, bound_to) if more else None
+    return codec.respond(request, TransferPage(transfers=[transfer_out(t) for t in page], next=next_))
 
 
 @routes.get("/v1/transfers/{id}")

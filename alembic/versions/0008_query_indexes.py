@@ -1,0 +1,34 @@
+"""Indexes for finding transfers and accounts (GET /v1/transfers, GET /v1/accounts).
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-12-03
+"""
+
+from alembic import op
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+#: Each filter a caller pages through, and the index that serves it. Paging
+#: is by seq, so the b-tree indexes end with it: a page is an ordered range.
+INDEXES = {
+    "transfers_debit_account": "transfers (debit_account_id, seq)",
+    "transfers_credit_account": "transfers (credit_account_id, seq)",
+    "transfers_code": "transfers (code, seq) WHERE code IS NOT NULL",
+    "transfers_created_at": "transfers (created_at)",
+    "transfers_metadata": "transfers USING gin (metadata jsonb_path_ops)",
+    "accounts_metadata": "accounts USING gin (metadata jsonb_path_ops)",
+}
+
+
+def upgrade() -> None:
+    for name, definition in INDEXES.items():
+        op.execute(f"CREATE INDEX {name} ON {definition}")
+
+
+def downgrade() -> None:
+    for name in INDEXES:
+        op.execute(f"DROP INDEX {name}")

@@ -1,0 +1,148 @@
+"""Finding transfers and accounts by what they hold, a page at a time.
+
+A page is a keyset read: transfers in seq order (the order they were
+created) after, or before, the last one of the page before; accounts in id
+order. Each filter that a caller pages through is served by an index
+(migration 0008): ``(debit_account_id, seq)`` and ``(credit_account_id,
+seq)`` for an account on either side (read as two ordered scans merged, so
+that a page stays a page's work however many transfers the account has),
+``(code, seq)``, ``(reverses, seq)``, ``created_at``, and GIN indexes
+(``jsonb_path_ops``) for metadata containment. The other filters (currency,
+status) narrow those reads, or the scan of the primary key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeAlias
+from uuid import UUID
+
+import asyncpg
+
+from ..domain.model import Account, Transfer
+from .connection import Conn
+from .rows import ACCOUNT_SELECT, TRANSFER_SELECT, account_from_row, transfer_from_row
+from .tables import Placeholders
+
+#: What a query runs on: a connection, or a pool lending one.
+Reader: TypeAlias = "Conn | asyncpg.Pool[asyncpg.Record]"
+
+
+@dataclass(frozen=True, slots=True)
+class TransferFilter:
+    """What a transfer must match: every field that is not None, and every
+    ``metadata`` key holding its string value."""
+
+    account_id: UUID | None = None
+    debit_account_id: UUID | None = None
+    credit_account_id: UUID | None = None
+    code: str | None = None
+    currency: str | None = None
+    status: str | None = None
+    #: ``created_from <= created_at < created_to``.
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    reverses: UUID | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountFilter:
+    currency: str | None = None
+    closed: bool | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def _transfer_conditions(f: TransferFilter, p: Placeholders) -> list[str]:
+    """The SQL conditions of ``f`` but its ``account_id``, parameters named by ``p``."""
+    equal = {
+        "debit_account_id": ("uuid", f.debit_account_id),
+        "credit_account_id": ("uuid", f.credit_account_id),
+        "code": ("text", f.code),
+        "currency": ("text", f.currency),
+        "status": ("text", f.status),
+        "reverses": ("uuid", f.reverses),
+    }
+    conditions = [f"{column} = {p.one(type_, column)}" for column, (type_, value) in equal.items() if value is not None]
+    if f.created_from is not None:
+        conditions.append(f"created_at >= {p.one('timestamptz', 'created_from')}")
+    if f.created_to is not None:
+        conditions.append(f"created_at < {p.one('timestamptz', 'created_to')}")
+    if f.metadata:
+        conditions.append(f"metadata @> {p.one('jsonb', 'metadata')}")
+    return conditions
+
+
+def _transfer_arguments(f: TransferFilter) -> dict[str, Any]:
+    values = {
+        "debit_account_id": f.debit_account_id,
+        "credit_account_id": f.credit_account_id,
+        "code": f.code,
+        "currency": f.currency,
+        "status": f.status,
+        "reverses": f.reverses,
+        "created_from": f.created_from,
+        "created_to": f.created_to,
+        "metadata": f.metadata or None,
+        "account": f.account_id,
+    }
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def transfers_page_query(f: TransferFilter, *, after_seq: int | None, descending: bool) -> tuple[str, Placeholders]:
+    """The statement that reads a page of the transfers matching ``f`` (its
+    last parameter, ``limit``, the page's size), and its placeholders."""
+    p = Placeholders()
+    conditions = _transfer_conditions(f, p)
+    if after_seq is not None:
+        conditions.append(f"seq {'<' if descending else '>'} {p.one('bigint', 'after_seq')}")
+    order = "seq DESC" if descending else "seq"
+    if f.account_id is None:
+        limit = p.one("bigint", "limit")
+        where = " AND ".join(conditions) or "true"
+        return f"{TRANSFER_SELECT} WHERE {where} ORDER BY {order} LIMIT {limit}", p
+    # Either side: the page of each side's index, merged. A transfer is never
+    # on both sides of one account, so nothing is read twice.
+    account = p.one("uuid", "account")
+    limit = p.one("bigint", "limit")
+    sides = [
+        f"({TRANSFER_SELECT} WHERE {' AND '.join([f'{side} = {account}', *conditions])} ORDER BY {order} LIMIT {limit})"
+        for side in ("debit_account_id", "credit_account_id")
+    ]
+    return f"SELECT * FROM ({' UNION ALL '.join(sides)}) AS t ORDER BY {order} LIMIT {limit}", p
+
+
+async def find_transfers(
+    conn: Reader, f: TransferFilter, *, after_seq: int | None, descending: bool, limit: int
+) -> list[Transfer]:
+    """At most ``limit`` transfers matching ``f``, in seq order (newest first
+    if ``descending``), after (or before) ``after_seq``."""
+    query, p = transfers_page_query(f, after_seq=after_seq, descending=descending)
+    arguments = {**_transfer_arguments(f), "limit": limit}
+    if after_seq is not None:
+        arguments["after_seq"] = after_seq
+    return [transfer_from_row(row) for row in await conn.fetch(query, *p.arguments(arguments))]
+
+
+def accounts_page_query(f: AccountFilter, *, after: UUID | None) -> tuple[str, Placeholders]:
+    p = Placeholders()
+    conditions = []
+    if f.currency is not None:
+        conditions.append(f"a.currency = {p.one('text', 'currency')}")
+    if f.closed is not None:
+        conditions.append(f"a.closed = {p.one('boolean', 'closed')}")
+    if f.metadata:
+        conditions.append(f"a.metadata @> {p.one('jsonb', 'metadata')}")
+    if after is not None:
+        conditions.append(f"a.id > {p.one('uuid', 'after')}")
+    where = " AND ".join(conditions) or "true"
+    return f"{ACCOUNT_SELECT} WHERE {where} ORDER BY a.id LIMIT {p.one('bigint', 'limit')}", p
+
+
+async def find_accounts(conn: Reader, f: AccountFilter, *, after: UUID | None, limit: int) -> list[Account]:
+    """At most ``limit`` accounts matching ``f``, in id order after ``after``."""
+    query, p = accounts_page_query(f, after=after)
+    values = {"currency": f.currency, "closed": f.closed, "metadata": f.metadata or None, "after": after}
+    arguments = {name: value for name, value in values.items() if value is not None}
+    return [account_from_row(row) for row in await conn.fetch(query, *p.arguments({**arguments, "limit": limit}))]
