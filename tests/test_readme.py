@@ -85,3 +85,18 @@ async def test_every_curl_call_of_the_walk_gets_the_status_the_readme_shows(clie
             assert response.status == call.expected, (call, text)
         else:
             assert response.status < 400, (call, text)
+
+
+PYTHON_BLOCK = re.compile(r"^## From Python\n.*?^```python\n(.*?)^```", re.S | re.M)
+
+
+async def test_the_python_example_runs_as_written(client, capsys):
+    [example] = PYTHON_BLOCK.findall(README.read_text())
+    source = example.replace("http://127.0.0.1:8080", str(client.make_url("")).rstrip("/"))
+    body = "\n".join("    " + line for line in source.splitlines())
+    namespace: dict = {}
+    exec(f"async def example():\n{body}\n", namespace)
+
+    await namespace["example"]()
+
+    assert capsys.readouterr().out == "12.50\n"
