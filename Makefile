@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test migrate bench-reconcile bench-streams bench-writes bench-workers bench-http clean
+.PHONY: run test migrate bench-reconcile bench-streams bench-writes bench-workers bench-http bench-queries clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ bench-workers: $(STAMP)
 	$(BIN)/python -m bench.writes --scenarios workers $(BENCH_ARGS)
 
 # Single-transfer POSTs with the access log off, on (text), and on (JSON).
+# A page of GET /v1/transfers at 10k transfers and at 1M.
+bench-queries: $(STAMP)
+	$(BIN)/python -m bench.queries $(BENCH_ARGS)
+
 bench-http: $(STAMP)
 	$(BIN)/python -m bench.writes --scenarios access-log $(BENCH_ARGS)
 

@@ -50,7 +50,8 @@ NOBODY = uuid.UUID(int=1)
 
 _NEW_TRANSFERS = (
     "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, currency, metadata, pending, status,"
-    " seq, created_at) SELECT gen_random_uuid(), {debit}, {credit}, 1, 'USD', '{{}}', false, 'posted', 1, now()"
+    " seq, created_at) SELECT gen_random_uuid(), {debit}, {credit}, 1, 'USD', '{{}}', false, 'posted',"
+    " 1000 + row_number() OVER (), now()"
     " FROM accounts"
 )
 

@@ -15,6 +15,9 @@ depends_on = None
 #: Each filter a caller pages through, and the index that serves it. Paging
 #: is by seq, so the b-tree indexes end with it: a page is an ordered range.
 INDEXES = {
+    # Every page is a range of seq: unfiltered, or narrowed by a filter that
+    # most transfers match (currency, status, a common metadata value).
+    "transfers_seq": "transfers (seq)",
     "transfers_debit_account": "transfers (debit_account_id, seq)",
     "transfers_credit_account": "transfers (credit_account_id, seq)",
     "transfers_code": "transfers (code, seq) WHERE code IS NOT NULL",
@@ -26,7 +29,8 @@ INDEXES = {
 
 def upgrade() -> None:
     for name, definition in INDEXES.items():
-        op.execute(f"CREATE INDEX {name} ON {definition}")
+        unique = "UNIQUE " if name == "transfers_seq" else ""  # one transfer per creating event
+        op.execute(f"CREATE {unique}INDEX {name} ON {definition}")
 
 
 def downgrade() -> None:
