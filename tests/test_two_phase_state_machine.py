@@ -1,7 +1,8 @@
 """A hypothesis state machine over the real write path (writer, append,
-PostgreSQL): accounts, pending and posted transfers, posts, voids, closes,
-time passing on an injected clock and the expiry sweep. After every step the
-stored balances equal the fold of the log and no account flag is violated."""
+PostgreSQL): accounts, pending and posted transfers, posts, voids, reversals
+(of reversals too), closes, time passing on an injected clock and the expiry
+sweep. After every step the stored balances equal the fold of the log, no
+account flag is violated, and no transfer is reversed past what was posted."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from hypothesis.stateful import (
 )
 
 from ledger.domain.codes import Code
-from ledger.domain.commands import CloseAccount, MakeTransfer, OpenAccount, PostTransfer, VoidTransfer
+from ledger.domain.commands import CloseAccount, MakeTransfer, OpenAccount, PostTransfer, ReverseTransfer, VoidTransfer
 from ledger.domain.ledger import Outcome, Recorded, Refused
 from ledger.domain.model import AccountFlags
 from ledger.store.connection import connect, create_pool
@@ -43,6 +44,14 @@ from tests.conftest import (
 amounts = st.sampled_from(["0.01", "1.00", "2.50", "4", "7.00"]).map(Decimal)
 funds = st.sampled_from(["5.00", "10.00"]).map(Decimal)
 flags = st.sampled_from([AccountFlags(), AccountFlags(True, False), AccountFlags(False, True)])
+
+
+_REVERSAL_MISMATCHES = """
+    SELECT t.id, t.reversed_amount, t.posted_amount, coalesce(sum(r.amount), 0) AS reversals
+    FROM transfers t LEFT JOIN transfers r ON r.reverses = t.id
+    GROUP BY t.id
+    HAVING t.reversed_amount <> coalesce(sum(r.amount), 0) OR t.reversed_amount > coalesce(t.posted_amount, 0)
+"""
 
 
 class LedgerMachine(RuleBasedStateMachine):
@@ -123,6 +132,14 @@ class LedgerMachine(RuleBasedStateMachine):
     def void(self, transfer):
         self.execute(VoidTransfer(transfer))
 
+    @rule(target=transfers, transfer=transfers, amount=st.none() | amounts)
+    def reverse(self, transfer, amount):
+        """Reverse part or all of a transfer: refused unless it is posted and
+        the amount fits in what is left; a recorded reversal may be reversed in turn."""
+        reversal = uuid.uuid4()
+        [outcome] = self.execute(ReverseTransfer(reversal, transfer, amount))
+        return multiple(reversal) if isinstance(outcome, Recorded) else multiple()
+
     @precondition(lambda self: self.accounts)
     @rule(data=st.data())
     def close(self, data):
@@ -150,6 +167,13 @@ class LedgerMachine(RuleBasedStateMachine):
     def log_matches_projections_and_flags_hold(self):
         self.run(assert_log_matches_projections(self.db))
         self.run(assert_no_flag_violated(self.db))
+
+    @invariant()
+    def reversals_never_exceed_what_was_posted(self):
+        """Each transfer's reversed_amount is the sum of its reversals, and at
+        most what of it was posted."""
+        wrong = self.run(self.db.fetch(_REVERSAL_MISMATCHES))
+        assert wrong == []
 
     @invariant()
     def pending_balances_are_the_open_holds(self):
