@@ -231,3 +231,11 @@ async def test_the_query_migrations_apply_to_a_ledger_that_holds_data(client, da
     transfers = await find(client, **{"metadata.channel": "web"})
     assert [t["reversed_amount"] for t in transfers] == ["0.00", "0.00"]  # its reversal was undone with 0007
     assert await db.fetchval("SELECT count(*) FROM transfers WHERE reverses IS NOT NULL") == 0
+
+
+@pytest.mark.parametrize("value", ["0.5", "1733220000", "2026-12-03", "2026-12-03T10:00:00+0100"])
+async def test_created_from_and_to_take_only_rfc_3339_instants(client, value):
+    for name in ("created_from", "created_to"):
+        response = await client.get("/v1/transfers", params={name: value})
+        error = (await response.json())["error"]
+        assert (response.status, error["code"], error["field"]) == (422, "invalid_field", name)

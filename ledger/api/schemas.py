@@ -229,7 +229,16 @@ class BalanceQuery(_Request, kw_only=True):
 
 
 PageSize = Annotated[int, Meta(ge=1, le=1000)]
-Instant = Annotated[datetime, Meta(tz=True, description="An RFC 3339 instant with its offset.")]
+#: An RFC 3339 instant with its offset, as text: a query string's number is
+#: not taken for a time (see :func:`instant`).
+Instant = Annotated[
+    str,
+    Meta(
+        pattern=r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$",
+        extra_json_schema={"format": "date-time"},
+        description="An RFC 3339 instant with its offset.",
+    ),
+]
 
 
 class AccountsQuery(_Request, kw_only=True):
@@ -261,6 +270,16 @@ class TransfersQuery(_Request, kw_only=True):
     #: The previous page's ``next``, with the same filters.
     cursor: str | UnsetType = UNSET
     limit: PageSize = 100
+
+
+def instant(value: str | UnsetType, path: str) -> datetime | None:
+    """An :data:`Instant` parameter as a time; None if it was left out."""
+    if value is UNSET:
+        return None
+    try:
+        return msgspec.convert(value, datetime)
+    except msgspec.ValidationError as error:
+        raise InvalidField(f"not an instant: {error}", path) from None
 
 
 def given(value: T | UnsetType) -> T | None:

@@ -19,7 +19,18 @@ from .keys import POOL
 from .openapi import documented
 from .paths import transfer_in_path, uuid_param
 from .responses import BatchItemError, BatchItemOut, BatchOut, TransferOut, TransferPage, transfer_out
-from .schemas import BATCH_ITEMS, BatchIn, EmptyIn, ItemKind, PostIn, ReverseIn, TransferIn, TransfersQuery, given
+from .schemas import (
+    BATCH_ITEMS,
+    BatchIn,
+    EmptyIn,
+    ItemKind,
+    PostIn,
+    ReverseIn,
+    TransferIn,
+    TransfersQuery,
+    given,
+    instant,
+)
 from .submit import submit, submit_one
 
 routes = web.RouteTableDef()
@@ -151,8 +162,8 @@ async def find_transfers(request: web.Request) -> web.Response:
         code=given(query.code),
         currency=given(query.currency),
         status=given(query.status),
-        created_from=given(query.created_from),
-        created_to=given(query.created_to),
+        created_from=instant(query.created_from, "created_from"),
+        created_to=instant(query.created_to, "created_to"),
         reverses=given(query.reverses),
         metadata=metadata,
     )
