@@ -14,12 +14,12 @@ depends_on = None
 
 #: Each filter a caller pages through, and the index that serves it. Paging
 #: is by seq, so the b-tree indexes end with it: a page is an ordered range.
+#: An account's transfers need none: the entries key (account_id, seq) holds
+#: each transfer's creating entries at its seq.
 INDEXES = {
     # Every page is a range of seq: unfiltered, or narrowed by a filter that
     # most transfers match (currency, status, a common metadata value).
     "transfers_seq": "transfers (seq)",
-    "transfers_debit_account": "transfers (debit_account_id, seq)",
-    "transfers_credit_account": "transfers (credit_account_id, seq)",
     "transfers_code": "transfers (code, seq) WHERE code IS NOT NULL",
     "transfers_created_at": "transfers (created_at)",
     "transfers_metadata": "transfers USING gin (metadata jsonb_path_ops)",

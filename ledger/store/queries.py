@@ -2,13 +2,14 @@
 
 A page is a keyset read: transfers in seq order (the order they were
 created) after, or before, the last one of the page before; accounts in id
-order. Each filter that a caller pages through is served by an index
-(migration 0008): ``(debit_account_id, seq)`` and ``(credit_account_id,
-seq)`` for an account on either side (read as two ordered scans merged, so
-that a page stays a page's work however many transfers the account has),
-``(code, seq)``, ``(reverses, seq)``, ``created_at``, and GIN indexes
-(``jsonb_path_ops``) for metadata containment. The other filters (currency,
-status) narrow those reads, or the scan of the primary key.
+order. Each filter that a caller pages through is served by an index: an
+account's transfers, on either side or one, by the ``entries`` key
+``(account_id, seq)`` (a transfer's creating entries are at its seq, so that
+a page stays a page's work however many transfers the account has, and the
+write path keeps no index more for it); ``(code, seq)``, ``(reverses, seq)``,
+``created_at``, ``seq``, and GIN indexes (``jsonb_path_ops``) for metadata
+containment (migrations 0007 and 0008). The other filters (currency, status)
+narrow those reads.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import asyncpg
 from ..domain.model import Account, Transfer
 from .connection import Conn
 from .rows import ACCOUNT_SELECT, TRANSFER_SELECT, account_from_row, transfer_from_row
-from .tables import Placeholders
+from .tables import TRANSFERS, Placeholders
 
 #: What a query runs on: a connection, or a pool lending one.
 Reader: TypeAlias = "Conn | asyncpg.Pool[asyncpg.Record]"
@@ -55,7 +56,8 @@ class AccountFilter:
 
 
 def _transfer_conditions(f: TransferFilter, p: Placeholders) -> list[str]:
-    """The SQL conditions of ``f`` but its ``account_id``, parameters named by ``p``."""
+    """The SQL conditions of ``f`` on ``transfers AS t`` but its account,
+    parameters named by ``p``."""
     equal = {
         "debit_account_id": ("uuid", f.debit_account_id),
         "credit_account_id": ("uuid", f.credit_account_id),
@@ -64,13 +66,13 @@ def _transfer_conditions(f: TransferFilter, p: Placeholders) -> list[str]:
         "status": ("text", f.status),
         "reverses": ("uuid", f.reverses),
     }
-    conditions = [f"{column} = {p.one(type_, column)}" for column, (type_, value) in equal.items() if value is not None]
+    conditions = [f"t.{c} = {p.one(type_, c)}" for c, (type_, value) in equal.items() if value is not None]
     if f.created_from is not None:
-        conditions.append(f"created_at >= {p.one('timestamptz', 'created_from')}")
+        conditions.append(f"t.created_at >= {p.one('timestamptz', 'created_from')}")
     if f.created_to is not None:
-        conditions.append(f"created_at < {p.one('timestamptz', 'created_to')}")
+        conditions.append(f"t.created_at < {p.one('timestamptz', 'created_to')}")
     if f.metadata:
-        conditions.append(f"metadata @> {p.one('jsonb', 'metadata')}")
+        conditions.append(f"t.metadata @> {p.one('jsonb', 'metadata')}")
     return conditions
 
 
@@ -85,32 +87,53 @@ def _transfer_arguments(f: TransferFilter) -> dict[str, Any]:
         "created_from": f.created_from,
         "created_to": f.created_to,
         "metadata": f.metadata or None,
-        "account": f.account_id,
+        "account": _account_and_side(f)[0],
     }
     return {name: value for name, value in values.items() if value is not None}
+
+
+#: The entries a transfer's creation makes, at its seq: one per side.
+_CREATING = "ARRAY['transfer_posted', 'transfer_pending', 'transfer_reversed']"
 
 
 def transfers_page_query(f: TransferFilter, *, after_seq: int | None, descending: bool) -> tuple[str, Placeholders]:
     """The statement that reads a page of the transfers matching ``f`` (its
     last parameter, ``limit``, the page's size), and its placeholders."""
     p = Placeholders()
-    conditions = _transfer_conditions(f, p)
-    if after_seq is not None:
-        conditions.append(f"seq {'<' if descending else '>'} {p.one('bigint', 'after_seq')}")
-    order = "seq DESC" if descending else "seq"
-    if f.account_id is None:
-        limit = p.one("bigint", "limit")
+    direction = "DESC" if descending else "ASC"
+    before_or_after = "<" if descending else ">"
+    account, side = _account_and_side(f)
+    if account is None:
+        conditions = _transfer_conditions(f, p)
+        if after_seq is not None:
+            conditions.append(f"t.seq {before_or_after} {p.one('bigint', 'after_seq')}")
         where = " AND ".join(conditions) or "true"
-        return f"{TRANSFER_SELECT} WHERE {where} ORDER BY {order} LIMIT {limit}", p
-    # Either side: the page of each side's index, merged. A transfer is never
-    # on both sides of one account, so nothing is read twice.
-    account = p.one("uuid", "account")
-    limit = p.one("bigint", "limit")
-    sides = [
-        f"({TRANSFER_SELECT} WHERE {' AND '.join([f'{side} = {account}', *conditions])} ORDER BY {order} LIMIT {limit})"
-        for side in ("debit_account_id", "credit_account_id")
-    ]
-    return f"SELECT * FROM ({' UNION ALL '.join(sides)}) AS t ORDER BY {order} LIMIT {limit}", p
+        query = f"{TRANSFER_SELECT} AS t WHERE {where} ORDER BY t.seq {direction} LIMIT {p.one('bigint', 'limit')}"
+        return query, p
+    # An account's transfers: its creating entries, in seq order, and their transfers.
+    conditions = [f"e.account_id = {p.one('uuid', 'account')}", f"e.type = ANY({_CREATING})"]
+    if side is not None:
+        conditions.append(f"e.side = '{side}'")
+    conditions += _transfer_conditions(f, p)
+    if after_seq is not None:
+        conditions.append(f"e.seq {before_or_after} {p.one('bigint', 'after_seq')}")
+    query = (
+        f"SELECT {TRANSFERS.column_list(prefix='t.')} FROM entries AS e JOIN transfers AS t ON t.id = e.transfer_id"
+        f" WHERE {' AND '.join(conditions)} ORDER BY e.seq {direction} LIMIT {p.one('bigint', 'limit')}"
+    )
+    return query, p
+
+
+def _account_and_side(f: TransferFilter) -> tuple[UUID | None, str | None]:
+    """The account whose entries a query of ``f`` reads, and on which side
+    (None: either); no account if ``f`` names none, or one on each side."""
+    if f.account_id is not None:
+        return f.account_id, None
+    if f.debit_account_id is not None and f.credit_account_id is None:
+        return f.debit_account_id, "debit"
+    if f.credit_account_id is not None and f.debit_account_id is None:
+        return f.credit_account_id, "credit"
+    return None, None
 
 
 async def find_transfers(
