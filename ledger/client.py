@@ -112,7 +112,10 @@ class Event(_Object, frozen=True):
     type: str
     stream_id: UUID
     data: dict[str, Any]
+    metadata: dict[str, Any]
     recorded_at: datetime
+    #: The chain hash, hex.
+    hash: str
 
 
 class Entry(_Object, frozen=True):

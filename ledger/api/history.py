@@ -102,7 +102,9 @@ async def _events_after(conn: Conn, out: NdjsonResponse, last: int, left: int | 
                     type=row["type"],
                     stream_id=row["stream_id"],
                     data=msgspec.Raw(row["data"]),
+                    metadata=msgspec.Raw(row["metadata"]),
                     recorded_at=format_timestamp(row["recorded_at"]),
+                    hash=row["hash"].hex(),
                 )
             )
             last = row["seq"]

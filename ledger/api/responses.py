@@ -125,7 +125,12 @@ class EventLine(_Response):
     stream_id: UUID
     #: The event's payload, as recorded.
     data: msgspec.Raw
+    #: Who caused it: the request id, and the token's name when tokens are on.
+    metadata: msgspec.Raw
     recorded_at: Timestamp
+    #: The chain hash, hex: SHA-256 of the previous event's hash and this
+    #: event's canonical bytes (docs/api.md, "Verifiable log").
+    hash: Annotated[str, Meta(pattern="^[0-9a-f]{64}$")]
 
 
 class EntryLine(_Response):

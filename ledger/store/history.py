@@ -28,7 +28,7 @@ ENTRIES = """
     FROM entries WHERE account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3
 """
 _EVENTS = """
-    SELECT seq, type, stream_id, data::text AS data, recorded_at
+    SELECT seq, type, stream_id, data::text AS data, metadata::text AS metadata, recorded_at, hash
     FROM events WHERE seq > $1 ORDER BY seq LIMIT $2
 """
 _BALANCE_AS_OF = """
