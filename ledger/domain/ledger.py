@@ -393,13 +393,16 @@ class Ledger:
                 self._keep_account(event.account_id)
                 self.accounts[event.account_id].closed = True
                 return ()
-            case TransferPosted() | TransferPending():
+            case TransferPosted() | TransferPending() | TransferReversed():
                 pending = isinstance(event, TransferPending)
                 timeout_seconds = event.timeout_seconds if isinstance(event, TransferPending) else None
                 if pending:
                     debit, credit = self._move(event, hold=event.amount)
                 else:
                     debit, credit = self._move(event, post=event.amount)
+                reverses = event.reverses if isinstance(event, TransferReversed) else None
+                if reverses is not None:
+                    self._add_reversed(reverses, event.amount)
                 self._keep_transfer(event.transfer_id)
                 self.transfers[event.transfer_id] = Transfer(
                     id=event.transfer_id,
@@ -416,33 +419,7 @@ class Ledger:
                     created_at=record.recorded_at,
                     expires_at=_deadline(record.recorded_at, timeout_seconds),
                     posted_amount=None if pending else event.amount,
-                )
-            case TransferReversed():
-                debit, credit = self._move(event, post=event.amount)
-                # Deciding holds the original; a long fold may have forgotten
-                # it, settled (the projection adds the amount to what is stored).
-                original = self.transfers.get(event.reverses)
-                if original is not None:
-                    self._keep_transfer(original.id)
-                    self.transfers[original.id] = msgspec.structs.replace(
-                        original, reversed_amount=money.add(original.reversed_amount, event.amount)
-                    )
-                self._keep_transfer(event.transfer_id)
-                self.transfers[event.transfer_id] = Transfer(
-                    id=event.transfer_id,
-                    debit_account_id=event.debit_account_id,
-                    credit_account_id=event.credit_account_id,
-                    amount=event.amount,
-                    currency=event.currency,
-                    code=event.code,
-                    metadata=event.metadata,
-                    pending=False,
-                    timeout_seconds=None,
-                    status=TransferStatus.POSTED,
-                    seq=record.seq,
-                    created_at=record.recorded_at,
-                    posted_amount=event.amount,
-                    reverses=event.reverses,
+                    reverses=reverses,
                 )
             case PendingDecided():
                 transfer = self.transfers[event.transfer_id]
@@ -490,6 +467,17 @@ class Ledger:
             debit.debits_posted = money.add(debit.debits_posted, post)
             credit.credits_posted = money.add(credit.credits_posted, post)
         return debit, credit
+
+    def _add_reversed(self, original_id: UUID, amount: Decimal) -> None:
+        """Add ``amount`` to what of the transfer ``original_id`` is reversed.
+        Deciding holds the original; a long fold may have forgotten it,
+        settled, and then the projection adds the amount to what is stored."""
+        original = self.transfers.get(original_id)
+        if original is not None:
+            self._keep_transfer(original_id)
+            self.transfers[original_id] = msgspec.structs.replace(
+                original, reversed_amount=money.add(original.reversed_amount, amount)
+            )
 
     def forget_settled_transfers(self) -> None:
         """Drop every transfer that is no longer pending.
