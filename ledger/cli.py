@@ -1,4 +1,4 @@
-"""``ledger serve | migrate | reconcile | rebuild-projections | openapi``: the command line."""
+"""``ledger serve | migrate | reconcile | rebuild-projections | export | openapi``: the command line."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import ipaddress
 import logging
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from . import logs
 from .config import ConfigError, Settings
@@ -83,6 +83,19 @@ def _rebuild(settings: Settings) -> int:
     return 0
 
 
+def _export(settings: Settings, after_seq: int, output: str | None) -> int:
+    """Write the log after ``after_seq`` as NDJSON to ``output`` (default stdout)."""
+    from .store.export import export
+
+    if settings.read_database_url is not None:  # a long read: the replica's
+        settings = dataclasses.replace(settings, database_url=settings.read_database_url)
+    target: str | BinaryIO = sys.stdout.buffer if output is None else output
+    count = _on_database(settings, lambda conn: export(conn, target, after_seq=after_seq))
+    sys.stdout.flush()
+    log.info("exported %d events after seq %d", count, after_seq)
+    return 0
+
+
 def _openapi(settings: Settings) -> int:
     """Print the OpenAPI document that ``GET /openapi.json`` serves."""
     import msgspec
@@ -116,6 +129,13 @@ def _on_database(settings: Settings, work: Callable[[asyncpg.Connection], Awaita
         return asyncio.run(run(dsn))
 
 
+def _seq(text: str) -> int:
+    """A seq on the command line: a whole number, 0 or more."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a seq: {text!r} (a whole number, 0 or more)")
+    return int(text)
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -143,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     reconcile.add_argument("--repair", action="store_true", help="rewrite the stored balances that differ from the log")
     commands.add_parser("rebuild-projections", help="rebuild accounts, balances, transfers and entries from the log")
     commands.add_parser("openapi", help="print the OpenAPI document of the HTTP API (what /openapi.json serves)")
+    export = commands.add_parser("export", help="write the event log as NDJSON, one /v1/events line per event")
+    export.add_argument("--after-seq", type=_seq, default=0, metavar="N", help="only the events after seq N")
+    export.add_argument("--output", metavar="FILE", help="write to FILE (default: stdout)")
     args = parser.parse_args(argv)
     logs.configure()
     try:
@@ -155,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.log_format)
     if args.command == "reconcile":
         return _reconcile(settings, args.repair)
+    if args.command == "export":
+        return _export(settings, args.after_seq, args.output)
     run = {"serve": _serve, "migrate": _migrate, "rebuild-projections": _rebuild, "openapi": _openapi}[args.command]
     return run(settings)
 

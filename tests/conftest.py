@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import pwd
 import re
@@ -475,3 +476,14 @@ async def replayed_up_to(replica: asyncpg.Connection, seq: int, timeout: float =
     while await replica.fetchval("SELECT seq FROM ledger_head") < seq:
         assert asyncio.get_running_loop().time() < deadline, f"the replica never replayed event {seq}"
         await asyncio.sleep(0.01)
+
+
+#: What an event's canonical bytes hold, as API.md names them.
+CANONICAL_FIELDS = ("data", "metadata", "recorded_at", "seq", "stream_id", "type")
+
+
+def canonical_bytes(line: dict[str, Any]) -> bytes:
+    """API.md's canonical bytes of an event line: keys sorted at every level,
+    no whitespace, UTF-8 with non-ASCII unescaped."""
+    event = {name: line[name] for name in CANONICAL_FIELDS}
+    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

@@ -6,17 +6,7 @@ import hashlib
 import json
 import uuid
 
-from tests.conftest import transfer_body
-
-#: What an event's canonical bytes hold, as API.md names them.
-CANONICAL_FIELDS = ("data", "metadata", "recorded_at", "seq", "stream_id", "type")
-
-
-def canonical_bytes(line: dict) -> bytes:
-    """API.md's canonical bytes: keys sorted at every level, no whitespace,
-    UTF-8 with non-ASCII unescaped."""
-    event = {name: line[name] for name in CANONICAL_FIELDS}
-    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+from tests.conftest import canonical_bytes, transfer_body
 
 
 async def served_events(client) -> list[dict]:

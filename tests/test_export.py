@@ -1,0 +1,74 @@
+"""ledger export: the event log as NDJSON, one /v1/events line per event in
+seq order, built by PostgreSQL and sent by COPY; --after-seq and --output."""
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from ledger.store.export import export
+from tests.conftest import canonical_bytes, transfer_body
+
+AWKWARD = {"quote": 'say "hi"', "back\\slash": "a\\b", "tab": "\t", "ünï": "☕", "n": [1, 2.5, None, True]}
+
+
+@pytest.fixture
+async def logged(client, open_account):
+    """A log with awkward text in it: quotes, backslashes, tabs, non-ASCII."""
+    a, b = await open_account(metadata=AWKWARD), await open_account()
+    paid = transfer_body(a, b, "3.00", code='c"\\', metadata=AWKWARD)
+    await client.post("/v1/transfers", json=paid, headers={"X-Request-ID": 'r"1'})
+    await client.post(f"/v1/transfers/{paid['id']}/reverse", json={"id": str(uuid.uuid4()), "amount": "1.00"})
+    response = await client.get("/v1/events", params={"after_seq": "0"})
+    return [json.loads(line) for line in (await response.text()).splitlines() if line]
+
+
+def ledger_export(database_url, *args):
+    env = {**os.environ, "LEDGER_DATABASE_URL": database_url}
+    return subprocess.run(
+        [sys.executable, "-m", "ledger.cli", "export", *args], env=env, capture_output=True, timeout=120
+    )
+
+
+async def test_an_export_holds_the_lines_the_events_stream_serves(db, logged):
+    out = io.BytesIO()
+
+    count = await export(db, out)
+
+    lines = out.getvalue().decode().splitlines()
+    assert count == len(lines) == len(logged)
+    assert [json.loads(line) for line in lines] == logged
+
+
+async def test_the_chain_rebuilds_from_an_export(db, logged):
+    out = io.BytesIO()
+    await export(db, out)
+
+    previous = bytes(32)
+    for line in map(json.loads, out.getvalue().decode().splitlines()):
+        previous = hashlib.sha256(previous + canonical_bytes(line)).digest()
+        assert previous.hex() == line["hash"]
+    assert previous == await db.fetchval("SELECT hash FROM ledger_head")
+
+
+async def test_ledger_export_writes_to_stdout_or_a_file_after_a_seq(database_url, logged, tmp_path):
+    whole = ledger_export(database_url)
+    assert whole.returncode == 0, whole.stderr
+    assert [json.loads(line) for line in whole.stdout.decode().splitlines()] == logged
+
+    target = tmp_path / "log.ndjson"
+    tail = ledger_export(database_url, "--after-seq", "2", "--output", str(target))
+    assert tail.returncode == 0, tail.stderr
+    assert [json.loads(line) for line in target.read_text().splitlines()] == logged[2:]
+    assert tail.stdout == b""
+
+
+def test_ledger_export_refuses_a_seq_that_is_not_one(database_url):
+    refused = ledger_export(database_url, "--after-seq", "-1")
+    assert refused.returncode == 2
+    assert b"not a seq" in refused.stderr
