@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test migrate bench-reconcile bench-streams bench-writes bench-workers bench-http bench-queries clean
+.PHONY: run test migrate bench-reconcile bench-streams bench-writes bench-workers bench-http bench-queries bench-export clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench-workers: $(STAMP)
 # A page of GET /v1/transfers at 10k transfers and at 1M.
 bench-queries: $(STAMP)
 	$(BIN)/python -m bench.queries $(BENCH_ARGS)
+
+# ledger export over 1M events, beside a raw COPY of the rows.
+bench-export: $(STAMP)
+	$(BIN)/python -m bench.export $(BENCH_ARGS)
 
 bench-http: $(STAMP)
 	$(BIN)/python -m bench.writes --scenarios access-log $(BENCH_ARGS)
