@@ -1,4 +1,4 @@
-"""``ledger serve | migrate | reconcile | rebuild-projections | export | openapi``: the command line."""
+"""``ledger serve | migrate | reconcile | rebuild-projections | export | import | openapi``: the command line."""
 
 from __future__ import annotations
 
@@ -96,6 +96,23 @@ def _export(settings: Settings, after_seq: int, output: str | None) -> int:
     return 0
 
 
+def _import(settings: Settings, path: str) -> int:
+    """Load the export at ``path`` after the head of the log; exit 1, having
+    changed nothing, if it does not continue the log."""
+    from .store.importer import ImportFailed, import_log
+
+    try:
+        rebuilt = _on_database(settings, lambda conn: import_log(conn, path))
+    except ImportFailed as error:
+        log.error("%s", error)
+        return 1
+    except FileNotFoundError:
+        log.error("no file %s; nothing was imported", path)
+        return 2
+    log.info("imported: the log holds %d events; %d accounts rebuilt", rebuilt.events, rebuilt.accounts)
+    return 0
+
+
 def _openapi(settings: Settings) -> int:
     """Print the OpenAPI document that ``GET /openapi.json`` serves."""
     import msgspec
@@ -166,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     export = commands.add_parser("export", help="write the event log as NDJSON, one /v1/events line per event")
     export.add_argument("--after-seq", type=_seq, default=0, metavar="N", help="only the events after seq N")
     export.add_argument("--output", metavar="FILE", help="write to FILE (default: stdout)")
+    load = commands.add_parser("import", help="load an export after the head of the log, and rebuild the projections")
+    load.add_argument("file", metavar="FILE", help="an NDJSON file as `ledger export` writes it")
     args = parser.parse_args(argv)
     logs.configure()
     try:
@@ -180,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         return _reconcile(settings, args.repair)
     if args.command == "export":
         return _export(settings, args.after_seq, args.output)
+    if args.command == "import":
+        return _import(settings, args.file)
     run = {"serve": _serve, "migrate": _migrate, "rebuild-projections": _rebuild, "openapi": _openapi}[args.command]
     return run(settings)
 

@@ -151,6 +151,14 @@ async def client(
 
 
 @pytest.fixture
+async def another_database_url(server_dsn: str, template_database: str) -> AsyncIterator[str]:
+    """A second migrated database of the test's own, empty."""
+    dsn = await clone_template(server_dsn, template_database)
+    yield dsn
+    await drop_database(server_dsn, dsn)
+
+
+@pytest.fixture
 async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection of the test's own, to look behind the API."""
     conn = await connect(database_url)

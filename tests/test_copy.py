@@ -29,8 +29,6 @@ from tests.conftest import (
     TABLE_KEYS,
     appends_held_up,
     assert_log_matches_projections,
-    clone_template,
-    drop_database,
     kill_writer,
     ledger_snapshot,
     stored_rows,
@@ -122,13 +120,6 @@ async def record_awkward_appends(dsn: str, *, copy_from: int, chunks_made_ahead:
     finally:
         await conn.close()
     return rows
-
-
-@pytest.fixture
-async def another_database_url(server_dsn: str, template_database: str) -> AsyncIterator[str]:
-    dsn = await clone_template(server_dsn, template_database)
-    yield dsn
-    await drop_database(server_dsn, dsn)
 
 
 async def test_rows_recorded_by_copy_are_those_one_statement_records(database_url, another_database_url):

@@ -36,21 +36,27 @@ async def rebuild_projections(conn: asyncpg.Connection, *, chunk: int = 5000, pr
     Raises :class:`~ledger.store.replay.ChainBroken` (nothing is changed) if
     the log's hash chain is broken.
     """
+    async with conn.transaction(isolation="serializable"):
+        await conn.execute(LOCK)
+        return await rebuild_locked(conn, chunk=chunk, prefetch=prefetch)
+
+
+async def rebuild_locked(conn: asyncpg.Connection, *, chunk: int = 5000, prefetch: int = 1000) -> Rebuilt:
+    """:func:`rebuild_projections` in the transaction ``conn`` is in, which
+    must hold :data:`~ledger.store.head.LOCK` (as an import's does)."""
     ledger = Ledger()
     applied: list[tuple[RecordedEvent, tuple[Entry, ...]]] = []
     events = 0
-    async with conn.transaction(isolation="serializable"):
-        await conn.execute(LOCK)
-        await conn.execute(_EMPTY)
-        await conn.execute(NEW_EPOCH)
-        async for item in replayed(conn, ledger, prefetch=prefetch):
-            applied.append(item)
-            events += 1
-            if len(applied) == chunk:
-                await _write(conn, ledger, applied)
-                applied.clear()
-                ledger.forget_settled_transfers()
-        await _write(conn, ledger, applied)
+    await conn.execute(_EMPTY)
+    await conn.execute(NEW_EPOCH)
+    async for item in replayed(conn, ledger, prefetch=prefetch):
+        applied.append(item)
+        events += 1
+        if len(applied) == chunk:
+            await _write(conn, ledger, applied)
+            applied.clear()
+            ledger.forget_settled_transfers()
+    await _write(conn, ledger, applied)
     return Rebuilt(events=events, accounts=len(ledger.accounts))
 
 

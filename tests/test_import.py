@@ -1,0 +1,138 @@
+"""ledger import: an export loaded into a ledger whose head it continues, in
+one transaction, the chain and seq checked as it loads and the projections
+rebuilt, so that the ledger answers every read as the source did; a file
+that does not continue the log is refused naming the line, and nothing of
+it is kept."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from ledger.store.connection import connect
+from ledger.store.export import export
+from ledger.store.importer import ImportRefused, import_log
+from tests.conftest import TABLE_KEYS, ledger_snapshot, stored_rows, transfer_body
+
+
+@pytest.fixture
+async def source(client, open_account, db):
+    """A ledger with accounts, transfers posted, held and decided, a reversal
+    and a closed account."""
+    a, b, c = [await open_account(metadata={"n": n}) for n in range(3)]
+    paid = transfer_body(a, b, "10.00", code="sale", metadata={"ünï": "☕"})
+    await client.post("/v1/transfers", json=paid)
+    held = await (await client.post("/v1/transfers", json=transfer_body(b, c, "4.00", pending=True))).json()
+    await client.post(f"/v1/transfers/{held['id']}/post", json={"amount": "3.00"})
+    await client.post(f"/v1/transfers/{paid['id']}/reverse", json={"id": str(uuid.uuid4()), "amount": "2.50"})
+    voided = await (await client.post("/v1/transfers", json=transfer_body(a, c, "1.00", pending=True))).json()
+    await client.post(f"/v1/transfers/{voided['id']}/void")
+    empty = await open_account()
+    await client.post(f"/v1/accounts/{empty['id']}/close")
+    return db
+
+
+async def exported(db, after_seq: int = 0) -> bytes:
+    out = io.BytesIO()
+    await export(db, out, after_seq=after_seq)
+    return out.getvalue()
+
+
+@pytest.fixture
+async def target(another_database_url):
+    conn = await connect(another_database_url)
+    yield conn
+    await conn.close()
+
+
+async def everything(conn) -> dict:
+    rows = await stored_rows(conn, *TABLE_KEYS)
+    rows["head"] = [str(tuple(await conn.fetchrow("SELECT seq, hash FROM ledger_head")))]
+    return rows
+
+
+async def test_an_export_imported_into_an_empty_ledger_restores_every_row(source, target):
+    rebuilt = await import_log(target, io.BytesIO(await exported(source)))
+
+    assert await everything(target) == await everything(source)
+    assert rebuilt.events == await source.fetchval("SELECT seq FROM ledger_head")
+
+
+async def test_an_import_continues_a_ledger_that_holds_the_log_before_it(source, target):
+    whole = await exported(source)
+    await import_log(target, io.BytesIO(b"".join(whole.splitlines(keepends=True)[:4])))
+
+    await import_log(target, io.BytesIO(await exported(source, after_seq=4)))
+
+    assert await everything(target) == await everything(source)
+
+
+def lines_of(data: bytes) -> list[dict]:
+    return [json.loads(line) for line in data.splitlines()]
+
+
+def replaced(lines: list[dict], index: int, **fields) -> list[dict]:
+    """``lines`` with the fields of line ``index`` (from 0) replaced."""
+    return [*lines[:index], {**lines[index], **fields}, *lines[index + 1 :]]
+
+
+def file_of(lines: list[dict]) -> io.BytesIO:
+    return io.BytesIO(b"".join(json.dumps(line, ensure_ascii=False).encode() + b"\n" for line in lines))
+
+
+@pytest.mark.parametrize(
+    ("spoil", "line", "says"),
+    [
+        (lambda lines: lines[:3] + lines[4:], 4, "does not continue the log"),
+        (lambda lines: lines[1:], 1, "does not continue the log"),
+        (
+            lambda lines: [*lines[:2], {**lines[2], "data": {**lines[2]["data"], "amount": "99.00"}}, *lines[3:]],
+            3,
+            "chain",
+        ),
+        (lambda lines: [*lines[:5], {**lines[5], "hash": "ab" * 32}, *lines[6:]], 6, "chain"),
+        (lambda lines: [*lines[:1], {**lines[1], "type": "money_printed"}, *lines[2:]], 2, "not an event line"),
+    ],
+    ids=["a seq skipped", "not after the head", "an edited event", "a forged hash", "an unknown type"],
+)
+async def test_a_file_that_does_not_continue_the_log_is_refused_naming_the_line(source, target, spoil, line, says):
+    lines = spoil(lines_of(await exported(source)))
+    before = await ledger_snapshot(target)
+
+    with pytest.raises(ImportRefused, match=says) as refused:
+        await import_log(target, file_of(lines))
+
+    assert refused.value.line == line
+    assert await ledger_snapshot(target) == before
+
+
+async def test_a_line_that_is_not_json_is_refused(source, target):
+    data = await exported(source)
+    spoiled = data.splitlines()
+    spoiled[2] = b'{"seq": 3, oops'
+
+    with pytest.raises(ImportRefused, match="not a JSON object") as refused:
+        await import_log(target, io.BytesIO(b"\n".join(spoiled) + b"\n"))
+    assert refused.value.line == 3
+
+
+def ledger_cli(database_url, *args):
+    env = {**os.environ, "LEDGER_DATABASE_URL": database_url}
+    return subprocess.run([sys.executable, "-m", "ledger.cli", *args], env=env, capture_output=True, timeout=120)
+
+
+async def test_ledger_import_from_the_shell(source, target, another_database_url, database_url, tmp_path):
+    path = tmp_path / "log.ndjson"
+    assert ledger_cli(database_url, "export", "--output", str(path)).returncode == 0
+
+    loaded = ledger_cli(another_database_url, "import", str(path))
+    again = ledger_cli(another_database_url, "import", str(path))
+
+    assert loaded.returncode == 0, loaded.stderr
+    assert await everything(target) == await everything(source)
+    assert again.returncode == 1
+    assert b"line 1: seq 1 does not continue the log" in again.stderr
