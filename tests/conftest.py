@@ -295,9 +295,10 @@ async def assert_no_flag_violated(db: asyncpg.Connection) -> None:
 
 async def kill_writer(db: asyncpg.Connection, name: str = WRITER_NAME) -> int:
     """Terminate the writer's connections named ``name``, its appending one
-    unless told (``pg_terminate_backend``); how many were."""
+    unless told (``pg_terminate_backend``, waiting up to 10 s for each to
+    exit, so that the next use of one finds it gone); how many were."""
     return await db.fetchval(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity"
         " WHERE datname = current_database() AND application_name = $1",
         name,
     )

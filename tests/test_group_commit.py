@@ -22,7 +22,7 @@ from ledger.store.coalescer import Coalescer
 from ledger.store.connection import SEND_BUFFER
 from ledger.store.retry import RetryPolicy, Unavailable
 from ledger.store.write_path import AppendRequest
-from ledger.store.writer import Writer
+from ledger.store.writer import WRITER_NAME, Writer
 from tests.conftest import (
     appends_held_up,
     assert_log_matches_projections,
@@ -204,9 +204,19 @@ async def test_the_writers_connection_holds_megabytes_in_flight_and_so_does_its_
     account = [AppendRequest([OpenAccount(uuid.uuid4(), "USD", 2, AccountFlags(), {})])]
     await writer.submit(account)
     assert send_buffer(writer) >= granted
+    killed = await writer_pids(db)
 
     assert await kill_writer(db) == 1
     await writer.submit(account)  # on a new connection
 
-    assert writer.retries == 1
+    replacement = await writer_pids(db)
+    assert len(replacement) == 1 and replacement != killed
     assert send_buffer(writer) >= granted
+
+
+async def writer_pids(db) -> set[int]:
+    """The backends of the writer's appending connections."""
+    rows = await db.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1", WRITER_NAME
+    )
+    return {r["pid"] for r in rows}
