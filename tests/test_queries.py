@@ -202,12 +202,9 @@ async def plan(db, query: str, arguments: list) -> str:
 @pytest.mark.parametrize("side", ["account_id", "debit_account_id", "credit_account_id"])
 async def test_a_page_of_one_accounts_transfers_is_a_range_of_its_entries(db, shop, side):
     account = uuid.UUID(shop["accounts"][0]["id"])
-    query, p = transfers_page_query(TransferFilter(**{side: account}), after_seq=3, descending=False)
-    arguments = {"account": account, "after_seq": 3, "limit": 101}
-    if side != "account_id":
-        arguments[side] = account
+    query, arguments = transfers_page_query(TransferFilter(**{side: account}), after_seq=3, descending=False, limit=101)
 
-    explained = await plan(db, query, p.arguments(arguments))
+    explained = await plan(db, query, arguments)
 
     # The account's entries read in seq order from their key, never sorted.
     assert "entries_pkey" in explained and not re.search(r"\bSort  \(", explained)
@@ -215,12 +212,14 @@ async def test_a_page_of_one_accounts_transfers_is_a_range_of_its_entries(db, sh
 
 async def test_a_metadata_filter_reads_the_gin_index(db, shop):
     metadata = {"channel": "web"}
-    query, p = transfers_page_query(TransferFilter(metadata=metadata), after_seq=None, descending=False)
-    explained = await plan(db, query, p.arguments({"metadata": metadata, "limit": 101}))
+    query, arguments = transfers_page_query(
+        TransferFilter(metadata=metadata), after_seq=None, descending=False, limit=101
+    )
+    explained = await plan(db, query, arguments)
     assert "transfers_metadata" in explained
 
-    query, p = accounts_page_query(AccountFilter(metadata=metadata), after=None)
-    explained = await plan(db, query, p.arguments({"metadata": metadata, "limit": 101}))
+    query, arguments = accounts_page_query(AccountFilter(metadata=metadata), after=None, limit=101)
+    explained = await plan(db, query, arguments)
     assert "accounts_metadata" in explained
 
 

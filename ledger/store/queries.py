@@ -55,9 +55,24 @@ class AccountFilter:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
-def _transfer_conditions(f: TransferFilter, p: Placeholders) -> list[str]:
-    """The SQL conditions of ``f`` on ``transfers AS t`` but its account,
-    parameters named by ``p``."""
+class _Arguments:
+    """A statement's parameters, each numbered as it is written and given its
+    value there, so that no name is spelled twice."""
+
+    def __init__(self) -> None:
+        self._placeholders = Placeholders()
+        self._values: dict[str, Any] = {}
+
+    def __call__(self, type_: str, name: str, value: Any) -> str:
+        self._values[name] = value
+        return self._placeholders.one(type_, name)
+
+    def values(self) -> list[Any]:
+        return self._placeholders.arguments(self._values)
+
+
+def _transfer_conditions(f: TransferFilter, arg: _Arguments) -> list[str]:
+    """The SQL conditions of ``f`` on ``transfers AS t`` but its account."""
     equal = {
         "debit_account_id": ("uuid", f.debit_account_id),
         "credit_account_id": ("uuid", f.credit_account_id),
@@ -66,62 +81,48 @@ def _transfer_conditions(f: TransferFilter, p: Placeholders) -> list[str]:
         "status": ("text", f.status),
         "reverses": ("uuid", f.reverses),
     }
-    conditions = [f"t.{c} = {p.one(type_, c)}" for c, (type_, value) in equal.items() if value is not None]
+    conditions = [f"t.{c} = {arg(type_, c, value)}" for c, (type_, value) in equal.items() if value is not None]
     if f.created_from is not None:
-        conditions.append(f"t.created_at >= {p.one('timestamptz', 'created_from')}")
+        conditions.append(f"t.created_at >= {arg('timestamptz', 'created_from', f.created_from)}")
     if f.created_to is not None:
-        conditions.append(f"t.created_at < {p.one('timestamptz', 'created_to')}")
+        conditions.append(f"t.created_at < {arg('timestamptz', 'created_to', f.created_to)}")
     if f.metadata:
-        conditions.append(f"t.metadata @> {p.one('jsonb', 'metadata')}")
+        conditions.append(f"t.metadata @> {arg('jsonb', 'metadata', f.metadata)}")
     return conditions
-
-
-def _transfer_arguments(f: TransferFilter) -> dict[str, Any]:
-    values = {
-        "debit_account_id": f.debit_account_id,
-        "credit_account_id": f.credit_account_id,
-        "code": f.code,
-        "currency": f.currency,
-        "status": f.status,
-        "reverses": f.reverses,
-        "created_from": f.created_from,
-        "created_to": f.created_to,
-        "metadata": f.metadata or None,
-        "account": _account_and_side(f)[0],
-    }
-    return {name: value for name, value in values.items() if value is not None}
 
 
 #: The entries a transfer's creation makes, at its seq: one per side.
 _CREATING = "ARRAY['transfer_posted', 'transfer_pending', 'transfer_reversed']"
 
 
-def transfers_page_query(f: TransferFilter, *, after_seq: int | None, descending: bool) -> tuple[str, Placeholders]:
-    """The statement that reads a page of the transfers matching ``f`` (its
-    last parameter, ``limit``, the page's size), and its placeholders."""
-    p = Placeholders()
+def transfers_page_query(
+    f: TransferFilter, *, after_seq: int | None, descending: bool, limit: int
+) -> tuple[str, list[Any]]:
+    """The statement that reads a page of at most ``limit`` transfers
+    matching ``f``, and its arguments."""
+    arg = _Arguments()
     direction = "DESC" if descending else "ASC"
     before_or_after = "<" if descending else ">"
     account, side = _account_and_side(f)
     if account is None:
-        conditions = _transfer_conditions(f, p)
+        conditions = _transfer_conditions(f, arg)
         if after_seq is not None:
-            conditions.append(f"t.seq {before_or_after} {p.one('bigint', 'after_seq')}")
+            conditions.append(f"t.seq {before_or_after} {arg('bigint', 'after_seq', after_seq)}")
         where = " AND ".join(conditions) or "true"
-        query = f"{TRANSFER_SELECT} AS t WHERE {where} ORDER BY t.seq {direction} LIMIT {p.one('bigint', 'limit')}"
-        return query, p
+        query = f"{TRANSFER_SELECT} AS t WHERE {where} ORDER BY t.seq {direction} LIMIT {arg('bigint', 'limit', limit)}"
+        return query, arg.values()
     # An account's transfers: its creating entries, in seq order, and their transfers.
-    conditions = [f"e.account_id = {p.one('uuid', 'account')}", f"e.type = ANY({_CREATING})"]
+    conditions = [f"e.account_id = {arg('uuid', 'account', account)}", f"e.type = ANY({_CREATING})"]
     if side is not None:
         conditions.append(f"e.side = '{side}'")
-    conditions += _transfer_conditions(f, p)
+    conditions += _transfer_conditions(f, arg)
     if after_seq is not None:
-        conditions.append(f"e.seq {before_or_after} {p.one('bigint', 'after_seq')}")
+        conditions.append(f"e.seq {before_or_after} {arg('bigint', 'after_seq', after_seq)}")
     query = (
         f"SELECT {TRANSFERS.column_list(prefix='t.')} FROM entries AS e JOIN transfers AS t ON t.id = e.transfer_id"
-        f" WHERE {' AND '.join(conditions)} ORDER BY e.seq {direction} LIMIT {p.one('bigint', 'limit')}"
+        f" WHERE {' AND '.join(conditions)} ORDER BY e.seq {direction} LIMIT {arg('bigint', 'limit', limit)}"
     )
-    return query, p
+    return query, arg.values()
 
 
 def _account_and_side(f: TransferFilter) -> tuple[UUID | None, str | None]:
@@ -141,31 +142,28 @@ async def find_transfers(
 ) -> list[Transfer]:
     """At most ``limit`` transfers matching ``f``, in seq order (newest first
     if ``descending``), after (or before) ``after_seq``."""
-    query, p = transfers_page_query(f, after_seq=after_seq, descending=descending)
-    arguments = {**_transfer_arguments(f), "limit": limit}
-    if after_seq is not None:
-        arguments["after_seq"] = after_seq
-    return [transfer_from_row(row) for row in await conn.fetch(query, *p.arguments(arguments))]
+    query, arguments = transfers_page_query(f, after_seq=after_seq, descending=descending, limit=limit)
+    return [transfer_from_row(row) for row in await conn.fetch(query, *arguments)]
 
 
-def accounts_page_query(f: AccountFilter, *, after: UUID | None) -> tuple[str, Placeholders]:
-    p = Placeholders()
+def accounts_page_query(f: AccountFilter, *, after: UUID | None, limit: int) -> tuple[str, list[Any]]:
+    """The statement that reads a page of at most ``limit`` accounts matching
+    ``f``, and its arguments."""
+    arg = _Arguments()
     conditions = []
     if f.currency is not None:
-        conditions.append(f"a.currency = {p.one('text', 'currency')}")
+        conditions.append(f"a.currency = {arg('text', 'currency', f.currency)}")
     if f.closed is not None:
-        conditions.append(f"a.closed = {p.one('boolean', 'closed')}")
+        conditions.append(f"a.closed = {arg('boolean', 'closed', f.closed)}")
     if f.metadata:
-        conditions.append(f"a.metadata @> {p.one('jsonb', 'metadata')}")
+        conditions.append(f"a.metadata @> {arg('jsonb', 'metadata', f.metadata)}")
     if after is not None:
-        conditions.append(f"a.id > {p.one('uuid', 'after')}")
+        conditions.append(f"a.id > {arg('uuid', 'after', after)}")
     where = " AND ".join(conditions) or "true"
-    return f"{ACCOUNT_SELECT} WHERE {where} ORDER BY a.id LIMIT {p.one('bigint', 'limit')}", p
+    return f"{ACCOUNT_SELECT} WHERE {where} ORDER BY a.id LIMIT {arg('bigint', 'limit', limit)}", arg.values()
 
 
 async def find_accounts(conn: Reader, f: AccountFilter, *, after: UUID | None, limit: int) -> list[Account]:
     """At most ``limit`` accounts matching ``f``, in id order after ``after``."""
-    query, p = accounts_page_query(f, after=after)
-    values = {"currency": f.currency, "closed": f.closed, "metadata": f.metadata or None, "after": after}
-    arguments = {name: value for name, value in values.items() if value is not None}
-    return [account_from_row(row) for row in await conn.fetch(query, *p.arguments({**arguments, "limit": limit}))]
+    query, arguments = accounts_page_query(f, after=after, limit=limit)
+    return [account_from_row(row) for row in await conn.fetch(query, *arguments)]
