@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import database, machine, new_writer, open_accounts
-from bench.queries import fill
+from bench.common import database, machine
+from bench.queries import fill, opened_accounts
 from ledger.store.connection import connect
 from ledger.store.export import export
 
@@ -58,7 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"export of the log ({machine()})", flush=True)
     with database() as dsn:
-        accounts = asyncio.run(_opened(dsn))
+        accounts = asyncio.run(opened_accounts(dsn, 1000))
         asyncio.run(fill(dsn, accounts, args.events, random.Random(7)))
         results = asyncio.run(measure(dsn, args.rounds))
     floor = statistics.median(s for s, _, _ in results["raw COPY of the rows"])
@@ -75,14 +75,6 @@ def main() -> None:
             f"{seconds / floor:.2f}",
         ]
         print(f"| {name} | {' | '.join(row)} |")
-
-
-async def _opened(dsn: str):
-    writer = new_writer(dsn)
-    try:
-        return await open_accounts(writer, 1000)
-    finally:
-        await writer.close()
 
 
 if __name__ == "__main__":

@@ -132,8 +132,7 @@ def main() -> None:
     print(f"a page of 100 transfers, {args.pages} pages per query ({machine()})", flush=True)
     rng = random.Random(7)
     with database() as dsn:
-        writer = new_writer(dsn)
-        accounts = asyncio.run(_opened(writer))
+        accounts = asyncio.run(opened_accounts(dsn, 1000))
         asyncio.run(fill(dsn, accounts, args.small, rng))
         small = asyncio.run(measure(dsn, accounts, args.small, args.pages, rng))
         started = time.monotonic()
@@ -153,9 +152,11 @@ def main() -> None:
         )
 
 
-async def _opened(writer) -> list[uuid.UUID]:
+async def opened_accounts(dsn: str, count: int) -> list[uuid.UUID]:
+    """``count`` accounts opened on ``dsn`` by a writer of their own."""
+    writer = new_writer(dsn)
     try:
-        return await open_accounts(writer, 1000)
+        return await open_accounts(writer, count)
     finally:
         await writer.close()
 

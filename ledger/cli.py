@@ -62,9 +62,8 @@ def _reconcile(settings: Settings, repair: bool) -> int:
     from .api.responses import report_out
     from .store.reconcile import reconcile
 
-    if not repair and settings.read_database_url is not None:
-        # The scan alone reads the replica; a repair writes, on the primary.
-        settings = dataclasses.replace(settings, database_url=settings.read_database_url)
+    if not repair:  # the scan alone reads the replica; a repair writes, on the primary
+        settings = _long_read(settings)
     report = _on_database(settings, lambda conn: reconcile(conn, repair=repair))
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(report_out(report)), indent=2).decode() + "\n")
     return 0 if report.ok else 1
@@ -87,8 +86,7 @@ def _export(settings: Settings, after_seq: int, output: str | None) -> int:
     """Write the log after ``after_seq`` as NDJSON to ``output`` (default stdout)."""
     from .store.export import export
 
-    if settings.read_database_url is not None:  # a long read: the replica's
-        settings = dataclasses.replace(settings, database_url=settings.read_database_url)
+    settings = _long_read(settings)
     target: str | BinaryIO = sys.stdout.buffer if output is None else output
     count = _on_database(settings, lambda conn: export(conn, target, after_seq=after_seq))
     sys.stdout.flush()
@@ -123,6 +121,13 @@ def _openapi(settings: Settings) -> int:
     encoded = msgspec.json.encode(document(create_app(settings)))
     sys.stdout.write(msgspec.json.format(encoded, indent=2).decode() + "\n")
     return 0
+
+
+def _long_read(settings: Settings) -> Settings:
+    """``settings`` for a long read: on the replica, if there is one."""
+    if settings.read_database_url is None:
+        return settings
+    return dataclasses.replace(settings, database_url=settings.read_database_url)
 
 
 def _on_database(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:

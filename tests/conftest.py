@@ -496,3 +496,9 @@ def canonical_bytes(line: dict[str, Any]) -> bytes:
     no whitespace, UTF-8 with non-ASCII unescaped."""
     event = {name: line[name] for name in CANONICAL_FIELDS}
     return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def ledger_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """``ledger ARGS`` run as a user runs it, on ``database_url``; what it did."""
+    env = {**os.environ, "LEDGER_DATABASE_URL": database_url}
+    return subprocess.run([sys.executable, "-m", "ledger.cli", *args], env=env, capture_output=True, timeout=120)

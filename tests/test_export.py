@@ -4,15 +4,12 @@ seq order, built by PostgreSQL and sent by COPY; --after-seq and --output."""
 import hashlib
 import io
 import json
-import os
-import subprocess
-import sys
 import uuid
 
 import pytest
 
 from ledger.store.export import export
-from tests.conftest import canonical_bytes, transfer_body
+from tests.conftest import canonical_bytes, ledger_cli, transfer_body
 
 AWKWARD = {"quote": 'say "hi"', "back\\slash": "a\\b", "tab": "\t", "ünï": "☕", "n": [1, 2.5, None, True]}
 
@@ -29,10 +26,7 @@ async def logged(client, open_account):
 
 
 def ledger_export(database_url, *args):
-    env = {**os.environ, "LEDGER_DATABASE_URL": database_url}
-    return subprocess.run(
-        [sys.executable, "-m", "ledger.cli", "export", *args], env=env, capture_output=True, timeout=120
-    )
+    return ledger_cli(database_url, "export", *args)
 
 
 async def test_an_export_holds_the_lines_the_events_stream_serves(db, logged):

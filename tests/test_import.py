@@ -6,9 +6,6 @@ it is kept."""
 
 import io
 import json
-import os
-import subprocess
-import sys
 import uuid
 
 import pytest
@@ -16,7 +13,7 @@ import pytest
 from ledger.store.connection import connect
 from ledger.store.export import export
 from ledger.store.importer import ImportRefused, import_log
-from tests.conftest import TABLE_KEYS, ledger_snapshot, stored_rows, transfer_body
+from tests.conftest import TABLE_KEYS, ledger_cli, ledger_snapshot, stored_rows, transfer_body
 
 
 @pytest.fixture
@@ -118,11 +115,6 @@ async def test_a_line_that_is_not_json_is_refused(source, target):
     with pytest.raises(ImportRefused, match="not a JSON object") as refused:
         await import_log(target, io.BytesIO(b"\n".join(spoiled) + b"\n"))
     assert refused.value.line == 3
-
-
-def ledger_cli(database_url, *args):
-    env = {**os.environ, "LEDGER_DATABASE_URL": database_url}
-    return subprocess.run([sys.executable, "-m", "ledger.cli", *args], env=env, capture_output=True, timeout=120)
 
 
 async def test_ledger_import_from_the_shell(source, target, another_database_url, database_url, tmp_path):

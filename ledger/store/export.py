@@ -15,8 +15,9 @@ from typing import Any
 
 from .connection import Conn
 
-#: The control characters COPY quotes and delimits with: none can be in a line.
-_QUOTE, _DELIMITER = "\x01", "\x02"
+#: How COPY writes (and an import reads) the lines: CSV quoted and delimited
+#: by control characters that no line can hold, so that each goes as it is.
+QUOTE, DELIMITER = "\x01", "\x02"
 
 
 def _lines(after_seq: int) -> str:
@@ -38,6 +39,6 @@ async def export(conn: Conn, output: Any, *, after_seq: int = 0) -> int:
     file, or an async callable taking bytes), one NDJSON line each; return
     how many. Read in one snapshot, so the lines are a gapless run of the log."""
     status: str = await conn.copy_from_query(
-        _lines(after_seq), output=output, format="csv", quote=_QUOTE, delimiter=_DELIMITER
+        _lines(after_seq), output=output, format="csv", quote=QUOTE, delimiter=DELIMITER
     )
     return int(status.split()[-1])

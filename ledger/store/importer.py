@@ -18,12 +18,10 @@ import asyncpg
 import msgspec
 
 from ..domain.events import EVENT_TYPES
+from .export import DELIMITER, QUOTE
 from .head import LOCK, read_head
 from .rebuild import Rebuilt, rebuild_locked
 from .replay import ChainBroken
-
-#: As the export writes it (:mod:`ledger.store.export`): one line a row, unquoted.
-_QUOTE, _DELIMITER = "\x01", "\x02"
 
 _STAGE = """
     CREATE TEMP TABLE import_lines (line bigint GENERATED ALWAYS AS IDENTITY, text text NOT NULL)
@@ -84,7 +82,7 @@ async def import_log(conn: asyncpg.Connection, source: Any) -> Rebuilt:
         head = await read_head(conn)
         await conn.execute(_STAGE)
         await conn.copy_to_table(
-            "import_lines", source=source, columns=["text"], format="csv", quote=_QUOTE, delimiter=_DELIMITER
+            "import_lines", source=source, columns=["text"], format="csv", quote=QUOTE, delimiter=DELIMITER
         )
         bad = await conn.fetchval(_NOT_AN_OBJECT)
         if bad is not None:
