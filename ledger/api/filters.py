@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import msgspec
 from aiohttp import web
@@ -66,22 +66,21 @@ def digest(request: web.Request) -> str:
     return hashlib.sha256(msgspec.json.encode(query)).hexdigest()[:32]
 
 
-def make_cursor(position: Any, bound_to: str) -> str:
-    """An opaque cursor for the page after ``position``, for the query ``bound_to``."""
-    return base64.urlsafe_b64encode(msgspec.json.encode([position, bound_to])).decode().rstrip("=")
+def make_cursor(seq: int, bound_to: str) -> str:
+    """An opaque cursor for the page after ``seq``, for the query ``bound_to``."""
+    return base64.urlsafe_b64encode(msgspec.json.encode([seq, bound_to])).decode().rstrip("=")
 
 
-def position(cursor: str | None, bound_to: str, type_: type[T]) -> T | None:
-    """The position a ``cursor`` holds (None: the first page); 422 if the
-    cursor is not one this service made, or was made for another query."""
+def cursor_seq(cursor: str | None, bound_to: str) -> int | None:
+    """The seq a ``cursor`` holds (None: the first page); 422 if the cursor
+    is not one this service made, or was made for another query."""
     if cursor is None:
         return None
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        held, made_for = msgspec.json.decode(raw, type=tuple[type_, str])  # type: ignore[valid-type]
+        seq, made_for = msgspec.json.decode(raw, type=tuple[int, str])
     except (binascii.Error, ValueError, msgspec.DecodeError):
         raise InvalidField("not a cursor of this service: pass the `next` of the page before", "cursor") from None
     if made_for != bound_to:
         raise InvalidField("this cursor was made for other filters: page with the same ones", "cursor")
-    result: T = held
-    return result
+    return seq

@@ -171,7 +171,7 @@ async def find_transfers(request: web.Request) -> web.Response:
     page = await queries.find_transfers(
         request.app[POOL],
         found,
-        after_seq=filters.position(given(query.cursor), bound_to, int),
+        after_seq=filters.cursor_seq(given(query.cursor), bound_to),
         descending=query.order == "desc",
         limit=query.limit + 1,
     )
