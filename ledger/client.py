@@ -425,8 +425,7 @@ class LedgerClient:
         headers = {**self._headers, "Accept": self._media}
         if data is not None:
             headers["Content-Type"] = self._media
-        deadline = time.monotonic() + self.retry_for
-        attempt = 0
+        retries = _Retries(self.retry_for, started=True)
         while True:
             try:
                 async with self._session_or_fail().request(
@@ -438,13 +437,12 @@ class LedgerClient:
                     error = self._error(response, content)
                     retry_after = response.headers.get("Retry-After")
             except _RETRIED_ERRORS:
-                if time.monotonic() >= deadline:
+                if retries.exhausted():
                     raise
                 error, retry_after = None, None
-            if error is not None and (error.status != 503 or time.monotonic() >= deadline):
+            if error is not None and (error.status != 503 or retries.exhausted()):
                 raise error
-            await asyncio.sleep(_backoff(attempt, retry_after, deadline))
-            attempt += 1
+            await retries.pause(retry_after)
 
     def _decode(self, response: aiohttp.ClientResponse, content: bytes, type_: type[T]) -> T:
         if response.content_type == _MSGPACK:
@@ -462,8 +460,7 @@ class LedgerClient:
         """The NDJSON lines of a stream, as ``type_``; a lost connection is
         resumed after the last line read, within ``retry_for`` of the loss."""
         decoder = msgspec.json.Decoder(type_, strict=False)
-        deadline: float | None = None
-        attempt = 0
+        retries = _Retries(self.retry_for, started=False)
         while True:
             query = _query({**params, "after_seq": after_seq})
             try:
@@ -472,24 +469,52 @@ class LedgerClient:
                 ) as response:
                     if response.status != 200:
                         error = self._error(response, await response.read())
-                        if error.status != 503 or (deadline is not None and time.monotonic() >= deadline):
+                        if error.status != 503 or retries.exhausted():
                             raise error
                     else:
                         async for line in response.content:
                             if line.strip():
                                 item = decoder.decode(line)
                                 after_seq = item.seq  # type: ignore[attr-defined]
-                                deadline, attempt = None, 0
+                                retries.reset()
                                 yield item
                         return
             except _RETRIED_ERRORS:
                 pass
-            now = time.monotonic()
-            deadline = deadline or now + self.retry_for
-            if now >= deadline:
+            if retries.exhausted():
                 raise LedgerError(503, "unavailable", f"the stream {path} could not be resumed")
-            await asyncio.sleep(_backoff(attempt, None, deadline))
-            attempt += 1
+            await retries.pause()
+
+
+class _Retries:
+    """The retries of one call: jittered pauses until ``retry_for`` seconds
+    have passed, counted from the call's start if ``started``, else from the
+    first failure since the last :meth:`reset` (a stream that reads on)."""
+
+    def __init__(self, retry_for: float, *, started: bool) -> None:
+        self._for = retry_for
+        self._deadline = time.monotonic() + retry_for if started else None
+        self._attempt = 0
+
+    def exhausted(self) -> bool:
+        """Whether the time for retries is up (starting the count if need be)."""
+        now = time.monotonic()
+        if self._deadline is None:
+            self._deadline = now + self._for
+        return now >= self._deadline
+
+    async def pause(self, retry_after: str | None = None) -> None:
+        """Sleep before the next attempt: full jitter on a doubling ceiling
+        (or what ``Retry-After`` asks, if less), never past the deadline."""
+        assert self._deadline is not None, "exhausted() first"
+        ceiling = min(_BACKOFF_MOST, _BACKOFF_FIRST * 2**self._attempt)
+        if retry_after is not None and retry_after.isdigit():
+            ceiling = min(ceiling, float(retry_after))
+        await asyncio.sleep(max(0.0, min(random.uniform(0, ceiling), self._deadline - time.monotonic())))
+        self._attempt += 1
+
+    def reset(self) -> None:
+        self._deadline, self._attempt = None, 0
 
 
 def _filters(filters: Mapping[str, Any]) -> dict[str, str]:
@@ -498,12 +523,3 @@ def _filters(filters: Mapping[str, Any]) -> dict[str, str]:
     params = _query({k: v for k, v in filters.items() if k != "metadata"})
     params.update({f"metadata.{key}": str(value) for key, value in metadata.items()})
     return params
-
-
-def _backoff(attempt: int, retry_after: str | None, deadline: float) -> float:
-    """Full jitter on a doubling ceiling (or what ``Retry-After`` asks, if less
-    than that), never past ``deadline``."""
-    ceiling = min(_BACKOFF_MOST, _BACKOFF_FIRST * 2**attempt)
-    if retry_after is not None and retry_after.isdigit():
-        ceiling = min(ceiling, float(retry_after))
-    return max(0.0, min(random.uniform(0, ceiling), deadline - time.monotonic()))
