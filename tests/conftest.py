@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import pwd
@@ -35,7 +36,8 @@ from ledger.config import Settings
 from ledger.store import migrations
 from ledger.store.connection import connect
 from ledger.store.embedded import EmbeddedPostgres
-from ledger.store.replay import fold_log
+from ledger.store.replay import fold_log, row_bytes
+from ledger.store.tables import EVENTS
 from ledger.store.retry import RetryPolicy
 from ledger.store.writer import WRITER_NAME, Writer
 
@@ -241,6 +243,7 @@ TABLE_KEYS = {
     "balances": "account_id",
     "transfers": "id",
     "entries": "account_id, seq",
+    "merkle_subtrees": "level, index",
 }
 
 
@@ -276,6 +279,23 @@ async def assert_log_matches_projections(db: asyncpg.Connection) -> None:
         debit_credit[1] += account.balance.credits_posted
     for currency, (debits, credits) in totals.items():
         assert debits == credits, currency
+    await assert_tree_matches_log(db)
+
+
+async def assert_tree_matches_log(db: asyncpg.Connection) -> None:
+    """merkle_subtrees holds exactly the complete subtrees of the log's tree
+    (RFC 9162: leaf SHA-256(0x00 || event), node SHA-256(0x01 || left || right)),
+    computed here level by level from the events."""
+    events = await db.fetch(EVENTS.select() + " ORDER BY seq")
+    level = [hashlib.sha256(b"\x00" + row_bytes(row)).digest() for row in events]
+    expected = {}
+    height = 0
+    while level:
+        expected.update({(height, index): hash for index, hash in enumerate(level)})
+        level = [hashlib.sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
+        height += 1
+    stored = {(r["level"], r["index"]): r["hash"] for r in await db.fetch("SELECT * FROM merkle_subtrees")}
+    assert stored == expected
 
 
 async def assert_no_flag_violated(db: asyncpg.Connection) -> None:

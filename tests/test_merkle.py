@@ -145,3 +145,31 @@ def test_a_proof_reads_logarithmically_many_subtrees_named_ahead():
     read = merkle.subtrees_read(lambda subtrees: merkle.inclusion_proof(123_456, size, subtrees))
     assert len(read) <= 2 * size.bit_length()
     assert all(((index + 1) << level) <= size for level, index in read)
+
+
+@pytest.mark.parametrize("size", range(0, 40))
+def test_a_frontier_appended_to_gives_every_complete_subtree_and_the_root(size):
+    entries = [b"entry %d" % i for i in range(size)]
+    leaves = [merkle.leaf_hash(e) for e in entries]
+    subtree = subtrees_of(entries)
+    for cut in {0, size // 3, size // 2, size}:
+        before, nodes = merkle.Frontier().append(leaves[:cut])
+        after, more = before.append(leaves[cut:])
+        nodes += more
+        assert after.size == size and after.root() == mth(entries)
+        assert before.root() == mth(entries[:cut])
+        complete = {(level, index) for level in range(size.bit_length()) for index in range(size >> level)}
+        assert [(level, index) for level, index, _ in nodes if (level, index) in complete] == [
+            (level, index) for level, index, _ in nodes
+        ]
+        assert {(level, index) for level, index, _ in nodes} == complete
+        assert len(nodes) == len(complete)
+        assert all(hash == subtree(level, index) for level, index, hash in nodes)
+
+
+def test_a_frontier_read_back_by_its_subtrees_continues_the_same_tree():
+    entries = [b"e%d" % i for i in range(45)]
+    subtree = subtrees_of(entries)
+    read = merkle.Frontier(13, tuple(subtree(level, index) for level, index in merkle.frontier_of(13)))
+    grown, _ = read.append([merkle.leaf_hash(e) for e in entries[13:]])
+    assert grown.root() == mth(entries)

@@ -10,7 +10,7 @@ import pytest
 from alembic import command
 from ledger.store import migrations
 from ledger.store.replay import ChainBroken, fold_log
-from tests.conftest import transfer_body
+from tests.conftest import assert_tree_matches_log, transfer_body
 
 
 @pytest.fixture
@@ -27,6 +27,27 @@ async def test_events_cannot_be_changed_or_removed(db, some_events, statement):
     with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
         await db.execute(statement)
     assert await db.fetchval("SELECT count(*) FROM events") == 3
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["UPDATE merkle_subtrees SET hash = '' WHERE level = 0", "DELETE FROM merkle_subtrees", "TRUNCATE merkle_subtrees"],
+)
+async def test_the_merkle_tree_cannot_be_changed_or_removed(db, some_events, statement):
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+        await db.execute(statement)
+    await assert_tree_matches_log(db)
+
+
+async def test_a_ledger_migrated_from_before_the_merkle_tree_gets_its_tree(database_url, db, some_events):
+    config = migrations.alembic_config(database_url)
+    await asyncio.to_thread(command.downgrade, config, "0008")
+    assert await db.fetchval("SELECT to_regclass('merkle_subtrees')") is None
+
+    await asyncio.to_thread(command.upgrade, config, "head")
+
+    assert await db.fetchval("SELECT count(*) FROM merkle_subtrees WHERE level = 0") == 3
+    await assert_tree_matches_log(db)
 
 
 async def test_each_event_hash_links_to_its_predecessor(db, some_events):

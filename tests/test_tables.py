@@ -12,14 +12,15 @@ import pytest
 
 from ledger.domain.commands import MakeTransfer, OpenAccount, ReverseTransfer
 from ledger.domain.ledger import Entry
+from ledger.domain.merkle import Frontier
 from ledger.domain.model import AccountFlags, Balance, Transfer
 from ledger.store.copying import entry_line, event_line, transfer_line
 from ledger.store.head import LogHead
 from ledger.store.rows import account_row
-from ledger.store.tables import ACCOUNTS, BALANCE_TOTALS, BALANCES, ENTRIES, EVENTS, TRANSFERS, Table
+from ledger.store.tables import ACCOUNTS, BALANCE_TOTALS, BALANCES, ENTRIES, EVENTS, SUBTREES, TRANSFERS, Table
 from ledger.store.write_path import AppendRequest, Decided, seal
 
-TABLES = [EVENTS, ACCOUNTS, BALANCES, TRANSFERS, ENTRIES]
+TABLES = [EVENTS, ACCOUNTS, BALANCES, TRANSFERS, ENTRIES, SUBTREES]
 MOMENT = datetime(2026, 12, 3, 9, 30, 15, 250000, tzinfo=UTC)
 
 
@@ -49,7 +50,7 @@ def decided_batch() -> Decided:
     """Two accounts opened, a pending transfer and a posted one between them,
     and a reversal of part of the posted one, decided."""
     a, b = uuid.uuid4(), uuid.uuid4()
-    decided = Decided.at(LogHead(0, b"\0" * 32, 0))
+    decided = Decided.at(LogHead(0, b"\0" * 32, 0), Frontier())
     commands = [
         OpenAccount(a, "USD", 2, AccountFlags(debits_must_not_exceed_credits=False), {"k": "v"}),
         OpenAccount(b, "USD", 2, AccountFlags(), {}),

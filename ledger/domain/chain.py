@@ -48,8 +48,7 @@ class _Hashed(msgspec.Struct, gc=False):
     type: str
 
 
-def event_hash(
-    previous: bytes,
+def event_bytes(
     *,
     seq: int,
     type: str,
@@ -58,8 +57,14 @@ def event_hash(
     metadata: dict[str, Any] | msgspec.Raw,
     recorded_at: datetime,
 ) -> bytes:
-    """The hash of an event after ``previous``. ``data`` and ``metadata`` may
-    be given as their :func:`canonical` JSON already (``msgspec.Raw``), as
-    the append does: the same bytes either way."""
-    hashed = _Hashed(data, metadata, format_timestamp(recorded_at), seq, stream_id, type)
-    return hashlib.sha256(previous + _encoder.encode(hashed)).digest()
+    """An event's canonical bytes: what its chain hash and its Merkle leaf
+    cover. ``data`` and ``metadata`` may be given as their :func:`canonical`
+    JSON already (``msgspec.Raw``), as the append does: the same bytes
+    either way."""
+    return _encoder.encode(_Hashed(data, metadata, format_timestamp(recorded_at), seq, stream_id, type))
+
+
+def chained(previous: bytes, entry: bytes) -> bytes:
+    """The chain hash of the event whose canonical bytes are ``entry``, after
+    the event whose hash is ``previous``."""
+    return hashlib.sha256(previous + entry).digest()

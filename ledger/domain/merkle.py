@@ -16,10 +16,14 @@ that a root and any proof take O(log n) of them, never a scan of the leaves.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 #: The hash of a complete subtree: (level, index) → hash.
 Subtrees = Callable[[int, int], bytes]
+
+#: A complete subtree as a store keeps it: (level, index, hash).
+Node = tuple[int, int, bytes]
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
@@ -117,3 +121,53 @@ def subtrees_read(compute: Callable[[Subtrees], object]) -> set[tuple[int, int]]
 
     compute(record)
     return keys
+
+
+def frontier_of(size: int) -> list[tuple[int, int]]:
+    """The complete subtrees (level, index) along the right edge of the tree
+    of ``size`` leaves, largest first: one for each bit set in ``size``."""
+    return [(level, (size >> level) - 1) for level in reversed(range(size.bit_length())) if size >> level & 1]
+
+
+@dataclass(frozen=True, slots=True)
+class Frontier:
+    """The tree of :attr:`size` leaves as much of it as appending needs: the
+    hashes of the complete subtrees :func:`frontier_of` names, largest first.
+
+    Appending ``k`` leaves to it costs O(k + log n) hashes and gives every
+    complete subtree the leaves complete, each once: what a store keeps.
+    """
+
+    size: int = 0
+    hashes: tuple[bytes, ...] = ()
+
+    def __post_init__(self) -> None:
+        assert len(self.hashes) == self.size.bit_count(), "one hash per bit set in the size"
+
+    def root(self) -> bytes:
+        """The tree's root hash (MTH of all its leaves)."""
+        if not self.hashes:
+            return EMPTY_ROOT
+        result = self.hashes[-1]
+        for left in reversed(self.hashes[:-1]):
+            result = node_hash(left, result)
+        return result
+
+    def append(self, leaves: Sequence[bytes]) -> tuple[Frontier, list[Node]]:
+        """The frontier once ``leaves`` (leaf hashes) follow, and the complete
+        subtrees they complete, leaves first, each parent after its children."""
+        stack = [(level, hash) for (level, _), hash in zip(frontier_of(self.size), self.hashes, strict=True)]
+        size = self.size
+        nodes: list[Node] = []
+        for leaf in leaves:
+            nodes.append((0, size, leaf))
+            level, hash = 0, leaf
+            size += 1
+            # A subtree of 2^level leaves is complete and joins its left
+            # sibling as long as the size has that bit clear above it.
+            while stack and stack[-1][0] == level:
+                _, left = stack.pop()
+                level, hash = level + 1, node_hash(left, hash)
+                nodes.append((level, (size >> level) - 1, hash))
+            stack.append((level, hash))
+        return Frontier(size, tuple(h for _, h in stack)), nodes

@@ -6,7 +6,8 @@ continues the log (the first just after the head, then one by one), the
 events go into the log as the lines give them (seq, recorded_at and hash
 kept), the head moves to the last, and the projections are rebuilt from the
 whole log by the code every rebuild uses (:func:`~ledger.store.rebuild.rebuild_locked`),
-which checks the hash chain as it goes. Whatever is wrong, the transaction
+which checks the hash chain as it goes, and the Merkle tree grows by the new
+events (:func:`~ledger.store.tree.grow`). Whatever is wrong, the transaction
 rolls back and the ledger is as it was: nothing of the file is kept.
 """
 
@@ -19,9 +20,10 @@ import msgspec
 
 from ..domain.events import EVENT_TYPES
 from .export import DELIMITER, QUOTE
-from .head import LOCK, read_head
+from .head import LOCK
 from .rebuild import Rebuilt, rebuild_locked
 from .replay import ChainBroken
+from .tree import grow, read_tip
 
 _STAGE = """
     CREATE TEMP TABLE import_lines (line bigint GENERATED ALWAYS AS IDENTITY, text text NOT NULL)
@@ -79,7 +81,7 @@ async def import_log(conn: asyncpg.Connection, source: Any) -> Rebuilt:
     log line by line, or breaks the hash chain."""
     async with conn.transaction(isolation="serializable"):
         await conn.execute(LOCK)
-        head = await read_head(conn)
+        head, tree = await read_tip(conn)
         await conn.execute(_STAGE)
         await conn.copy_to_table(
             "import_lines", source=source, columns=["text"], format="csv", quote=QUOTE, delimiter=DELIMITER
@@ -99,7 +101,7 @@ async def import_log(conn: asyncpg.Connection, source: Any) -> Rebuilt:
         await conn.execute(_INSERT)
         await conn.execute(_MOVE_HEAD)
         try:
-            return await rebuild_locked(conn)
+            rebuilt = await rebuild_locked(conn)
         except ChainBroken as error:
             if error.seq <= head.seq:
                 raise ImportFailed(
@@ -109,3 +111,5 @@ async def import_log(conn: asyncpg.Connection, source: Any) -> Rebuilt:
             raise ImportRefused(line, f"the hash chain breaks at seq {error.seq}") from None
         except (KeyError, ValueError, msgspec.ValidationError) as error:
             raise ImportFailed(f"an event of the file cannot be applied ({error!r}); nothing was imported") from None
+        await grow(conn, tree)
+        return rebuilt

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from ..domain.chain import GENESIS, event_hash
+from ..domain.chain import GENESIS, chained, event_bytes
 from ..domain.events import RecordedEvent, event_from_data
 from ..domain.ledger import Entry, Ledger
 from .connection import Conn
@@ -23,6 +23,18 @@ _EVENTS = EVENTS.select() + " ORDER BY seq"
 
 #: How many events a long fold applies between dropping settled transfers.
 FORGET_EVERY = 10_000
+
+
+def row_bytes(row: asyncpg.Record) -> bytes:
+    """The canonical bytes of the event stored as ``row`` (an :data:`EVENTS` row)."""
+    return event_bytes(
+        seq=row["seq"],
+        type=row["type"],
+        stream_id=row["stream_id"],
+        data=row["data"],
+        metadata=row["metadata"],
+        recorded_at=row["recorded_at"],
+    )
 
 
 class ChainBroken(Exception):
@@ -49,16 +61,7 @@ class ChainCheck:
     def check(self, row: asyncpg.Record) -> None:
         if row["seq"] != self.next_seq:
             self._bad(self.next_seq)
-        expected = event_hash(
-            self.previous,
-            seq=row["seq"],
-            type=row["type"],
-            stream_id=row["stream_id"],
-            data=row["data"],
-            metadata=row["metadata"],
-            recorded_at=row["recorded_at"],
-        )
-        if expected != row["hash"]:
+        if chained(self.previous, row_bytes(row)) != row["hash"]:
             self._bad(row["seq"])
         self.previous = row["hash"]
         self.next_seq = row["seq"] + 1

@@ -118,6 +118,11 @@ ENTRIES = Table(
     ],
 )
 
+#: The Merkle tree of the log: the hash of every complete subtree, as
+#: :mod:`ledger.domain.merkle` names them (leaves ``index · 2^level`` to
+#: ``(index + 1) · 2^level``, level 0 the leaves).
+SUBTREES = Table("merkle_subtrees", [("level", "smallint"), ("index", "bigint"), ("hash", "bytea")])
+
 
 def with_totals_from(table: Table, column: str) -> str:
     """A select list of ``table``'s columns, its balance totals taken from

@@ -48,16 +48,18 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
-from ..domain.chain import canonical, event_hash
+from ..domain.chain import canonical, chained, event_bytes
 from ..domain.commands import Command, account_ids, transfer_ids
 from ..domain.events import RecordedEvent
 from ..domain.ledger import Entry, Ledger, Outcome, Recorded
+from ..domain.merkle import Frontier, Node, leaf_hash
 from ..domain.model import Transfer
 from .copying import CopyText, event_line
-from .head import NOTIFY_CHANNEL, LogHead, read_head
+from .head import NOTIFY_CHANNEL, LogHead
 from .projections import Projection, projection, projection_ctes
 from .rows import ACCOUNT_SELECT, TRANSFER_SELECT, account_from_row, transfer_from_row
 from .tables import EVENTS, Placeholders
+from .tree import insert_subtrees, read_tip, subtree_arguments, write_subtrees
 
 _LOAD_ACCOUNTS = ACCOUNT_SELECT + " WHERE a.id = ANY($1::uuid[])"
 _LOAD_TRANSFERS = TRANSFER_SELECT + " WHERE id = ANY($1::uuid[])"
@@ -97,18 +99,20 @@ class Pending:
 
 class Decided:
     """Requests decided in order against the accounts and transfers of
-    :attr:`ledger`, as of the head of the log :attr:`basis`.
+    :attr:`ledger`, as of the head of the log :attr:`basis` (whose Merkle
+    tree is :attr:`tree`).
 
     More requests are decided into it by :meth:`deciding` until :func:`seal`
     fixes it; what it decided may be written only while the head of the log
     is still :attr:`basis`, since the decisions assumed it.
     """
 
-    def __init__(self, ledger: Ledger, basis: LogHead) -> None:
-        assert ledger.last_seq == basis.seq, "a ledger decides from the head it reflects"
+    def __init__(self, ledger: Ledger, basis: LogHead, tree: Frontier) -> None:
+        assert ledger.last_seq == basis.seq == tree.size, "a ledger decides from the head it reflects"
         self.ledger = ledger
-        #: The head the requests are decided against.
+        #: The head the requests are decided against, and the log's tree there.
         self.basis = basis
+        self.tree = tree
         #: The requests, in order, and one list of outcomes for each.
         self.requests: list[AppendRequest] = []
         self.results: list[list[Outcome]] = []
@@ -117,14 +121,16 @@ class Decided:
         #: The outcomes that record an event, in order, and the last event's hash.
         self.recorded: list[Recorded] = []
         self.last_hash = basis.hash
+        #: The events' Merkle leaf hashes, in order.
+        self.leaves: list[bytes] = []
         #: Set by :func:`seal`, after which nothing more is decided into it.
         self.sealed = False
 
     @classmethod
-    def at(cls, head: LogHead) -> Decided:
-        """Nothing decided yet, against the log at ``head``, starting from
-        an empty ledger (see :func:`load`)."""
-        return cls(Ledger(last_seq=head.seq), head)
+    def at(cls, head: LogHead, tree: Frontier) -> Decided:
+        """Nothing decided yet, against the log at ``head`` (with ``tree``),
+        starting from an empty ledger (see :func:`load`)."""
+        return cls(Ledger(last_seq=head.seq), head, tree)
 
     @classmethod
     def after(cls, previous: Sealed, *, limit: int) -> Decided:
@@ -145,7 +151,7 @@ class Decided:
                 [ledger.transfers[i] for i in transfers],
                 last_seq=ledger.last_seq,
             )
-        return cls(ledger, previous.after)
+        return cls(ledger, previous.after, previous.tree)
 
     @property
     def commands(self) -> int:
@@ -194,7 +200,7 @@ class Decided:
         """Keep what ``outcomes`` (final) record, with their event rows."""
         recorded = [o for o in outcomes if isinstance(o, Recorded)]
         self.recorded += recorded
-        self.last_hash = _add_event_rows(self.events, [o.record for o in recorded], self.last_hash)
+        self.last_hash = _add_event_rows(self.events, self.leaves, [o.record for o in recorded], self.last_hash)
         return outcomes
 
 
@@ -210,6 +216,8 @@ class Statement:
 
     projection: Projection
     events: list[dict[str, Any]]
+    #: The Merkle subtrees the events complete.
+    subtrees: list[Node]
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +230,7 @@ class Copy:
     events: CopyText[dict[str, Any]]
     transfers: CopyText[Transfer]
     entries: CopyText[Entry]
+    subtrees: list[Node]
 
     def making(self) -> Iterator[None]:
         """Make the COPY text, pausing (yielding) after each chunk: for whoever
@@ -235,8 +244,10 @@ class Sealed:
     """A decided batch whose rows are fixed: nothing more is decided into it."""
 
     decided: Decided
-    #: The head of the log once it is recorded (its basis if it records nothing).
+    #: The head of the log once it is recorded (its basis if it records
+    #: nothing), and the log's tree then.
     after: LogHead
+    tree: Frontier
     rows: Statement | Copy | Unchanged
 
     @property
@@ -301,13 +312,14 @@ def seal(decided: Decided, *, copy_from: int = COPY_FROM) -> Sealed:
     it records nothing). Nothing more is decided into it."""
     decided.sealed = True
     if not decided.recorded:
-        return Sealed(decided, decided.basis, Unchanged())
+        return Sealed(decided, decided.basis, decided.tree, Unchanged())
     rows = projection(decided.ledger, [(o.record, o.entries) for o in decided.recorded])
     after = decided.basis._replace(seq=decided.ledger.last_seq, hash=decided.last_hash)
+    tree, subtrees = decided.tree.append(decided.leaves)
     if len(decided.events) < copy_from:
-        return Sealed(decided, after, Statement(rows, decided.events))
+        return Sealed(decided, after, tree, Statement(rows, decided.events, subtrees))
     events = CopyText(EVENTS, event_line, decided.events)
-    return Sealed(decided, after, Copy(rows, events, *rows.copy_text()))
+    return Sealed(decided, after, tree, Copy(rows, events, *rows.copy_text(), subtrees))
 
 
 def _move_head(p: Placeholders) -> str:
@@ -338,7 +350,8 @@ new_events AS (
     INSERT INTO events ({EVENTS.column_list()})
     SELECT {_EVENT_VALUES} FROM {_write.rows("r", _EVENT_ROWS, "events")}
     WHERE EXISTS (SELECT FROM moved_head)
-)
+),
+new_subtrees AS ({insert_subtrees(_write, when="EXISTS (SELECT FROM moved_head)")})
 SELECT pg_notify({_write.one("text", "channel")}, {_write.one("text", "payload")}) FROM moved_head
 """
 
@@ -369,20 +382,22 @@ async def write(conn: asyncpg.Connection, sealed: Sealed) -> Committed | HeadMov
     match sealed.rows:
         case Unchanged():
             written = await conn.fetchval(_HEAD_IS, *basis) is not None
-        case Statement(projection=rows, events=events):
+        case Statement(projection=rows, events=events, subtrees=subtrees):
             arguments = {
                 **rows.arguments(),
                 **_moved_head(sealed),
+                **subtree_arguments(subtrees),
                 "events": events,
                 "channel": NOTIFY_CHANNEL,
                 "payload": str(sealed.after.seq),
             }
             written = await conn.execute(_WRITE, *_write.arguments(arguments)) == "SELECT 1"
-        case Copy(projection=rows, events=events, transfers=transfers, entries=entries):
+        case Copy(projection=rows, events=events, transfers=transfers, entries=entries, subtrees=subtrees):
             async with _transaction(conn):
                 written = await conn.fetchval(_MOVE_HEAD, *_move.arguments(_moved_head(sealed))) is not None
                 if written:
                     await events.send(conn)
+                    await write_subtrees(conn, subtrees)
                     await rows.copy(conn, after=basis.seq, text=(transfers, entries))
                     await conn.execute(_NOTIFY, NOTIFY_CHANNEL, str(sealed.after.seq))
     return Committed(sealed) if written else HeadMoved(sealed)
@@ -409,7 +424,8 @@ async def decide_under_lock(
     lock (:data:`~ledger.store.head.LOCK`): its snapshot then sees every
     earlier append, and no other can move the head before it commits.
     """
-    decided = Decided.at(await read_head(conn))
+    decided = Decided.at(*await read_tip(conn))
+
     await load(conn, pending.requests, decided.ledger)
     decided.decide(pending.requests, now=now)
     written = await write(conn, seal(decided, copy_from=copy_from))
@@ -418,9 +434,12 @@ async def decide_under_lock(
     return written
 
 
-def _add_event_rows(rows: list[dict[str, Any]], records: list[RecordedEvent], previous_hash: bytes) -> bytes:
-    """Add the rows of ``records`` to ``rows``, each hash-chained to the one
-    before (the first to ``previous_hash``); return the last hash.
+def _add_event_rows(
+    rows: list[dict[str, Any]], leaves: list[bytes], records: list[RecordedEvent], previous_hash: bytes
+) -> bytes:
+    """Add the rows of ``records`` to ``rows`` and their Merkle leaf hashes to
+    ``leaves``, each row hash-chained to the one before (the first to
+    ``previous_hash``); return the last hash.
 
     Data and metadata are encoded once, canonically, for the hash and the
     row alike (the events of a request share its metadata)."""
@@ -432,8 +451,7 @@ def _add_event_rows(rows: list[dict[str, Any]], records: list[RecordedEvent], pr
         if encoded_metadata is None or encoded_metadata[0] is not record.metadata:
             encoded_metadata = (record.metadata, msgspec.Raw(canonical(record.metadata)))
         metadata = encoded_metadata[1]
-        previous_hash = event_hash(
-            previous_hash,
+        canonical_bytes = event_bytes(
             seq=record.seq,
             type=event.type,
             stream_id=stream_id,
@@ -441,6 +459,8 @@ def _add_event_rows(rows: list[dict[str, Any]], records: list[RecordedEvent], pr
             metadata=metadata,
             recorded_at=record.recorded_at,
         )
+        previous_hash = chained(previous_hash, canonical_bytes)
+        leaves.append(leaf_hash(canonical_bytes))
         rows.append(
             {
                 "seq": record.seq,

@@ -23,8 +23,9 @@ import asyncpg
 from .. import metrics
 from ..domain.ledger import Outcome
 from .connection import connect, widen_send_buffer
-from .head import LOCK, read_head
+from .head import LOCK
 from .retry import CONFLICTS, CONNECTION_LOST, RetryPolicy, retrying
+from .tree import read_tip
 from .write_path import (
     COPY_FROM,
     AppendRequest,
@@ -131,7 +132,7 @@ class Writer:
     async def at_head(self) -> Decided:
         """Nothing decided yet, against the log as it stands now (its head
         read on the reading connection)."""
-        return Decided.at(await self._read(read_head))
+        return Decided.at(*await self._read(read_tip))
 
     async def decide(self, decided: Decided, requests: Sequence[AppendRequest]) -> None:
         """Decide ``requests`` into ``decided``, first reading what its ledger
