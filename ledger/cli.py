@@ -1,4 +1,5 @@
-"""``ledger serve | migrate | reconcile | rebuild-projections | export | import | openapi``: the command line."""
+"""The command line: ``ledger serve | migrate | reconcile | rebuild-projections | export | import |
+verify | keygen | openapi``."""
 
 from __future__ import annotations
 
@@ -151,6 +152,21 @@ def _on_database(settings: Settings, work: Callable[[asyncpg.Connection], Awaita
         return asyncio.run(run(dsn))
 
 
+def _keygen(settings: Settings, path: str) -> int:
+    """Write a new signing key to ``path`` (mode 0600); print its verifier key."""
+    from pathlib import Path
+
+    from .signing import KeyFileError, NoteSigner, write_new_key
+
+    try:
+        key = write_new_key(Path(path))
+    except KeyFileError as error:
+        log.error("%s", error)
+        return 2
+    print(NoteSigner(settings.log_origin, key).verifier_key)
+    return 0
+
+
 def _seq(text: str) -> int:
     """A seq on the command line: a whole number, 0 or more."""
     if not text.isdigit():
@@ -190,7 +206,21 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--output", metavar="FILE", help="write to FILE (default: stdout)")
     load = commands.add_parser("import", help="load an export after the head of the log, and rebuild the projections")
     load.add_argument("file", metavar="FILE", help="an NDJSON file as `ledger export` writes it")
+    verify = commands.add_parser(
+        "verify",
+        help="check an export offline: its hash chain, and its Merkle root and signature against a checkpoint",
+        add_help=False,
+    )
+    verify.add_argument("rest", nargs=argparse.REMAINDER)
+    keygen = commands.add_parser(
+        "keygen", help="write a new Ed25519 signing key (PKCS#8 PEM, mode 0600); print its verifier key"
+    )
+    keygen.add_argument("path", metavar="PATH")
     args = parser.parse_args(argv)
+    if args.command == "verify":
+        from . import verify as verifier
+
+        return verifier.main(args.rest)
     logs.configure()
     try:
         settings = Settings.from_env()
@@ -206,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         return _export(settings, args.after_seq, args.output)
     if args.command == "import":
         return _import(settings, args.file)
+    if args.command == "keygen":
+        return _keygen(settings, args.path)
     run = {"serve": _serve, "migrate": _migrate, "rebuild-projections": _rebuild, "openapi": _openapi}[args.command]
     return run(settings)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from .logs import FORMATS, LogFormat
+from .signing import valid_name
 from .store.retry import RetryPolicy
 
 
@@ -105,6 +106,12 @@ class Settings:
     #: Seconds between reads of the replica's head, which wake its followers
     #: (a standby delivers no NOTIFY).
     replica_poll_interval: float = 0.05
+    #: The Ed25519 key (PKCS#8 PEM) that signs checkpoints (:mod:`ledger.signing`);
+    #: ``None``: with the embedded server, one kept in ``data_dir``; else none,
+    #: and no checkpoint is signed.
+    signing_key_file: Path | None = None
+    #: The log's name in its checkpoints, and its signing key's.
+    log_origin: str = "ledger"
 
     def with_workers(self, workers: int) -> Settings:
         """These settings with ``workers`` processes (``ledger serve --workers``)."""
@@ -151,8 +158,15 @@ class Settings:
         if log_format not in FORMATS:
             raise ConfigError(f"LEDGER_LOG_FORMAT must be text or json, got {log_format!r}")
 
+        log_origin = env.get("LEDGER_LOG_ORIGIN") or "ledger"
+        if not valid_name(log_origin):
+            raise ConfigError(f"LEDGER_LOG_ORIGIN must be a name without spaces or '+', got {log_origin!r}")
+        key_file = env.get("LEDGER_SIGNING_KEY_FILE")
+
         return cls(
             log_format=log_format,
+            log_origin=log_origin,
+            signing_key_file=Path(key_file) if key_file else None,
             database_url=dsn("LEDGER_DATABASE_URL"),
             data_dir=Path(env.get("LEDGER_DATA_DIR") or ".ledger"),
             host=env.get("LEDGER_HOST") or "127.0.0.1",

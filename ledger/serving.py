@@ -36,10 +36,11 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 from prometheus_client import multiprocess as prometheus_multiprocess
 
-from . import logs, metrics
+from . import logs, metrics, signing
 from .api.access_log import AccessLogger
 from .api.app import StartupError
 from .config import Settings
@@ -58,7 +59,7 @@ def serve(settings: Settings) -> int:
     """Run the service until a stop signal; its exit status."""
     try:
         with _database(settings) as dsn:
-            settings = dataclasses.replace(settings, database_url=dsn)
+            settings = dataclasses.replace(settings, database_url=dsn, signing_key_file=_signing_key_file(settings))
             sockets = bind(settings.host, settings.port, settings.workers)
             if settings.workers == 1:
                 return _run_here(settings, sockets[0])
@@ -82,6 +83,22 @@ def _database(settings: Settings) -> Iterator[str]:
     if problem is not None:
         raise StartupError(problem)
     yield settings.database_url
+
+
+def _signing_key_file(settings: Settings) -> Path | None:
+    """The key file every worker signs checkpoints with: the one named, which
+    must hold a usable key; else, with the embedded server, the one kept in
+    its data directory (made on first start); else none."""
+    try:
+        if settings.signing_key_file is not None:
+            signing.load_key(settings.signing_key_file)
+            return settings.signing_key_file
+        if settings.database_url is None:
+            return signing.embedded_key_file(settings.data_dir)
+    except signing.KeyFileError as error:
+        raise StartupError(str(error)) from None
+    log.warning("no LEDGER_SIGNING_KEY_FILE: checkpoints are not signed (`ledger keygen PATH` makes a key)")
+    return None
 
 
 async def _schema_problem(dsn: str) -> str | None:

@@ -33,12 +33,13 @@ from aiohttp.test_utils import TestClient
 
 from ledger.api.app import create_app
 from ledger.config import Settings
+from ledger.signing import write_new_key
 from ledger.store import migrations
 from ledger.store.connection import connect
 from ledger.store.embedded import EmbeddedPostgres
 from ledger.store.replay import fold_log, row_bytes
-from ledger.store.tables import EVENTS
 from ledger.store.retry import RetryPolicy
+from ledger.store.tables import EVENTS
 from ledger.store.writer import WRITER_NAME, Writer
 
 USD = "USD"
@@ -119,9 +120,17 @@ async def database_url(server_dsn: str, template_database: str) -> AsyncIterator
     await drop_database(server_dsn, dsn)
 
 
+@pytest.fixture(scope="session")
+def signing_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A signing key for the tests' services, as `ledger keygen` writes one."""
+    path = tmp_path_factory.mktemp("keys") / "signing-key.pem"
+    write_new_key(path)
+    return path
+
+
 @pytest.fixture
-def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url)
+def settings(database_url: str, signing_key_file: Path) -> Settings:
+    return Settings(database_url=database_url, signing_key_file=signing_key_file)
 
 
 class FakeClock:

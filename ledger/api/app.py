@@ -12,6 +12,7 @@ import asyncpg
 from aiohttp import web
 
 from ..config import Settings
+from ..signing import KeyFileError, NoteSigner, load_key
 from ..store import migrations, replica
 from ..store.coalescer import Coalescer
 from ..store.connection import connect, create_pool
@@ -19,9 +20,11 @@ from ..store.expiry import Expirer
 from ..store.follow import HeadPoller, Notifications
 from ..store.retry import CONNECTION_LOST
 from ..store.writer import Clock, Writer
-from . import accounts, admin, health, history, monitoring, openapi, transfers
+from . import accounts, admin, checkpoints, health, history, monitoring, openapi, proofs, transfers
 from .auth import auth_middleware
+from .checkpoints import Checkpoints
 from .keys import (
+    CHECKPOINTS,
     CLOCK,
     COALESCER,
     DSN,
@@ -58,9 +61,11 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     app[CLOCK] = clock
     app[STREAMS] = OpenStreams()
     app[STOPPING] = asyncio.Event()
-    app.cleanup_ctx.extend([database_ctx, pool_ctx, stream_pool_ctx, wakeups_ctx, writer_ctx, expiry_ctx, sampler_ctx])
+    app.cleanup_ctx.extend(
+        [database_ctx, pool_ctx, checkpoints_ctx, stream_pool_ctx, wakeups_ctx, writer_ctx, expiry_ctx, sampler_ctx]
+    )
     app.on_shutdown.append(_stop_following)
-    for module in (accounts, transfers, history, admin, health, monitoring, openapi):
+    for module in (accounts, transfers, history, checkpoints, proofs, admin, health, monitoring, openapi):
         app.router.add_routes(module.routes)
     return app
 
@@ -87,6 +92,20 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
     async with await create_pool(app[DSN], min_size=settings.pool_min_size, max_size=settings.pool_max_size) as pool:
         app[POOL] = pool
         yield
+
+
+async def checkpoints_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The signed checkpoints, with the key in ``LEDGER_SIGNING_KEY_FILE``
+    (``ledger serve`` names the embedded default's); none without one."""
+    settings = app[SETTINGS]
+    app[CHECKPOINTS] = None
+    if settings.signing_key_file is not None:
+        try:
+            key = load_key(settings.signing_key_file)
+        except KeyFileError as error:
+            raise StartupError(str(error)) from None
+        app[CHECKPOINTS] = Checkpoints(NoteSigner(settings.log_origin, key), app[POOL])
+    yield
 
 
 async def stream_pool_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -20,6 +20,7 @@ STATUS: dict[Code, int] = {
     Code.TRANSFER_NOT_POSTED: 409,
     Code.BODY_TOO_LARGE: 413,
     Code.UNSUPPORTED_MEDIA_TYPE: 415,
+    Code.NO_SIGNING_KEY: 503,
     Code.UNAVAILABLE: 503,
     Code.INTERNAL_ERROR: 500,
 }

@@ -43,11 +43,7 @@ def parse(request: web.Request, type_: type[T]) -> tuple[T, dict[str, str]]:
     a metadata filter without a key is 422 ``invalid_field`` naming it."""
     values: dict[str, str] = {}
     metadata: dict[str, str] = {}
-    for name in request.query:
-        given = request.query.getall(name)
-        if len(given) > 1:
-            raise InvalidField(f"{name} is given {len(given)} times; give it once", name)
-        [value] = given
+    for name, value in _given_once(request).items():
         if name.startswith(METADATA_PREFIX):
             key = name.removeprefix(METADATA_PREFIX)
             if not key:
@@ -58,6 +54,23 @@ def parse(request: web.Request, type_: type[T]) -> tuple[T, dict[str, str]]:
         else:
             values[name] = value
     return codec.convert(values, type_), metadata
+
+
+def parse_plain(request: web.Request, type_: type[T]) -> T:
+    """The query string as ``type_``, which takes no metadata filters; the
+    same errors as :func:`parse`."""
+    return codec.convert(_given_once(request), type_)
+
+
+def _given_once(request: web.Request) -> dict[str, str]:
+    """Each parameter's value; 422 ``invalid_field`` for one given twice."""
+    values: dict[str, str] = {}
+    for name in request.query:
+        given = request.query.getall(name)
+        if len(given) > 1:
+            raise InvalidField(f"{name} is given {len(given)} times; give it once", name)
+        values[name] = given[0]
+    return values
 
 
 def digest(request: web.Request) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import asyncpg
 from aiohttp import web
@@ -13,6 +14,9 @@ from ..store.expiry import Expirer
 from ..store.follow import Wakeups
 from ..store.writer import Clock, Writer
 from .stream_state import OpenStreams
+
+if TYPE_CHECKING:
+    from .checkpoints import Checkpoints
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
@@ -33,3 +37,5 @@ WRITER = web.AppKey("writer", Writer)
 #: Where every write goes: the group commit in front of the writer.
 COALESCER = web.AppKey("coalescer", Coalescer)
 EXPIRER = web.AppKey("expirer", Expirer)
+#: The signed checkpoints; ``None`` without a signing key.
+CHECKPOINTS: web.AppKey[Checkpoints | None] = web.AppKey("checkpoints")

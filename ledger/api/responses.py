@@ -99,6 +99,29 @@ class TransferPage(_Response):
     next: str | None
 
 
+#: A SHA-256 hash, in hex.
+Hash = Annotated[str, Meta(pattern="^[0-9a-f]{64}$")]
+
+
+class InclusionProof(_Response):
+    """RFC 9162 2.1.3: the audit path of leaf ``leaf_index`` (event ``seq``)
+    in the tree of ``tree_size`` events, from the leaf's sibling up."""
+
+    seq: int
+    leaf_index: int
+    tree_size: int
+    leaf_hash: Hash
+    audit_path: list[Hash]
+
+
+class ConsistencyProof(_Response):
+    """RFC 9162 2.1.4: that the tree of ``first`` events is a prefix of the tree of ``second``."""
+
+    first: int
+    second: int
+    proof: list[Hash]
+
+
 class BatchItemError(_Response):
     code: str
     message: str

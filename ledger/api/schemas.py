@@ -272,6 +272,26 @@ class TransfersQuery(_Request, kw_only=True):
     limit: PageSize = 100
 
 
+#: The number of an event in the log, and of the events of a tree, from 1.
+Position = Annotated[int, Meta(ge=1, le=MAX_BIGINT)]
+
+
+class InclusionQuery(_Request, kw_only=True):
+    """``GET /v1/proofs/inclusion``: that event ``seq`` is in the tree of
+    ``tree_size`` events (the head's, if not given)."""
+
+    seq: Position
+    tree_size: Position | UnsetType = UNSET
+
+
+class ConsistencyQuery(_Request, kw_only=True):
+    """``GET /v1/proofs/consistency``: that the tree of ``first`` events is a
+    prefix of the tree of ``second``."""
+
+    first: Position
+    second: Position
+
+
 def instant(value: str | UnsetType, path: str) -> datetime | None:
     """An :data:`Instant` parameter as a time; None if it was left out."""
     if value is UNSET:

@@ -73,6 +73,9 @@ class Code(enum.StrEnum):
     ACCOUNT_CLOSED = "account_closed"
     #: In an atomic batch, another item failed, so this one was not recorded.
     LINKED_TRANSFER_FAILED = "linked_transfer_failed"
+    #: The service has no signing key (``LEDGER_SIGNING_KEY_FILE``), so it
+    #: signs no checkpoints. Proofs are served all the same.
+    NO_SIGNING_KEY = "no_signing_key"
     #: The database is unreachable, or serialization retries ran out. Retry
     #: later (``Retry-After``); with the same id a retry can never apply twice.
     UNAVAILABLE = "unavailable"

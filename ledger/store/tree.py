@@ -10,9 +10,10 @@ root or any proof is O(log n) rows read by primary key, never a scan.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
+from typing import TypeVar
 
-from ..domain.merkle import Frontier, Node, Subtrees, leaf_hash
+from ..domain.merkle import Frontier, Node, Subtrees, leaf_hash, subtrees_read
 from .connection import Conn
 from .head import LogHead
 from .replay import row_bytes
@@ -36,6 +37,8 @@ _SUBTREES = """
     FROM unnest($1::smallint[], $2::bigint[]) AS k(level, index)
     JOIN merkle_subtrees AS m USING (level, index)
 """
+
+T = TypeVar("T")
 
 _EVENTS_AFTER = EVENTS.select() + " WHERE seq > $1 ORDER BY seq"
 
@@ -87,6 +90,15 @@ async def read_subtrees(conn: Conn, keys: Collection[tuple[int, int]]) -> Subtre
         return found[level, index]
 
     return subtree
+
+
+async def computed(conn: Conn, compute: Callable[[Subtrees], T]) -> T:
+    """``compute(subtrees)`` (a root, a proof: see :mod:`ledger.domain.merkle`)
+    on the stored tree, the subtrees it reads read first, in one query. Every
+    subtree it reads must be stored: it may read only inside the tree of the
+    head as ``conn`` saw it (stored subtrees never change, so any later
+    snapshot holds them too)."""
+    return compute(await read_subtrees(conn, subtrees_read(compute)))
 
 
 async def grow(conn: Conn, tree: Frontier, *, chunk: int = 10_000, prefetch: int = 1000) -> Frontier:
