@@ -34,7 +34,7 @@ from aiohttp.test_utils import TestClient
 from ledger.api.app import create_app
 from ledger.config import Settings
 from ledger.signing import write_new_key
-from ledger.store import migrations
+from ledger.store import migrations, tree
 from ledger.store.connection import connect
 from ledger.store.embedded import EmbeddedPostgres
 from ledger.store.replay import fold_log, row_bytes
@@ -293,18 +293,31 @@ async def assert_log_matches_projections(db: asyncpg.Connection) -> None:
 
 async def assert_tree_matches_log(db: asyncpg.Connection) -> None:
     """merkle_subtrees holds exactly the complete subtrees of the log's tree
-    (RFC 9162: leaf SHA-256(0x00 || event), node SHA-256(0x01 || left || right)),
-    computed here level by level from the events."""
+    from the stored levels up (RFC 9162: leaf SHA-256(0x00 || event), node
+    SHA-256(0x01 || left || right)), computed here level by level from the
+    events; and the tree read back has the log's root."""
     events = await db.fetch(EVENTS.select() + " ORDER BY seq")
-    level = [hashlib.sha256(b"\x00" + row_bytes(row)).digest() for row in events]
-    expected = {}
-    height = 0
+    leaves = [hashlib.sha256(b"\x00" + row_bytes(row)).digest() for row in events]
+    level, height, expected = leaves, 0, {}
     while level:
-        expected.update({(height, index): hash for index, hash in enumerate(level)})
+        if height >= tree.STORED_FROM:
+            expected.update({(height, index): hash for index, hash in enumerate(level)})
         level = [hashlib.sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
         height += 1
     stored = {(r["level"], r["index"]): r["hash"] for r in await db.fetch("SELECT * FROM merkle_subtrees")}
     assert stored == expected
+    _, read = await tree.read_tip(db)
+    assert read.size == len(events) and read.root() == merkle_root(leaves)
+
+
+def merkle_root(leaves: list[bytes]) -> bytes:
+    """RFC 9162 MTH of the leaf hashes ``leaves``, as 2.1.1 defines it."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    if len(leaves) == 1:
+        return leaves[0]
+    k = 1 << ((len(leaves) - 1).bit_length() - 1)
+    return hashlib.sha256(b"\x01" + merkle_root(leaves[:k]) + merkle_root(leaves[k:])).digest()
 
 
 async def assert_no_flag_violated(db: asyncpg.Connection) -> None:

@@ -1,11 +1,15 @@
 """The Merkle tree of the log as the store keeps it (RFC 9162 section 2.1;
 the arithmetic is :mod:`ledger.domain.merkle`'s).
 
-``merkle_subtrees`` holds the hash of every complete subtree, leaves
-(level 0) included. Every append adds the subtrees its events complete in
-the transaction that adds the events (:mod:`ledger.store.write_path`), so
-that a tree of ``n`` leaves is always exactly the log's ``n`` events, and a
-root or any proof is O(log n) rows read by primary key, never a scan.
+``merkle_subtrees`` holds the hash of every complete subtree of
+:data:`STORED_FROM` levels or more: one row per 2^STORED_FROM events and
+fewer, where a row per leaf would add two rows to every event an append
+writes. A lower subtree is hashed again from its events, at most
+2^STORED_FROM − 1 of them, read by seq. Every append adds the subtrees its
+events complete in the transaction that adds the events
+(:mod:`ledger.store.write_path`), so the tree of ``n`` leaves is always
+exactly the log's ``n`` events, and a root or any proof is O(log n) rows
+read by primary key, never a scan.
 """
 
 from __future__ import annotations
@@ -13,24 +17,14 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from typing import TypeVar
 
-from ..domain.merkle import Frontier, Node, Subtrees, leaf_hash, subtrees_read
+from ..domain.merkle import Frontier, Node, Subtrees, frontier_of, leaf_hash, node_hash, subtrees_read
 from .connection import Conn
-from .head import LogHead
+from .head import LogHead, read_head
 from .replay import row_bytes
 from .tables import EVENTS, SUBTREES, Placeholders
 
-#: The head of the log and the frontier of its tree, in one snapshot: the
-#: frontier of ``n`` leaves is one subtree per bit set in ``n``
-#: (:func:`~ledger.domain.merkle.frontier_of`), largest first.
-_TIP = """
-    SELECT h.seq, h.hash, h.epoch, ARRAY(
-        SELECT m.hash FROM generate_series(62, 0, -1) AS l(level)
-        JOIN merkle_subtrees AS m ON m.level = l.level AND m.index = (h.seq >> l.level) - 1
-        WHERE (h.seq >> l.level) & 1 = 1
-        ORDER BY l.level DESC
-    ) AS frontier
-    FROM ledger_head AS h
-"""
+#: The lowest level of subtree stored; those below are hashed from their events.
+STORED_FROM = 4
 
 _SUBTREES = """
     SELECT m.level, m.index, m.hash
@@ -41,6 +35,7 @@ _SUBTREES = """
 T = TypeVar("T")
 
 _EVENTS_AFTER = EVENTS.select() + " WHERE seq > $1 ORDER BY seq"
+_EVENTS_IN = EVENTS.select() + " WHERE seq = ANY($1::bigint[])"
 
 
 def insert_subtrees(p: Placeholders, *, when: str = "TRUE") -> str:
@@ -53,7 +48,9 @@ def insert_subtrees(p: Placeholders, *, when: str = "TRUE") -> str:
 
 
 def subtree_arguments(nodes: Sequence[Node]) -> dict[str, list[int] | list[bytes]]:
-    """The arguments of :func:`insert_subtrees`, by name."""
+    """The arguments of :func:`insert_subtrees`, by name: the nodes of
+    ``nodes`` that are stored (from :data:`STORED_FROM` up)."""
+    nodes = [node for node in nodes if node[0] >= STORED_FROM]
     return {
         "levels": [level for level, _, _ in nodes],
         "indexes": [index for _, index, _ in nodes],
@@ -67,29 +64,46 @@ _INSERT = insert_subtrees(_insert)
 
 async def write_subtrees(conn: Conn, nodes: Sequence[Node]) -> None:
     """Store ``nodes`` (in the transaction ``conn`` is in, if any)."""
-    if nodes:
-        await conn.execute(_INSERT, *_insert.arguments(subtree_arguments(nodes)))
+    arguments = subtree_arguments(nodes)
+    if arguments["levels"]:
+        await conn.execute(_INSERT, *_insert.arguments(arguments))
 
 
 async def read_tip(conn: Conn) -> tuple[LogHead, Frontier]:
-    """The head of the log and the frontier of its tree, as ``conn`` sees them."""
-    row = await conn.fetchrow(_TIP)
-    assert row is not None  # ledger_head holds exactly one row (migration 0001)
-    head = LogHead(row["seq"], row["hash"], row["epoch"])
-    return head, Frontier(head.seq, tuple(row["frontier"]))
+    """The head of the log and the frontier of its tree, as ``conn`` sees
+    them. (Stored subtrees never change, and those of the head's tree
+    commit with it: a later snapshot holds them too.)"""
+    head = await read_head(conn)
+    frontier = frontier_of(head.seq)
+    subtrees = await read_subtrees(conn, frontier)
+    return head, Frontier(head.seq, tuple(subtrees(level, index) for level, index in frontier))
 
 
 async def read_subtrees(conn: Conn, keys: Collection[tuple[int, int]]) -> Subtrees:
-    """The hashes of the complete subtrees ``keys`` (level, index), in one
-    query; asking for any other is an error."""
-    levels, indexes = zip(*keys, strict=True) if keys else ((), ())
-    rows = await conn.fetch(_SUBTREES, list(levels), list(indexes))
+    """The hashes of the complete subtrees ``keys`` (level, index): those
+    stored in one query, the lower ones hashed from their events, read in
+    another. Asking for any other is an error."""
+    stored = [(level, index) for level, index in keys if level >= STORED_FROM]
+    rows = await conn.fetch(_SUBTREES, [k[0] for k in stored], [k[1] for k in stored])
     found: dict[tuple[int, int], bytes] = {(row["level"], row["index"]): row["hash"] for row in rows}
+    low = [(level, index) for level, index in keys if level < STORED_FROM]
+    if low:
+        seqs = {seq for level, index in low for seq in range((index << level) + 1, ((index + 1) << level) + 1)}
+        leaves = {row["seq"] - 1: leaf_hash(row_bytes(row)) for row in await conn.fetch(_EVENTS_IN, sorted(seqs))}
+        found.update(((level, index), _hashed(leaves, level, index)) for level, index in low)
 
     def subtree(level: int, index: int) -> bytes:
         return found[level, index]
 
     return subtree
+
+
+def _hashed(leaves: dict[int, bytes], level: int, index: int) -> bytes:
+    """The hash of complete subtree (level, index) from its leaves."""
+    hashes = [leaves[i] for i in range(index << level, (index + 1) << level)]
+    while len(hashes) > 1:
+        hashes = [node_hash(hashes[i], hashes[i + 1]) for i in range(0, len(hashes), 2)]
+    return hashes[0]
 
 
 async def computed(conn: Conn, compute: Callable[[Subtrees], T]) -> T:
