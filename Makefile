@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test migrate bench-reconcile bench-streams bench-writes bench-workers bench-http bench-queries bench-export bench-ab clean
+.PHONY: run test migrate bench-reconcile bench-streams bench-writes bench-workers bench-http bench-queries bench-export bench-proofs bench-ab clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ bench-queries: $(STAMP)
 # ledger export over 1M events, beside a raw COPY of the rows.
 bench-export: $(STAMP)
 	$(BIN)/python -m bench.export $(BENCH_ARGS)
+
+# Inclusion and consistency proofs and checkpoints at 1M events, beside a raw point read.
+bench-proofs: $(STAMP)
+	$(BIN)/python -m bench.proofs $(BENCH_ARGS)
 
 # HEAD beside another commit (BASE=rev), alternating, in one run.
 bench-ab: $(STAMP)

@@ -93,6 +93,19 @@ async def test_a_balance_as_of_a_seq_reads_the_replica_and_is_unavailable_past_i
         assert (await past.json())["error"]["field"] == "as_of_seq"
 
 
+async def test_a_proof_of_a_tree_the_replica_has_yet_to_replay_is_503_not_422(client, open_account, fund, replica):
+    account = await open_account()
+    await fund(account, "10.00")
+    await replayed_up_to(replica, 3)
+    async with replay_paused(replica):
+        await fund(account, "5.00")
+        assert (await client.get("/v1/proofs/inclusion?seq=3&tree_size=3")).status == 200
+        behind = await client.get("/v1/proofs/inclusion?seq=3&tree_size=5")
+        assert behind.status == 503 and behind.headers["Retry-After"] == "1"
+        past = await client.get("/v1/proofs/consistency?first=1&second=6")
+        assert past.status == 422 and (await past.json())["error"]["field"] == "second"
+
+
 async def test_reconciliation_scans_the_replica_and_repairs_on_the_primary(client, open_account, fund, replica):
     account = await open_account()
     await fund(account, "10.00")

@@ -15,15 +15,14 @@ from ..domain.chain import format_timestamp
 from ..domain.codes import Code, InvalidField
 from ..store import history
 from ..store.connection import Conn
-from ..store.retry import Unavailable
 from ..store.rows import balance_from_row
 from . import codec
-from .keys import POOL, SETTINGS, STOPPING, WAKEUPS
+from .keys import SETTINGS, STOPPING, WAKEUPS
 from .openapi import NDJSON, documented
 from .paths import account_in_path
 from .responses import BalanceAsOf, EntryLine, EventLine, balance_as_of, balance_out
 from .schemas import BalanceQuery, EntriesQuery, EventsQuery, given
-from .streams import NdjsonResponse, stream, stream_connection
+from .streams import NdjsonResponse, refuse_past_head, stream, stream_connection
 
 routes = web.RouteTableDef()
 
@@ -141,22 +140,12 @@ async def balance(request: web.Request) -> web.Response:
         as_of_seq = given(query.as_of_seq)
         seq = head if as_of_seq is None else as_of_seq
         if seq > head:
-            await _past_head(request, seq, head)
+            await refuse_past_head(request, seq, head, "as_of_seq")
         opened = await history.opened_seq(conn, account.id)
         if opened is None or seq < opened:
             raise InvalidField(f"account {account.id} was opened after event {seq}", "as_of_seq")
         past = await history.balance_as_of(conn, account.id, seq)
     return codec.respond(request, balance_as_of(account, seq, past))
-
-
-async def _past_head(request: web.Request, seq: int, head: int) -> None:
-    """Refuse ``seq`` beyond the ``head`` that long reads see: 422, or 503
-    while a replica has yet to replay an event the primary has."""
-    if request.app[SETTINGS].read_database_url is not None:
-        async with request.app[POOL].acquire() as primary:
-            if seq <= await history.head_seq(primary):
-                raise Unavailable(f"the read replica has replayed the log up to event {head}, not yet {seq}")
-    raise InvalidField(f"as_of_seq {seq} is past the head of the log ({head})", "as_of_seq")
 
 
 def _entry_out(row: asyncpg.Record, scale: int) -> EntryLine:

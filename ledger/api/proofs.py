@@ -2,33 +2,25 @@
 
 Both read the head, check the sizes asked for against it, then read the
 O(log n) stored subtrees the proof is made of (:mod:`ledger.store.tree`),
-on the primary: a proof must be of a tree no smaller than the checkpoint a
-caller holds, and the primary has every tree a checkpoint was made of.
+where long reads go (the replica, when there is one: a size it has yet to
+replay is 503 ``unavailable`` with ``Retry-After``, not 422).
 """
 
 from __future__ import annotations
 
-import functools
-
 from aiohttp import web
 from msgspec import UNSET
 
-from ..domain import merkle
 from ..domain.codes import InvalidField
 from ..store import tree
 from ..store.head import read_head
 from . import codec, filters
-from .keys import POOL
 from .openapi import documented
 from .responses import ConsistencyProof, InclusionProof
 from .schemas import ConsistencyQuery, InclusionQuery
+from .streams import refuse_past_head, stream_connection
 
 routes = web.RouteTableDef()
-
-
-def _within(value: int, head: int, field: str) -> None:
-    if value > head:
-        raise InvalidField(f"{field} is {value}, past the head of the log at seq {head}", field)
 
 
 @routes.get("/v1/proofs/inclusion")
@@ -41,13 +33,14 @@ def _within(value: int, head: int, field: str) -> None:
 async def inclusion(request: web.Request) -> web.Response:
     query = filters.parse_plain(request, InclusionQuery)
     index = query.seq - 1
-    async with request.app[POOL].acquire() as conn:
+    async with stream_connection(request) as conn:
         head = (await read_head(conn)).seq
         size = head if query.tree_size is UNSET else query.tree_size
-        _within(size, head, "tree_size")
+        if size > head:
+            await refuse_past_head(request, size, head, "tree_size")
         if query.seq > size:
             raise InvalidField(f"seq {query.seq} is not in a tree of {size} events", "seq")
-        leaf, path = await tree.computed(conn, functools.partial(_inclusion, index, size))
+        leaf, path = await tree.inclusion(conn, index, size)
     return codec.respond(request, InclusionProof(query.seq, index, size, leaf.hex(), [h.hex() for h in path]))
 
 
@@ -62,15 +55,9 @@ async def consistency(request: web.Request) -> web.Response:
     query = filters.parse_plain(request, ConsistencyQuery)
     if query.first > query.second:
         raise InvalidField(f"first ({query.first}) is past second ({query.second})", "first")
-    async with request.app[POOL].acquire() as conn:
-        _within(query.second, (await read_head(conn)).seq, "second")
-        proof = await tree.computed(conn, functools.partial(_consistency, query.first, query.second))
+    async with stream_connection(request) as conn:
+        head = (await read_head(conn)).seq
+        if query.second > head:
+            await refuse_past_head(request, query.second, head, "second")
+        proof = await tree.consistency(conn, query.first, query.second)
     return codec.respond(request, ConsistencyProof(query.first, query.second, [h.hex() for h in proof]))
-
-
-def _inclusion(index: int, size: int, subtrees: merkle.Subtrees) -> tuple[bytes, list[bytes]]:
-    return subtrees(0, index), merkle.inclusion_proof(index, size, subtrees)
-
-
-def _consistency(first: int, second: int, subtrees: merkle.Subtrees) -> list[bytes]:
-    return merkle.consistency_proof(first, second, subtrees)

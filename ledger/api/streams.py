@@ -12,14 +12,16 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 from aiohttp import web
 
+from ..domain.codes import InvalidField
 from ..store.connection import Conn
+from ..store.head import read_head
 from ..store.retry import CONNECTION_LOST, Unavailable
-from .keys import SETTINGS, STREAM_POOL, STREAMS
+from .keys import POOL, SETTINGS, STREAM_POOL, STREAMS
 from .middlewares import REQUEST_ID, request_id, route_template
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,17 @@ async def stream_connection(request: web.Request) -> AsyncIterator[Conn]:
         yield conn
     finally:
         await pool.release(conn)
+
+
+async def refuse_past_head(request: web.Request, value: int, head: int, field: str) -> NoReturn:
+    """Refuse ``value`` (a seq or a tree size) beyond the ``head`` that long
+    reads see: 422 ``invalid_field`` naming ``field``, or 503 while a
+    replica has yet to replay an event the primary has."""
+    if request.app[SETTINGS].read_database_url is not None:
+        async with request.app[POOL].acquire() as primary:
+            if value <= (await read_head(primary)).seq:
+                raise Unavailable(f"the read replica has replayed the log up to event {head}, not yet {value}")
+    raise InvalidField(f"{field} {value} is past the head of the log ({head})", field)
 
 
 class NdjsonResponse:

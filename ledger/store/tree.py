@@ -14,9 +14,11 @@ read by primary key, never a scan.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Sequence
 from typing import TypeVar
 
+from ..domain import merkle
 from ..domain.merkle import Frontier, Node, Subtrees, frontier_of, leaf_hash, node_hash, subtrees_read
 from .connection import Conn
 from .head import LogHead, read_head
@@ -113,6 +115,22 @@ async def computed(conn: Conn, compute: Callable[[Subtrees], T]) -> T:
     head as ``conn`` saw it (stored subtrees never change, so any later
     snapshot holds them too)."""
     return compute(await read_subtrees(conn, subtrees_read(compute)))
+
+
+async def inclusion(conn: Conn, index: int, size: int) -> tuple[bytes, list[bytes]]:
+    """Leaf ``index``'s hash and its audit path in the tree of ``size``
+    leaves (``index < size <= head``)."""
+    return await computed(conn, functools.partial(_inclusion, index, size))
+
+
+async def consistency(conn: Conn, first: int, second: int) -> list[bytes]:
+    """The proof that the tree of ``first`` leaves is a prefix of the tree of
+    ``second`` (``0 < first <= second <= head``)."""
+    return await computed(conn, functools.partial(merkle.consistency_proof, first, second))
+
+
+def _inclusion(index: int, size: int, subtrees: Subtrees) -> tuple[bytes, list[bytes]]:
+    return subtrees(0, index), merkle.inclusion_proof(index, size, subtrees)
 
 
 async def grow(conn: Conn, tree: Frontier, *, chunk: int = 10_000, prefetch: int = 1000) -> Frontier:
