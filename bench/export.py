@@ -1,4 +1,4 @@
-"""ledger export over a million events, beside a raw COPY of the same rows.
+"""ledger export, import and verify over a million events, beside a raw COPY.
 
     python -m bench.export [--events 1000000]
 
@@ -8,7 +8,11 @@ three times each: ``ledger.store.export.export`` into a file (what ``ledger
 export --output`` runs: PostgreSQL builds each NDJSON line), and a raw
 ``COPY events TO STDOUT`` of the same rows into a file (the floor: no line
 built). Prints the seconds, events per second and MB written of each, and
-the ratio.
+the ratio. Then, once each: ``ledger.store.importer.import_log`` of that
+export into a new, migrated database on the same server (what ``ledger
+import`` runs: staged by COPY, checked, projections rebuilt, the Merkle tree
+grown), and ``ledger.verify.verify`` of the export against the source's
+root (what ``ledger verify`` runs after checking the signature).
 """
 
 from __future__ import annotations
@@ -23,8 +27,11 @@ from pathlib import Path
 
 from bench.common import database, machine
 from bench.queries import fill, opened_accounts
+from ledger.store import migrations, tree
 from ledger.store.connection import connect
 from ledger.store.export import export
+from ledger.store.importer import import_log
+from ledger.verify import verify
 
 
 async def raw_copy(conn, path: Path) -> int:
@@ -32,7 +39,41 @@ async def raw_copy(conn, path: Path) -> int:
     return int(status.split()[-1])
 
 
-async def measure(dsn: str, rounds: int) -> dict[str, list[tuple[float, int, int]]]:
+def _on_database(dsn: str, name: str) -> str:
+    scheme, _, rest = dsn.partition("://")
+    where, _, query = rest.partition("?")
+    return f"{scheme}://{where.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+
+async def restore_and_verify(dsn: str, path: Path) -> list[tuple[str, float, int]]:
+    """Import ``path`` into a new database, then verify it: (what, seconds, events)."""
+    conn = await connect(dsn)
+    try:
+        _, source = await tree.read_tip(conn)
+        await conn.execute("CREATE DATABASE bench_restore")
+    finally:
+        await conn.close()
+    restore = _on_database(dsn, "bench_restore")
+    await asyncio.to_thread(migrations.upgrade, restore)
+    conn = await connect(restore)
+    try:
+        started = time.perf_counter()
+        rebuilt = await import_log(conn, str(path))
+        imported = time.perf_counter() - started
+        _, restored = await tree.read_tip(conn)
+        assert restored == source, "the restored tree differs from the source's"
+    finally:
+        await conn.close()
+    started = time.perf_counter()
+    with open(path, "rb") as lines:
+        count = verify(lines, source.size, source.root())
+    return [
+        ("ledger import (into an empty ledger)", imported, rebuilt.events),
+        ("ledger verify", time.perf_counter() - started, count),
+    ]
+
+
+async def measure(dsn: str, rounds: int, keep: Path) -> dict[str, list[tuple[float, int, int]]]:
     results: dict[str, list[tuple[float, int, int]]] = {"ledger export": [], "raw COPY of the rows": []}
     conn = await connect(dsn)
     try:
@@ -46,6 +87,7 @@ async def measure(dsn: str, rounds: int) -> dict[str, list[tuple[float, int, int
                     started = time.perf_counter()
                     count = await run()
                     results[name].append((time.perf_counter() - started, path.stat().st_size, count))
+            await export(conn, str(keep))
     finally:
         await conn.close()
     return results
@@ -57,10 +99,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     print(f"export of the log ({machine()})", flush=True)
-    with database() as dsn:
+    with database() as dsn, tempfile.TemporaryDirectory() as tmp:
         accounts = asyncio.run(opened_accounts(dsn, 1000))
         asyncio.run(fill(dsn, accounts, args.events, random.Random(7)))
-        results = asyncio.run(measure(dsn, args.rounds))
+        kept = Path(tmp) / "log.ndjson"
+        results = asyncio.run(measure(dsn, args.rounds, kept))
+        restored = asyncio.run(restore_and_verify(dsn, kept))
     floor = statistics.median(s for s, _, _ in results["raw COPY of the rows"])
     print("| what | events | median s | events/s | MB written | ratio to raw COPY |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
@@ -75,6 +119,11 @@ def main() -> None:
             f"{seconds / floor:.2f}",
         ]
         print(f"| {name} | {' | '.join(row)} |")
+
+    print("| what | events | s | events/s |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, seconds, count in restored:
+        print(f"| {name} | {count:,} | {seconds:.2f} | {count / seconds:,.0f} |")
 
 
 if __name__ == "__main__":

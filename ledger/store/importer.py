@@ -29,37 +29,51 @@ _STAGE = """
     CREATE TEMP TABLE import_lines (line bigint GENERATED ALWAYS AS IDENTITY, text text NOT NULL)
     ON COMMIT DROP
 """
-_NOT_AN_OBJECT = """
-    SELECT min(line) FROM import_lines
-    WHERE NOT pg_input_is_valid(text, 'jsonb') OR jsonb_typeof(text::jsonb) <> 'object'
+#: Each line parsed once, into jsonb (NULL where it is not JSON), for the
+#: check and the insert that follow.
+_PARSE = """
+    CREATE TEMP TABLE import_events ON COMMIT DROP AS
+    SELECT line, CASE WHEN pg_input_is_valid(text, 'jsonb') THEN text::jsonb END AS j FROM import_lines
 """
-#: The first line that is not an event as an export writes it.
-_NOT_AN_EVENT = """
-    SELECT min(line) FROM (SELECT line, text::jsonb AS j FROM import_lines) AS l
-    WHERE NOT (
-        j->>'type' = ANY($1::text[])
-        AND jsonb_typeof(j->'data') = 'object' AND jsonb_typeof(j->'metadata') = 'object'
-        AND pg_input_is_valid(j->>'stream_id', 'uuid') AND pg_input_is_valid(j->>'recorded_at', 'timestamptz')
-        AND (j->>'hash') ~ '^[0-9a-f]{64}$'
-    ) IS NOT FALSE
-"""
-#: The first line whose seq is not the head's plus its line number.
-_OUT_OF_SEQUENCE = """
-    SELECT line, text::jsonb->>'seq' AS seq FROM import_lines
-    WHERE NOT pg_input_is_valid(text::jsonb->>'seq', 'bigint')
-       OR (text::jsonb->>'seq')::bigint <> $1::bigint + line
-    ORDER BY line LIMIT 1
+#: The first line at fault and what is wrong with it: not a JSON object; not
+#: an event as an export writes it; or a seq other than the head's ($2) plus
+#: its line number.
+_FIRST_FAULT = """
+    SELECT line, fault, j->>'seq' AS seq FROM (
+        SELECT line, j, CASE
+            WHEN j IS NULL OR jsonb_typeof(j) <> 'object' THEN 'object'
+            WHEN NOT (
+                j->>'type' = ANY($1::text[])
+                AND jsonb_typeof(j->'data') = 'object' AND jsonb_typeof(j->'metadata') = 'object'
+                AND pg_input_is_valid(j->>'stream_id', 'uuid')
+                AND pg_input_is_valid(j->>'recorded_at', 'timestamptz')
+                AND (j->>'hash') ~ '^[0-9a-f]{64}$'
+            ) IS NOT FALSE THEN 'event'
+            WHEN NOT pg_input_is_valid(j->>'seq', 'bigint') OR (j->>'seq')::bigint <> $2::bigint + line
+                THEN 'seq'
+        END AS fault
+        FROM import_events
+    ) AS checked
+    WHERE fault IS NOT NULL ORDER BY line LIMIT 1
 """
 _INSERT = """
     INSERT INTO events (seq, type, stream_id, data, metadata, recorded_at, hash)
     SELECT (j->>'seq')::bigint, j->>'type', (j->>'stream_id')::uuid, j->'data', j->'metadata',
            (j->>'recorded_at')::timestamptz, decode(j->>'hash', 'hex')
-    FROM (SELECT line, text::jsonb AS j FROM import_lines) AS l ORDER BY line
+    FROM import_events ORDER BY line
 """
 _MOVE_HEAD = """
     UPDATE ledger_head SET seq = e.seq, hash = e.hash
     FROM (SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1) AS e
 """
+
+
+#: What each fault of :data:`_FIRST_FAULT` is said as.
+_FAULTS = {
+    "object": "not a JSON object",
+    "event": "not an event line of an export (type, data, metadata, stream_id, recorded_at, hash)",
+    "seq": "seq {seq} does not continue the log at seq {expected}",
+}
 
 
 class ImportFailed(Exception):  # ImportError is a builtin
@@ -86,18 +100,11 @@ async def import_log(conn: asyncpg.Connection, source: Any) -> Rebuilt:
         await conn.copy_to_table(
             "import_lines", source=source, columns=["text"], format="csv", quote=QUOTE, delimiter=DELIMITER
         )
-        bad = await conn.fetchval(_NOT_AN_OBJECT)
-        if bad is not None:
-            raise ImportRefused(bad, "not a JSON object")
-        bad = await conn.fetchval(_NOT_AN_EVENT, list(EVENT_TYPES))
-        if bad is not None:
-            raise ImportRefused(
-                bad, "not an event line of an export (type, data, metadata, stream_id, recorded_at, hash)"
-            )
-        out_of_sequence = await conn.fetchrow(_OUT_OF_SEQUENCE, head.seq)
-        if out_of_sequence is not None:
-            line, seq = out_of_sequence
-            raise ImportRefused(line, f"seq {seq} does not continue the log at seq {head.seq + line}")
+        await conn.execute(_PARSE)
+        fault = await conn.fetchrow(_FIRST_FAULT, list(EVENT_TYPES), head.seq)
+        if fault is not None:
+            line, what, seq = fault
+            raise ImportRefused(line, _FAULTS[what].format(seq=seq, expected=head.seq + line))
         await conn.execute(_INSERT)
         await conn.execute(_MOVE_HEAD)
         try:
