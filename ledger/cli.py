@@ -4,11 +4,12 @@ verify | keygen | openapi``."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import ipaddress
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from . import logs
@@ -16,6 +17,8 @@ from .config import ConfigError, Settings
 
 if TYPE_CHECKING:
     import asyncpg
+
+    from .store.reconcile import Progress, Report
 
 log = logging.getLogger("ledger")
 T = TypeVar("T")
@@ -57,17 +60,45 @@ def _migrate(settings: Settings) -> int:
 
 
 def _reconcile(settings: Settings, repair: bool) -> int:
-    """Print the reconciliation report as JSON; exit 0 if the ledger is clean, 1 if not."""
+    """Print the reconciliation report as JSON; exit 0 if the ledger is clean,
+    1 if not. The hash chain is checked in a process per core, and a progress
+    bar goes to stderr when it is a terminal."""
+    import os
+
     import msgspec
 
     from .api.responses import report_out
+    from .store.chain_ranges import ChainWorkers
     from .store.reconcile import reconcile
 
     if not repair:  # the scan alone reads the replica; a repair writes, on the primary
         settings = _long_read(settings)
-    report = _on_database(settings, lambda conn: reconcile(conn, repair=repair))
+
+    async def run(conn: asyncpg.Connection, dsn: str) -> Report:
+        with _progress_bar() as progress:
+            workers = ChainWorkers(dsn, os.cpu_count() or 1)
+            return await reconcile(conn, repair=repair, chain=workers, progress=progress)
+
+    report = _on_database(settings, run)
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(report_out(report)), indent=2).decode() + "\n")
     return 0 if report.ok else 1
+
+
+@contextlib.contextmanager
+def _progress_bar() -> Iterator[Progress | None]:
+    """A tqdm bar of the events replayed, on stderr if it is a terminal."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(desc="replaying the log", unit=" events", unit_scale=True, file=sys.stderr) as bar:
+
+        def progress(events: int, head: int) -> None:
+            bar.total = head
+            bar.update(events - bar.n)
+
+        yield progress
 
 
 def _rebuild(settings: Settings) -> int:
@@ -75,7 +106,7 @@ def _rebuild(settings: Settings) -> int:
     from .store.replay import ChainBroken
 
     try:
-        rebuilt = _on_database(settings, rebuild_projections)
+        rebuilt = _on_database(settings, lambda conn, _: rebuild_projections(conn))
     except ChainBroken as error:
         log.error("nothing rebuilt: %s; run `ledger reconcile` to see what is wrong", error)
         return 1
@@ -89,7 +120,7 @@ def _export(settings: Settings, after_seq: int, output: str | None) -> int:
 
     settings = _long_read(settings)
     target: str | BinaryIO = sys.stdout.buffer if output is None else output
-    count = _on_database(settings, lambda conn: export(conn, target, after_seq=after_seq))
+    count = _on_database(settings, lambda conn, _: export(conn, target, after_seq=after_seq))
     sys.stdout.flush()
     log.info("exported %d events after seq %d", count, after_seq)
     return 0
@@ -101,7 +132,7 @@ def _import(settings: Settings, path: str) -> int:
     from .store.importer import ImportFailed, import_log
 
     try:
-        rebuilt = _on_database(settings, lambda conn: import_log(conn, path))
+        rebuilt = _on_database(settings, lambda conn, _: import_log(conn, path))
     except ImportFailed as error:
         log.error("%s", error)
         return 1
@@ -131,9 +162,9 @@ def _long_read(settings: Settings) -> Settings:
     return dataclasses.replace(settings, database_url=settings.read_database_url)
 
 
-def _on_database(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    """Run ``work(conn)`` on the service's database: ``LEDGER_DATABASE_URL``, or
-    the embedded server in ``LEDGER_DATA_DIR`` (started, and migrated, for it)."""
+def _on_database(settings: Settings, work: Callable[[asyncpg.Connection, str], Awaitable[T]]) -> T:
+    """Run ``work(conn, dsn)`` on the service's database: ``LEDGER_DATABASE_URL``,
+    or the embedded server in ``LEDGER_DATA_DIR`` (started, and migrated, for it)."""
     import asyncio
 
     from .store import embedded
@@ -142,7 +173,7 @@ def _on_database(settings: Settings, work: Callable[[asyncpg.Connection], Awaita
     async def run(dsn: str) -> T:
         conn = await connect(dsn)
         try:
-            return await work(conn)
+            return await work(conn, dsn)
         finally:
             await conn.close()
 

@@ -8,7 +8,9 @@ import uuid
 import msgspec
 import pytest
 
+from ledger.store.chain_ranges import ChainWorkers
 from ledger.store.rebuild import rebuild_projections
+from ledger.store.reconcile import reconcile as reconcile_store
 from ledger.store.replay import ChainBroken
 from tests.conftest import assert_log_matches_projections, ledger_cli, ledger_snapshot, stored_rows, transfer_body
 
@@ -196,3 +198,47 @@ async def test_ledger_rebuild_projections_from_the_shell(client, open_account, f
     assert result.returncode == 0, result.stderr
     assert b"projections rebuilt from 3 events" in result.stderr
     assert await projections(db) == before
+
+
+def spread(database_url):
+    """The chain checked in three processes, whatever the log's length."""
+    return ChainWorkers(database_url, 3, spread_from=1)
+
+
+async def test_a_chain_checked_in_ranges_reports_as_one_check_does(busy_ledger, db, database_url):
+    alone = await reconcile_store(db)
+    ranged = await reconcile_store(db, chain=spread(database_url))
+    assert ranged.ok and alone.ok
+    assert (ranged.chain, ranged.mismatches, ranged.totals) == (alone.chain, alone.mismatches, alone.totals)
+    assert ranged.events_scanned == alone.events_scanned == ranged.head_seq
+
+
+@pytest.mark.parametrize("where", ["first", "before a range", "a range's first", "after a range's first", "last"])
+@pytest.mark.parametrize("how", ["edited", "deleted"])
+async def test_tampering_anywhere_is_found_at_its_seq_when_the_chain_is_checked_in_ranges(
+    busy_ledger, db, database_url, where, how
+):
+    head = await db.fetchval("SELECT seq FROM ledger_head")
+    second_range = 1 + head // 3  # where the second of three ranges begins
+    seq = {
+        "first": 1,
+        "before a range": second_range - 1,
+        "a range's first": second_range,
+        "after a range's first": second_range + 1,
+        "last": head,
+    }[where]
+    if how == "edited":
+        await tamper(db, "UPDATE events SET metadata = '{\"x\": 1}' WHERE seq = $1", seq)
+    else:
+        await tamper(db, "DELETE FROM events WHERE seq = $1", seq)
+
+    ranged = await reconcile_store(db, chain=spread(database_url))
+
+    assert ranged.chain.first_bad_seq == seq == (await reconcile_store(db)).chain.first_bad_seq
+
+
+async def test_reconciliation_tells_its_progress_up_to_the_head(busy_ledger, db):
+    told = []
+    report = await reconcile_store(db, progress=lambda events, head: told.append((events, head)))
+    assert told[-1] == (report.head_seq, report.head_seq)
+    assert [events for events, _ in told] == sorted(events for events, _ in told)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 from aiohttp import web
 
+from ..store.chain_ranges import ChainWorkers
 from ..store.connection import connect
 from ..store.reconcile import reconcile
 from . import codec
-from .keys import DSN
+from .keys import DSN, READ_DSN
 from .openapi import documented
 from .responses import ReportOut, report_out
 from .schemas import ReconciliationIn
@@ -32,12 +35,17 @@ async def create_reconciliation(request: web.Request) -> web.Response:
         # It writes, so it runs on the primary, on a connection of its own.
         own = await connect(request.app[DSN])
         try:
-            report = await reconcile(own, repair=True)
+            report = await reconcile(own, repair=True, chain=_chain_workers(request.app[DSN]))
         finally:
             await own.close()
     else:
         # A long read: a stream connection (the replica's, when there is one),
         # never one that writes need.
         async with stream_connection(request) as conn:
-            report = await reconcile(conn, repair=False)
+            report = await reconcile(conn, repair=False, chain=_chain_workers(request.app[READ_DSN]))
     return codec.respond(request, report_out(report))
+
+
+def _chain_workers(dsn: str) -> ChainWorkers:
+    """A process per core checks a range of the chain, for a long log."""
+    return ChainWorkers(dsn, os.cpu_count() or 1)

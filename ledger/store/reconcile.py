@@ -11,7 +11,9 @@ log itself is never written.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from uuid import UUID
@@ -22,10 +24,16 @@ from ..domain import money
 from ..domain.events import TransferReversed
 from ..domain.ledger import Ledger
 from ..domain.model import Balance
+from .chain_ranges import ChainWorkers, export_snapshot
 from .connection import Conn
 from .head import LOCK, NEW_EPOCH, read_head
 from .replay import FORGET_EVERY, ChainCheck, stored_events
 from .tables import BALANCE_TOTALS, BALANCES
+
+#: Told how far the replay is: (events folded, the head).
+Progress = Callable[[int, int], None]
+#: Events folded between two calls of a :data:`Progress`.
+PROGRESS_EVERY = 10_000
 
 _STORED = BALANCES.select(only=("account_id", *BALANCE_TOTALS))
 #: Transfers whose stored reversed_amount is not zero, and those named.
@@ -86,11 +94,21 @@ class Report:
         )
 
 
-async def reconcile(conn: Conn, *, repair: bool = False, prefetch: int = 1000) -> Report:
+async def reconcile(
+    conn: Conn,
+    *,
+    repair: bool = False,
+    prefetch: int = 1000,
+    chain: ChainWorkers | None = None,
+    progress: Progress | None = None,
+) -> Report:
     """Replay, compare, and with ``repair`` rewrite the balances that differ.
 
     A log whose chain is broken is reported but never used to repair: its
-    replay is evidence of tampering, not a source of truth.
+    replay is evidence of tampering, not a source of truth. With ``chain``,
+    a log long enough has its hash chain checked in those processes while
+    this one folds the balances; ``progress(events, head)`` is told how far
+    the fold is, every :data:`PROGRESS_EVERY` events.
     """
     started = time.monotonic()
     report = Report()
@@ -103,7 +121,14 @@ async def reconcile(conn: Conn, *, repair: bool = False, prefetch: int = 1000) -
             await conn.execute(LOCK)
         head = await read_head(conn)
         report.head_seq = head.seq
-        ledger, reversed_ = await _replay(conn, report, prefetch)
+        if chain is not None and chain.wanted(head.seq):
+            checking = asyncio.create_task(chain.check(await export_snapshot(conn), head.seq))
+            try:
+                ledger, reversed_ = await _replay(conn, report, prefetch, None, progress)
+            finally:
+                report.chain = await checking
+        else:
+            ledger, reversed_ = await _replay(conn, report, prefetch, report.chain, progress)
         if report.chain.ok:
             report.chain.finish(head)
         report.totals = _totals(ledger)
@@ -118,12 +143,15 @@ async def reconcile(conn: Conn, *, repair: bool = False, prefetch: int = 1000) -
     return report
 
 
-async def _replay(conn: Conn, report: Report, prefetch: int) -> tuple[Ledger, dict[UUID, Decimal]]:
-    """Fold the log as stored, noting where its chain breaks; the ledger, and
-    what the log's reversals reversed of each transfer they name."""
+async def _replay(
+    conn: Conn, report: Report, prefetch: int, chain: ChainCheck | None, progress: Progress | None
+) -> tuple[Ledger, dict[UUID, Decimal]]:
+    """Fold the log as stored, noting where its chain breaks (unless checked
+    elsewhere: ``chain`` None); the ledger, and what the log's reversals
+    reversed of each transfer they name."""
     ledger = Ledger()
     reversed_: dict[UUID, Decimal] = {}
-    async for record in stored_events(conn, report.chain, prefetch=prefetch):
+    async for record in stored_events(conn, chain, prefetch=prefetch):
         report.events_scanned += 1
         event = record.event
         if isinstance(event, TransferReversed):
@@ -137,6 +165,10 @@ async def _replay(conn: Conn, report: Report, prefetch: int) -> tuple[Ledger, di
             break
         if report.events_scanned % FORGET_EVERY == 0:
             ledger.forget_settled_transfers()
+        if progress is not None and report.events_scanned % PROGRESS_EVERY == 0:
+            progress(report.events_scanned, report.head_seq)
+    if progress is not None:
+        progress(report.events_scanned, report.head_seq)
     return ledger, reversed_
 
 

@@ -66,6 +66,11 @@ class ChainCheck:
         self.previous = row["hash"]
         self.next_seq = row["seq"] + 1
 
+    def ends_at(self, last: int) -> None:
+        """After the rows up to ``last``: a seq missing at the end is bad."""
+        if self.next_seq <= last:
+            self._bad(self.next_seq)
+
     def finish(self, head: LogHead) -> None:
         """After the last event: it must be the head the appends recorded."""
         if self.next_seq - 1 != head.seq or self.previous != head.hash:
@@ -81,11 +86,13 @@ class ChainCheck:
             self.first_bad_seq = seq
 
 
-async def stored_events(conn: Conn, chain: ChainCheck, *, prefetch: int = 1000) -> AsyncIterator[RecordedEvent]:
+async def stored_events(conn: Conn, chain: ChainCheck | None, *, prefetch: int = 1000) -> AsyncIterator[RecordedEvent]:
     """Every stored event in seq order, each checked by ``chain`` before it is
-    yielded. Must run inside a transaction (a cursor lives in one)."""
+    yielded (``None``: checked elsewhere, see :mod:`ledger.store.chain_ranges`).
+    Must run inside a transaction (a cursor lives in one)."""
     async for row in conn.cursor(_EVENTS, prefetch=prefetch):
-        chain.check(row)
+        if chain is not None:
+            chain.check(row)
         yield RecordedEvent(
             seq=row["seq"],
             event=event_from_data(row["type"], row["data"]),

@@ -1,0 +1,99 @@
+"""The hash chain checked in several processes, a range of seq each.
+
+Each event stores its hash, so the events ``lo`` to ``hi`` are checked on
+their own, from the hash stored last before ``lo``: the check is CPU work
+(canonical bytes and SHA-256 of every event) that spreads over cores, while
+the fold of the balances stays sequential in the caller. Every process
+reads in the caller's snapshot (``pg_export_snapshot``), so all of them see
+the log the caller sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import multiprocessing
+import re
+from dataclasses import dataclass
+
+from ..domain.chain import GENESIS
+from .connection import Conn, connect
+from .replay import ChainCheck
+from .tables import EVENTS
+
+#: Logs shorter than this are checked in the caller: starting processes
+#: would cost more than it saves.
+SPREAD_FROM = 100_000
+
+_RANGE = EVENTS.select() + " WHERE seq BETWEEN $1 AND $2 ORDER BY seq"
+_BEFORE = "SELECT hash FROM events WHERE seq < $1 ORDER BY seq DESC LIMIT 1"
+#: What pg_export_snapshot returns (it cannot be a parameter of SET).
+_SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+-[0-9]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class RangeChecked:
+    first_bad_seq: int | None
+    last_seq: int
+    last_hash: bytes
+
+
+def check_range(dsn: str, snapshot: str, lo: int, hi: int) -> RangeChecked:
+    """Check events ``lo`` to ``hi`` in ``snapshot``; for a process pool."""
+    return asyncio.run(_check_range(dsn, snapshot, lo, hi))
+
+
+async def _check_range(dsn: str, snapshot: str, lo: int, hi: int) -> RangeChecked:
+    assert _SNAPSHOT_ID.match(snapshot), snapshot
+    conn = await connect(dsn)
+    try:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+            chain = ChainCheck(previous=await conn.fetchval(_BEFORE, lo) or GENESIS, next_seq=lo)
+            async for row in conn.cursor(_RANGE, lo, hi, prefetch=1000):
+                chain.check(row)
+            chain.ends_at(hi)
+    finally:
+        await conn.close()
+    return RangeChecked(chain.first_bad_seq, chain.next_seq - 1, chain.previous)
+
+
+def _ranges(head: int, parts: int) -> list[tuple[int, int]]:
+    bounds = [1 + head * i // parts for i in range(parts + 1)]
+    return [(lo, hi - 1) for lo, hi in itertools.pairwise(bounds) if hi > lo]
+
+
+async def export_snapshot(conn: Conn) -> str:
+    """The snapshot of ``conn``'s transaction, for other sessions to read in."""
+    snapshot: str = await conn.fetchval("SELECT pg_export_snapshot()")
+    return snapshot
+
+
+class ChainWorkers:
+    """Processes that check the chain of the log on ``dsn``, a range each,
+    for logs of ``spread_from`` events and more."""
+
+    def __init__(self, dsn: str, processes: int, *, spread_from: int = SPREAD_FROM) -> None:
+        self.dsn = dsn
+        self.processes = processes
+        self.spread_from = spread_from
+
+    def wanted(self, head: int) -> bool:
+        """Whether a log of ``head`` events is worth spreading."""
+        return self.processes > 1 and head >= self.spread_from
+
+    async def check(self, snapshot: str, head: int) -> ChainCheck:
+        """The chain of events 1 to ``head`` in ``snapshot`` (see
+        :func:`export_snapshot`; its transaction must stay open until this
+        returns), checked in ranges: the first bad seq of all, and where the
+        last ends (for :meth:`~ledger.store.replay.ChainCheck.finish`)."""
+        loop = asyncio.get_running_loop()
+        context = multiprocessing.get_context("spawn")
+        ranges = _ranges(head, self.processes)
+        with concurrent.futures.ProcessPoolExecutor(len(ranges), mp_context=context) as pool:
+            checked = await asyncio.gather(
+                *(loop.run_in_executor(pool, check_range, self.dsn, snapshot, lo, hi) for lo, hi in ranges)
+            )
+        bad = [c.first_bad_seq for c in checked if c.first_bad_seq is not None]
+        return ChainCheck(checked[-1].last_hash, checked[-1].last_seq + 1, min(bad, default=None))
