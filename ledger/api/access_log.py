@@ -10,6 +10,7 @@ has few values; a request no route matched has none.
 from __future__ import annotations
 
 import logging
+import time as _time
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -20,33 +21,41 @@ from .middlewares import REQUEST_ID_KEY, route_template
 class AccessLogger(AbstractAccessLogger):
     """One INFO line per request on the logger aiohttp gives (``aiohttp.access``).
 
-    The record is made directly, without the search for the caller's source
-    line that :meth:`logging.Logger.info` makes: the line says where it comes
-    from by its logger's name.
+    Its records are copies of one made when it starts, with the request's
+    fields and the time set: :class:`logging.LogRecord` would otherwise look
+    up, for every request, the same source file, module and process names
+    that an access line never shows. Everything after the record (filters,
+    handlers, formatters) is the logging module's own.
     """
+
+    def __init__(self, logger: logging.Logger, log_format: str) -> None:
+        super().__init__(logger, log_format)
+        self._template = vars(logger.makeRecord(logger.name, logging.INFO, __file__, 0, _MESSAGE, (), None))
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         duration_ms = round(time * 1000, 3)
-        logger = self.logger
-        record = logger.makeRecord(
-            logger.name,
-            logging.INFO,
-            __file__,
-            0,
-            '%s "%s %s HTTP/%d.%d" %d %.1f ms',
-            (request.remote, request.method, request.path_qs, *request.version, response.status, duration_ms),
-            None,
-            extra={
-                "request_id": request.get(REQUEST_ID_KEY),
-                "method": request.method,
-                "route": route_template(request),
-                "path": request.path,
-                "status": response.status,
-                "duration_ms": duration_ms,
-            },
-        )
-        logger.handle(record)
+        created = _time.time()
+        record = logging.LogRecord.__new__(logging.LogRecord)
+        record.__dict__ = {
+            **self._template,
+            "args": (request.remote, request.method, request.path_qs, *request.version, response.status, duration_ms),
+            "created": created,
+            "msecs": (created - int(created)) * 1000 // 1,
+            "relativeCreated": (created - _STARTED) * 1000,
+            "request_id": request.get(REQUEST_ID_KEY),
+            "method": request.method,
+            "route": route_template(request),
+            "path": request.path,
+            "status": response.status,
+            "duration_ms": duration_ms,
+        }
+        self.logger.handle(record)
 
     @property
     def enabled(self) -> bool:
         return self.logger.isEnabledFor(logging.INFO)
+
+
+_MESSAGE = '%s "%s %s HTTP/%d.%d" %d %.1f ms'
+#: What ``relativeCreated`` counts from, as the logging module counts it.
+_STARTED: float = logging._startTime  # type: ignore[attr-defined]
