@@ -38,7 +38,8 @@ bench-writes: $(STAMP)
 bench-workers: $(STAMP)
 	$(BIN)/python -m bench.writes --scenarios workers $(BENCH_ARGS)
 
-# Single-transfer POSTs with the access log off, on (text), and on (JSON).
+# Single-transfer POSTs with the access log off, on (text), and on (JSON); and alone,
+# then beside four full-log streams (bench-writes --scenarios streams).
 # A page of GET /v1/transfers at 10k transfers and at 1M.
 bench-queries: $(STAMP)
 	$(BIN)/python -m bench.queries $(BENCH_ARGS)

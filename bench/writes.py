@@ -34,6 +34,8 @@ import functools
 import math
 import random
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -58,7 +60,16 @@ from .common import (
 
 CONNECTIONS = 64
 BATCH = 8190
-SCENARIOS = ("single", "batches", "textbook", "workers", "access-log")
+SCENARIOS = ("single", "batches", "textbook", "workers", "access-log", "streams")
+#: Full-log streams read over and over while single POSTs are measured ("streams").
+STREAMS = 4
+_READER = """
+import sys, urllib.request
+while True:
+    with urllib.request.urlopen(sys.argv[1] + "/v1/events?after_seq=0") as stream:
+        while stream.read(1 << 20):
+            pass
+"""
 #: ``ledger serve --workers N`` compared by the "workers" scenario.
 WORKER_COUNTS = (1, 2)
 SINGLE_LOADS = ("uniform", "hot (4 accounts)")
@@ -250,6 +261,48 @@ def access_log_rows(dsn: str, pools: dict[str, list[str]], seconds: float) -> li
     return rows
 
 
+def streams_rows(dsn: str, accounts: list[str], seconds: float) -> list[list[str]]:
+    """Single POSTs (uniform) alone, then while :data:`STREAMS` processes
+    read the whole log over and over, alternating, twice each; the medians
+    and the rate with streams over the rate without."""
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    rows = []
+    with service(dsn, LEDGER_ACCESS_LOG="off") as (url, pid):
+        for round_ in range(4):
+            streaming = round_ % 2 == 1
+            readers = [
+                subprocess.Popen([sys.executable, "-c", _READER, url], stderr=subprocess.DEVNULL)
+                for _ in range(STREAMS if streaming else 0)
+            ]
+            try:
+                rate, _, row = measured(
+                    url,
+                    pid,
+                    "/v1/transfers",
+                    functools.partial(transfer_bodies, accounts),
+                    seconds=seconds,
+                    connections=CONNECTIONS,
+                )
+            finally:
+                for reader in readers:
+                    reader.kill()
+                    reader.wait()
+            rates[streaming].append(rate)
+            name = f"{STREAMS} full-log streams running" if streaming else "no stream"
+            rows.append([f"service, single POSTs, uniform, {name}", *row])
+            print("  " + " | ".join(rows[-1]), flush=True)
+    alone, beside = statistics.median(rates[False]), statistics.median(rates[True])
+    rows.append(
+        [
+            f"median, single POSTs while {STREAMS} streams run",
+            f"{beside:,.0f}",
+            *[""] * 6,
+            f"{beside / alone:.2f}x alone",
+        ]
+    )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -314,6 +367,8 @@ def main() -> None:
                 print("  " + " | ".join(rows[-1]), flush=True)
         if "access-log" in args.scenarios:
             rows += access_log_rows(dsn, pools, args.seconds)
+        if "streams" in args.scenarios:
+            rows += streams_rows(dsn, accounts, args.seconds)
         for name, count in (("uniform", args.accounts), ("hot (4 accounts)", 4)):
             if "textbook" not in args.scenarios:
                 break
