@@ -28,16 +28,21 @@ from .tables import EVENTS, SUBTREES, Placeholders
 #: The lowest level of subtree stored; those below are hashed from their events.
 STORED_FROM = 4
 
-_SUBTREES = """
-    SELECT m.level, m.index, m.hash
+_OTHERS = [c for c in EVENTS.columns if c != "hash"]
+#: The stored subtrees ``($1, $2)`` (level, index), and the events ``$3``
+#: by seq, in one round trip: a subtree row has a level, an event row none.
+_SUBTREES = f"""
+    SELECT m.level, m.index, m.hash, {", ".join(f"NULL::{EVENTS.types[c]} AS {c}" for c in _OTHERS)}
     FROM unnest($1::smallint[], $2::bigint[]) AS k(level, index)
     JOIN merkle_subtrees AS m USING (level, index)
+    UNION ALL
+    SELECT NULL, NULL, e.hash, {EVENTS.column_list(prefix="e.", only=_OTHERS)}
+    FROM events AS e WHERE e.seq = ANY($3::bigint[])
 """
 
 T = TypeVar("T")
 
 _EVENTS_AFTER = EVENTS.select() + " WHERE seq > $1 ORDER BY seq"
-_EVENTS_IN = EVENTS.select() + " WHERE seq = ANY($1::bigint[])"
 
 
 def insert_subtrees(p: Placeholders, *, when: str = "TRUE") -> str:
@@ -83,16 +88,19 @@ async def read_tip(conn: Conn) -> tuple[LogHead, Frontier]:
 
 async def read_subtrees(conn: Conn, keys: Collection[tuple[int, int]]) -> Subtrees:
     """The hashes of the complete subtrees ``keys`` (level, index): those
-    stored in one query, the lower ones hashed from their events, read in
-    another. Asking for any other is an error."""
+    stored, and the events of the lower ones (hashed here), in one query.
+    Asking for any other is an error."""
     stored = [(level, index) for level, index in keys if level >= STORED_FROM]
-    rows = await conn.fetch(_SUBTREES, [k[0] for k in stored], [k[1] for k in stored])
-    found: dict[tuple[int, int], bytes] = {(row["level"], row["index"]): row["hash"] for row in rows}
     low = [(level, index) for level, index in keys if level < STORED_FROM]
-    if low:
-        seqs = {seq for level, index in low for seq in range((index << level) + 1, ((index + 1) << level) + 1)}
-        leaves = {row["seq"] - 1: leaf_hash(row_bytes(row)) for row in await conn.fetch(_EVENTS_IN, sorted(seqs))}
-        found.update(((level, index), _hashed(leaves, level, index)) for level, index in low)
+    seqs = sorted({seq for level, index in low for seq in range((index << level) + 1, ((index + 1) << level) + 1)})
+    found: dict[tuple[int, int], bytes] = {}
+    leaves: dict[int, bytes] = {}
+    for row in await conn.fetch(_SUBTREES, [k[0] for k in stored], [k[1] for k in stored], seqs):
+        if row["level"] is None:
+            leaves[row["seq"] - 1] = leaf_hash(row_bytes(row))
+        else:
+            found[row["level"], row["index"]] = row["hash"]
+    found.update(((level, index), _hashed(leaves, level, index)) for level, index in low)
 
     def subtree(level: int, index: int) -> bytes:
         return found[level, index]
