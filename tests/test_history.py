@@ -14,7 +14,7 @@ from ledger.api.keys import STREAM_POOL, STREAMS
 from ledger.config import Settings
 from ledger.domain.events import RecordedEvent, event_from_data
 from ledger.domain.ledger import Ledger
-from ledger.store.history import ENTRIES
+from ledger.store.lines import ENTRY_LINES, EVENT_LINES
 from tests.conftest import transfer_body
 
 
@@ -252,8 +252,16 @@ async def test_following_streams_end_cleanly_when_the_service_stops(database_url
 
 async def test_an_accounts_entries_are_a_range_scan_of_the_primary_key(db):
     # Plan as if the table were large, so the planner cannot prefer a scan of all of it.
-    await db.execute("SET enable_seqscan = off")
-    plan = "\n".join(r[0] for r in await db.fetch("EXPLAIN " + ENTRIES, uuid.uuid4(), 0, None))
+    await db.execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+    plan = "\n".join(r[0] for r in await db.fetch("EXPLAIN " + ENTRY_LINES, uuid.uuid4(), 0, None, 2))
     assert "Index Scan using entries_pkey on entries" in plan
     assert "Index Cond: ((account_id = " in plan and "AND (seq > " in plan
-    assert "Filter" not in plan
+    assert "Filter" not in plan and "Sort" not in plan
+
+
+async def test_the_events_are_a_range_scan_of_the_primary_key(db):
+    await db.execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+    plan = "\n".join(r[0] for r in await db.fetch("EXPLAIN " + EVENT_LINES, 0, None))
+    assert "Index Scan using events_pkey on events" in plan
+    assert "Index Cond: (seq > " in plan
+    assert "Filter" not in plan and "Sort" not in plan

@@ -4,7 +4,7 @@ Streams take their connections from a pool of their own (``STREAM_POOL``),
 so that long readers can never take the connections writes and point reads
 need; when it is exhausted a new stream waits ``stream_wait`` seconds and
 then gets 503 ``unavailable``. Each chunk write is awaited, so a slow client
-slows the cursor feeding it instead of growing memory.
+slows the query feeding it instead of growing memory.
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
-import msgspec
 from aiohttp import web
 
 from ..store.connection import Conn
@@ -28,8 +26,6 @@ NDJSON = "application/x-ndjson"
 #: Bytes gathered before a write: large enough to amortise the write, small
 #: enough that a stream's memory does not depend on its length.
 CHUNK = 64 * 1024
-
-_encoder = msgspec.json.Encoder()
 
 
 @contextlib.asynccontextmanager
@@ -54,7 +50,8 @@ async def stream_connection(request: web.Request) -> AsyncIterator[Conn]:
 
 
 class NdjsonResponse:
-    """One JSON document a line, buffered into chunks of about :data:`CHUNK`."""
+    """NDJSON text (whole lines, each ending in a newline), written in
+    chunks of at least :data:`CHUNK` bytes, or less at a :meth:`flush`."""
 
     def __init__(self, request: web.Request) -> None:
         self.response = web.StreamResponse(headers={REQUEST_ID: request_id(request)})
@@ -65,9 +62,13 @@ class NdjsonResponse:
     async def prepare(self) -> None:
         await self.response.prepare(self._request)
 
-    async def line(self, document: Any) -> None:
-        _encoder.encode_into(document, self._buffer, -1)
-        self._buffer += b"\n"
+    async def write(self, lines: bytes) -> None:
+        """Send ``lines`` (one or more whole lines), gathered with those
+        before them until there are :data:`CHUNK` bytes."""
+        if not self._buffer and len(lines) >= CHUNK:
+            await self.response.write(lines)
+            return
+        self._buffer += lines
         if len(self._buffer) >= CHUNK:
             await self.flush()
 

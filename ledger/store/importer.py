@@ -18,8 +18,8 @@ import asyncpg
 import msgspec
 
 from ..domain.events import EVENT_TYPES
-from .export import DELIMITER, QUOTE
 from .head import LOCK, read_head
+from .lines import DELIMITER, QUOTE
 from .rebuild import Rebuilt, rebuild_locked
 from .replay import ChainBroken
 
