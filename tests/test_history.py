@@ -227,6 +227,25 @@ async def test_a_client_that_leaves_mid_stream_gives_its_connection_back(client,
     assert pool.get_idle_size() == pool.get_size()
 
 
+async def test_a_client_that_leaves_while_lines_are_copied_gives_a_working_connection_back(client, open_account, db):
+    a, b = await open_account(), await open_account()
+    for _ in range(2):
+        batch = {"transfers": [transfer_body(a, b, "1.00", metadata={"pad": "x" * 400}) for _ in range(8190)]}
+        assert (await client.post("/v1/transfer-batches", json=batch)).status == 200
+    # More lines than the sockets between hold: the service is still copying when the client leaves.
+    response = await client.get("/v1/events")
+    assert (await response.content.readline()).startswith(b'{"seq":1,')
+    response.close()
+    await asyncio.wait_for(client.app[STREAMS].wait_idle(), timeout=10)
+    pool = client.app[STREAM_POOL]
+    assert pool.get_idle_size() == pool.get_size()
+    # Every connection of the pool serves the next streams.
+    head = await db.fetchval("SELECT seq FROM ledger_head")
+    for _ in range(pool.get_max_size() + 1):
+        tail = await lines(await client.get("/v1/events", params={"after_seq": str(head - 2)}))
+        assert [e["seq"] for e in tail] == [head - 1, head]
+
+
 async def test_an_exhausted_stream_pool_answers_503_after_a_bounded_wait(client):
     followers = [await client.get("/v1/events", params={"follow": "true"}) for _ in range(2)]
     response = await client.get("/v1/events")
