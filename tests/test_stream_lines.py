@@ -179,3 +179,15 @@ async def test_an_export_writes_the_event_lines_bytes(db, varied):
     count = await export(db, out, after_seq=3)
     assert out.getvalue() == await reference_event_lines(db, 3)
     assert count == out.getvalue().count(b"\n")
+
+
+async def test_lines_of_many_chunks_full_of_backslashes_are_the_encoders_bytes(client, db, open_account):
+    a, b = await open_account(), await open_account()
+    batch = [transfer_body(a, b, "1.00", metadata={"\\": "\\" * (n % 300), '\\"': "\\n"}) for n in range(4000)]
+    assert (await client.post("/v1/transfer-batches", json={"transfers": batch})).status == 200
+    body = await served(client, "/v1/events")
+    assert len(body) > 1 << 20 and body.count(b"\\") > 1 << 20
+    assert body == await reference_event_lines(db)
+    out = io.BytesIO()
+    await export(db, out)
+    assert out.getvalue() == body

@@ -37,7 +37,7 @@ async def account_entries(request: web.Request) -> web.StreamResponse:
     query = codec.convert(dict(request.query), EntriesQuery)
 
     async def body(conn: Conn, out: NdjsonResponse) -> None:
-        await lines.copy_entry_lines(
+        await lines.write_entry_lines(
             conn, out.write, account.id, scale=account.scale, after_seq=query.after_seq, limit=given(query.limit)
         )
 
@@ -85,9 +85,8 @@ async def events(request: web.Request) -> web.StreamResponse:
 async def _events_after(conn: Conn, out: NdjsonResponse, last: int, left: int | None) -> tuple[int, int | None]:
     """Write the events after ``last`` (at most ``left``); return the new last
     seq and how many may still be written."""
-    count = await lines.copy_event_lines(conn, out.write, after_seq=last, limit=left)
-    # The lines are a gapless run of the log, starting right after ``last``.
-    return last + count, None if left is None else left - count
+    written = await lines.write_event_lines(conn, out.write, after_seq=last, limit=left)
+    return written.last_seq, None if left is None else left - written.lines
 
 
 async def _wait(woken: asyncio.Event, stopping: asyncio.Event, timeout: float) -> bool:

@@ -1,15 +1,22 @@
-"""The event log as NDJSON: the ``/v1/events`` lines (:mod:`.lines`, built
-by PostgreSQL and sent by ``COPY (…) TO STDOUT``), so constant memory in the
-service, whatever the log's length."""
+"""The event log as NDJSON: the ``/v1/events`` lines, built by PostgreSQL a
+page at a time (:mod:`.lines`), so constant memory whatever the log's length."""
 
 from __future__ import annotations
 
+import contextlib
+from typing import BinaryIO
+
 from .connection import Conn
-from .lines import Output, copy_event_lines
+from .lines import write_event_lines
 
 
-async def export(conn: Conn, output: Output, *, after_seq: int = 0) -> int:
-    """Write the events after ``after_seq`` to ``output`` (a path, a binary
-    file, or an async callable taking bytes), one NDJSON line each; return
+async def export(conn: Conn, output: str | BinaryIO, *, after_seq: int = 0) -> int:
+    """Write the events after ``after_seq`` to ``output`` (a path, or a
+    binary file, written from the event loop), one NDJSON line each; return
     how many. Read in one snapshot, so the lines are a gapless run of the log."""
-    return await copy_event_lines(conn, output, after_seq=after_seq)
+    with open(output, "wb") if isinstance(output, str) else contextlib.nullcontext(output) as file:
+
+        async def write(lines: bytes) -> None:
+            file.write(lines)
+
+        return (await write_event_lines(conn, write, after_seq=after_seq)).lines

@@ -19,9 +19,12 @@ import msgspec
 
 from ..domain.events import EVENT_TYPES
 from .head import LOCK, read_head
-from .lines import DELIMITER, QUOTE
 from .rebuild import Rebuilt, rebuild_locked
 from .replay import ChainBroken
+
+#: How COPY reads an export: each line one CSV column, quoted and delimited
+#: by control characters that JSON text never holds raw, so taken as it is.
+QUOTE, DELIMITER = "\x01", "\x02"
 
 _STAGE = """
     CREATE TEMP TABLE import_lines (line bigint GENERATED ALWAYS AS IDENTITY, text text NOT NULL)

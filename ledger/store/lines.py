@@ -1,38 +1,38 @@
-"""The NDJSON lines of ``/v1/events`` and ``/v1/accounts/{id}/entries``,
-built by PostgreSQL and sent by ``COPY (…) TO STDOUT``.
+"""The NDJSON lines of ``/v1/events`` and ``/v1/accounts/{id}/entries`` (and
+so of ``ledger export``), built by PostgreSQL, a page of lines at a time.
 
 Each line is the JSON text the response structs (``EventLine``,
 ``EntryLine`` in :mod:`ledger.api.responses`) encode to, byte for byte: the
 same keys in the same order, no blanks, ``data`` and ``metadata`` as jsonb
 writes them, amounts at the account's scale, UUIDs in lower case, and
 timestamps as :func:`~ledger.domain.chain.format_timestamp` writes them
-(``tests/test_stream_lines.py`` holds both to the structs' encoding). The
-service passes the text on in the chunks it arrives in: it makes no object
-per row, so a stream costs the same memory whatever its length.
+(``tests/test_stream_lines.py`` holds both to the structs' encoding).
 
-COPY takes no bind parameters; asyncpg's ``copy_from_query`` has the server
-quote each argument (``quote_literal``) into the statement's text, so the
-queries here are written with ``$n`` like any other.
-
-COPY runs in CSV format with a quote and a delimiter that JSON text never
-holds raw (it escapes every control character), so each line goes out as
-PostgreSQL wrote it, unescaped, followed by a newline.
+A page is one row: up to :data:`PAGE` lines as one UTF-8 ``bytea``, each
+ending in a newline, with how many they are and the seq of the last. The
+service writes each page's bytes as they come, so it makes no object per
+line, and holds one page at a time whatever the stream's length. All pages
+of a stream are read in one read-only REPEATABLE READ snapshot: appends are
+serial and commit in seq order, so the lines are a gapless run of the log
+(or of the account's entries) as of that snapshot.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
+from collections.abc import Awaitable, Callable
+from typing import NamedTuple, TypeAlias
 from uuid import UUID
 
 from .connection import Conn
 
-#: How COPY writes (and an import reads) the lines: CSV quoted and delimited
-#: by control characters that no line can hold, so that each goes as it is.
-QUOTE, DELIMITER = "\x01", "\x02"
+#: Lines per page: enough that a round trip costs little beside building
+#: them, few enough that the first page comes at once and a page of the
+#: largest lines stays a few megabytes.
+PAGE = 1000
 
-#: Where the bytes go, as asyncpg's ``output`` takes it: a path, a binary
-#: file, or an async callable taking bytes (awaited before the next chunk).
-Output: TypeAlias = Any
+#: Where the pages go: called with whole lines, awaited before the next page
+#: is read (so a slow reader slows the reading, not the memory).
+Write: TypeAlias = Callable[[bytes], Awaitable[object]]
 
 #: A timestamptz as :func:`~ledger.domain.chain.format_timestamp` writes it.
 _TIMESTAMP = """'"' || to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"'"""
@@ -54,11 +54,6 @@ EVENT_LINE = f"""
     || ',"hash":"' || encode(hash, 'hex') || '"}}'
 """
 
-#: The events after ``$1``, in seq order, at most ``$2`` (none: all of them).
-EVENT_LINES = f"""
-    SELECT {EVENT_LINE} FROM events WHERE seq > $1::bigint ORDER BY seq LIMIT $2::bigint
-"""
-
 #: One ``/v1/accounts/{id}/entries`` line, amounts at the scale ``$4``:
 #: ``EntryLine``'s fields in its order, ``BalanceOut``'s in the balance.
 ENTRY_LINE = f"""
@@ -74,38 +69,60 @@ ENTRY_LINE = f"""
     || '}},"recorded_at":' || {_TIMESTAMP.format(column="recorded_at")} || '}}'
 """
 
-#: The entries of account ``$1`` after seq ``$2``, oldest first, at most
-#: ``$3``: a range scan of the ``(account_id, seq)`` key.
-ENTRY_LINES = f"""
-    SELECT {ENTRY_LINE} FROM entries
-    WHERE account_id = $1::uuid AND seq > $2::bigint ORDER BY seq LIMIT $3::bigint
-"""
+
+def _page(line: str, rows: str) -> str:
+    """The page of ``line`` over ``rows`` (a query of ``seq`` and the
+    columns ``line`` reads, in seq order, at most ``$2`` of them)."""
+    return f"""
+        SELECT count(*) AS lines, max(seq) AS last_seq,
+               convert_to(string_agg(line, E'\\n' ORDER BY seq) || E'\\n', 'UTF8') AS text
+        FROM (SELECT seq, {line} AS line FROM ({rows}) AS r) AS page
+    """
 
 
-async def copy_event_lines(conn: Conn, output: Output, *, after_seq: int, limit: int | None = None) -> int:
-    """Write the lines of the events after ``after_seq`` (at most ``limit``)
-    to ``output``, in seq order; return how many. One statement, so one
-    snapshot: the lines are a gapless run of the log."""
-    return await _copy(conn, output, EVENT_LINES, after_seq, limit)
+#: The page of the events after seq ``$1``, at most ``$2``: a range scan of the key.
+EVENT_PAGE = _page(EVENT_LINE, "SELECT * FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
+
+#: The page of account ``$3``'s entries after seq ``$1``, at most ``$2``,
+#: amounts at the scale ``$4``: a range scan of the ``(account_id, seq)`` key.
+ENTRY_PAGE = _page(ENTRY_LINE, "SELECT * FROM entries WHERE account_id = $3 AND seq > $1 ORDER BY seq LIMIT $2")
 
 
-async def copy_entry_lines(
-    conn: Conn, output: Output, account_id: UUID, *, scale: int, after_seq: int, limit: int | None = None
-) -> int:
+class Written(NamedTuple):
+    """What a stream of lines wrote: how many, and the seq of the last
+    (the ``after_seq`` it started from, when none)."""
+
+    lines: int
+    last_seq: int
+
+
+async def write_event_lines(conn: Conn, write: Write, *, after_seq: int, limit: int | None = None) -> Written:
+    """Write the lines of the events after ``after_seq`` (at most ``limit``), in seq order."""
+    return await _write_pages(conn, write, EVENT_PAGE, after_seq, limit)
+
+
+async def write_entry_lines(
+    conn: Conn, write: Write, account_id: UUID, *, scale: int, after_seq: int, limit: int | None = None
+) -> Written:
     """Write the lines of the account's entries after ``after_seq`` (at most
-    ``limit``), oldest first, amounts at ``scale``, to ``output``; return how many."""
-    return await _copy(conn, output, ENTRY_LINES, account_id, after_seq, limit, scale)
+    ``limit``), oldest first, amounts at ``scale``."""
+    return await _write_pages(conn, write, ENTRY_PAGE, after_seq, limit, account_id, scale)
 
 
-#: Both queries read their key in order; a sort would hold the first line
-#: back until the last row is read, so the planner is not offered one.
-_NO_SORT = "SET LOCAL enable_sort = off"
-
-
-async def _copy(conn: Conn, output: Output, query: str, *args: object) -> int:
-    async with conn.transaction(readonly=True):
-        await conn.execute(_NO_SORT)
-        status: str = await conn.copy_from_query(
-            query, *args, output=output, format="csv", quote=QUOTE, delimiter=DELIMITER
-        )
-    return int(status.split()[-1])
+async def _write_pages(
+    conn: Conn, write: Write, query: str, after_seq: int, limit: int | None, *args: object
+) -> Written:
+    """Write the pages of ``query`` (after ``$1``, at most ``$2``, then
+    ``args``) one after another until one comes short or ``limit`` is reached."""
+    written = Written(0, after_seq)
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        while limit is None or written.lines < limit:
+            size = PAGE if limit is None else min(PAGE, limit - written.lines)
+            page = await conn.fetchrow(query, written.last_seq, size, *args)
+            assert page is not None  # an aggregate: always one row
+            if page["lines"]:
+                await write(page["text"])
+                written = Written(written.lines + page["lines"], page["last_seq"])
+            if page["lines"] < size:
+                break
+    return written
