@@ -37,8 +37,8 @@ async def account_entries(request: web.Request) -> web.StreamResponse:
     query = codec.convert(dict(request.query), EntriesQuery)
 
     async def body(conn: Conn, out: NdjsonResponse) -> None:
-        await lines.write_entry_lines(
-            conn, out.write, account.id, scale=account.scale, after_seq=query.after_seq, limit=given(query.limit)
+        await lines.send_entry_lines(
+            conn, out.send, account.id, scale=account.scale, after_seq=query.after_seq, limit=given(query.limit)
         )
 
     return await stream(request, body)
@@ -85,8 +85,8 @@ async def events(request: web.Request) -> web.StreamResponse:
 async def _events_after(conn: Conn, out: NdjsonResponse, last: int, left: int | None) -> tuple[int, int | None]:
     """Write the events after ``last`` (at most ``left``); return the new last
     seq and how many may still be written."""
-    written = await lines.write_event_lines(conn, out.write, after_seq=last, limit=left)
-    return written.last_seq, None if left is None else left - written.lines
+    sent = await lines.send_event_lines(conn, out.send, after_seq=last, limit=left)
+    return sent.last_seq, None if left is None else left - sent.lines
 
 
 async def _wait(woken: asyncio.Event, stopping: asyncio.Event, timeout: float) -> bool:

@@ -62,7 +62,7 @@ class NdjsonResponse:
     async def prepare(self) -> None:
         await self.response.prepare(self._request)
 
-    async def write(self, lines: bytes) -> None:
+    async def send(self, lines: bytes) -> None:
         """Send ``lines`` (one or more whole lines), gathered with those
         before them until there are :data:`CHUNK` bytes."""
         if not self._buffer and len(lines) >= CHUNK:

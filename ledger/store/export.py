@@ -7,7 +7,7 @@ import contextlib
 from typing import BinaryIO
 
 from .connection import Conn
-from .lines import write_event_lines
+from .lines import send_event_lines
 
 
 async def export(conn: Conn, output: str | BinaryIO, *, after_seq: int = 0) -> int:
@@ -16,7 +16,7 @@ async def export(conn: Conn, output: str | BinaryIO, *, after_seq: int = 0) -> i
     how many. Read in one snapshot, so the lines are a gapless run of the log."""
     with open(output, "wb") if isinstance(output, str) else contextlib.nullcontext(output) as file:
 
-        async def write(lines: bytes) -> None:
+        async def send(lines: bytes) -> None:
             file.write(lines)
 
-        return (await write_event_lines(conn, write, after_seq=after_seq)).lines
+        return (await send_event_lines(conn, send, after_seq=after_seq)).lines

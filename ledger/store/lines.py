@@ -10,7 +10,7 @@ timestamps as :func:`~ledger.domain.chain.format_timestamp` writes them
 
 A page is one row: up to :data:`PAGE` lines as one UTF-8 ``bytea``, each
 ending in a newline, with how many they are and the seq of the last. The
-service writes each page's bytes as they come, so it makes no object per
+service sends each page's bytes on as they come, so it makes no object per
 line, and holds one page at a time whatever the stream's length. All pages
 of a stream are read in one read-only REPEATABLE READ snapshot: appends are
 serial and commit in seq order, so the lines are a gapless run of the log
@@ -32,7 +32,7 @@ PAGE = 1000
 
 #: Where the pages go: called with whole lines, awaited before the next page
 #: is read (so a slow reader slows the reading, not the memory).
-Write: TypeAlias = Callable[[bytes], Awaitable[object]]
+Send: TypeAlias = Callable[[bytes], Awaitable[object]]
 
 #: A timestamptz as :func:`~ledger.domain.chain.format_timestamp` writes it.
 _TIMESTAMP = """'"' || to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"'"""
@@ -88,41 +88,39 @@ EVENT_PAGE = _page(EVENT_LINE, "SELECT * FROM events WHERE seq > $1 ORDER BY seq
 ENTRY_PAGE = _page(ENTRY_LINE, "SELECT * FROM entries WHERE account_id = $3 AND seq > $1 ORDER BY seq LIMIT $2")
 
 
-class Written(NamedTuple):
-    """What a stream of lines wrote: how many, and the seq of the last
+class Sent(NamedTuple):
+    """What a stream of lines sent: how many, and the seq of the last
     (the ``after_seq`` it started from, when none)."""
 
     lines: int
     last_seq: int
 
 
-async def write_event_lines(conn: Conn, write: Write, *, after_seq: int, limit: int | None = None) -> Written:
-    """Write the lines of the events after ``after_seq`` (at most ``limit``), in seq order."""
-    return await _write_pages(conn, write, EVENT_PAGE, after_seq, limit)
+async def send_event_lines(conn: Conn, send: Send, *, after_seq: int, limit: int | None = None) -> Sent:
+    """Send the lines of the events after ``after_seq`` (at most ``limit``), in seq order."""
+    return await _send_pages(conn, send, EVENT_PAGE, after_seq, limit)
 
 
-async def write_entry_lines(
-    conn: Conn, write: Write, account_id: UUID, *, scale: int, after_seq: int, limit: int | None = None
-) -> Written:
-    """Write the lines of the account's entries after ``after_seq`` (at most
+async def send_entry_lines(
+    conn: Conn, send: Send, account_id: UUID, *, scale: int, after_seq: int, limit: int | None = None
+) -> Sent:
+    """Send the lines of the account's entries after ``after_seq`` (at most
     ``limit``), oldest first, amounts at ``scale``."""
-    return await _write_pages(conn, write, ENTRY_PAGE, after_seq, limit, account_id, scale)
+    return await _send_pages(conn, send, ENTRY_PAGE, after_seq, limit, account_id, scale)
 
 
-async def _write_pages(
-    conn: Conn, write: Write, query: str, after_seq: int, limit: int | None, *args: object
-) -> Written:
-    """Write the pages of ``query`` (after ``$1``, at most ``$2``, then
+async def _send_pages(conn: Conn, send: Send, query: str, after_seq: int, limit: int | None, *args: object) -> Sent:
+    """Send the pages of ``query`` (after ``$1``, at most ``$2``, then
     ``args``) one after another until one comes short or ``limit`` is reached."""
-    written = Written(0, after_seq)
+    sent = Sent(0, after_seq)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        while limit is None or written.lines < limit:
-            size = PAGE if limit is None else min(PAGE, limit - written.lines)
-            page = await conn.fetchrow(query, written.last_seq, size, *args)
+        while limit is None or sent.lines < limit:
+            size = PAGE if limit is None else min(PAGE, limit - sent.lines)
+            page = await conn.fetchrow(query, sent.last_seq, size, *args)
             assert page is not None  # an aggregate: always one row
             if page["lines"]:
-                await write(page["text"])
-                written = Written(written.lines + page["lines"], page["last_seq"])
+                await send(page["text"])
+                sent = Sent(sent.lines + page["lines"], page["last_seq"])
             if page["lines"] < size:
                 break
-    return written
+    return sent
