@@ -124,10 +124,22 @@ def service(dsn: str, log: Path | None = None, **env: str) -> Iterator[tuple[str
 
 def peak_rss_mib(pid: int) -> int:
     """A live process's peak resident memory so far (``VmHWM``), in MiB."""
+    return int(status_mib(pid, "VmHWM"))
+
+
+def status_mib(pid: int, field: str) -> float:
+    """A memory ``field`` of a live process's ``/proc/PID/status`` (``VmRSS``,
+    ``VmHWM``), in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) // 1024
-    raise RuntimeError("no VmHWM")
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field}")
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Start a live process's ``VmHWM`` again from its RSS now (Linux's
+    ``clear_refs``, value 5)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
 def process_cpu_seconds(pid: int) -> float:

@@ -1,12 +1,20 @@
-"""Streaming history: 1,000,000 entries of one account and 1,000,000 events.
+"""Streaming history: 1,000,000 entries of one account and 1,000,000 events,
+beside a raw asyncpg cursor over the same rows.
 
     python -m bench.streams [--rows 1000000]
 
 Builds a log in which one account is on a side of every transfer, starts
 ``ledger serve`` on it as its own process, and streams
 ``/v1/accounts/{id}/entries`` and ``/v1/events``, first a tenth of the rows
-and then all of them. It reports rows/s, time to first byte, and the
-service's peak RSS after each stream: it must not grow with the rows.
+and then all of them. Right before each stream, the same rows are read in
+this process through a raw asyncpg server-side cursor (default codecs, in a
+read-only transaction, :data:`PREFETCH` rows a round trip): the rate a
+Python consumer of the database gets with no HTTP and no JSON built.
+
+For each it reports rows/s, the ratio to the raw cursor, the time to the
+first byte (the raw cursor's to its first row), and the service's RSS before
+the stream and its peak during it (``VmHWM``, reset before each stream):
+their difference must not grow with the rows.
 """
 
 from __future__ import annotations
@@ -15,8 +23,11 @@ import argparse
 import asyncio
 import random
 import time
+import uuid
+from typing import NamedTuple
 
 import aiohttp
+import asyncpg
 
 from .common import (
     append_transfers,
@@ -24,10 +35,36 @@ from .common import (
     machine,
     new_writer,
     open_accounts,
-    peak_rss_mib,
     print_table,
+    reset_peak_rss,
     service,
+    status_mib,
 )
+
+#: Rows per round trip of the raw cursor.
+PREFETCH = 1000
+
+#: The rows of each stream, as the raw cursor reads them.
+ENTRY_ROWS = """
+    SELECT seq, transfer_id, type, side, amount, debits_posted, credits_posted,
+           debits_pending, credits_pending, recorded_at
+    FROM entries WHERE account_id = $1 AND seq > 0 ORDER BY seq LIMIT $2
+"""
+EVENT_ROWS = """
+    SELECT seq, type, stream_id, data, metadata, recorded_at, hash
+    FROM events WHERE seq > 0 ORDER BY seq LIMIT $1
+"""
+
+
+class Measured(NamedTuple):
+    stream: str
+    rows: int
+    per_s: float
+    raw_per_s: float
+    ttfb_ms: float
+    raw_first_ms: float
+    rss_before: float
+    rss_peak: float
 
 
 async def build(dsn: str, rows: int) -> str:
@@ -57,16 +94,52 @@ async def measure(url: str, path: str, limit: int) -> tuple[int, float, float]:
         return rows, first or 0.0, time.monotonic() - started
 
 
-async def run(url: str, pid: int, account: str, rows: int) -> list[tuple]:
+async def raw_cursor(dsn: str, query: str, *args: object) -> tuple[int, float, float]:
+    """Read ``query``'s rows through a server-side cursor; return how many,
+    the time to the first row and the total seconds (connecting excluded)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        started = time.monotonic()
+        rows = 0
+        first = None
+        async with conn.transaction(readonly=True):
+            async for _ in conn.cursor(query, *args, prefetch=PREFETCH):
+                if first is None:
+                    first = time.monotonic() - started
+                rows += 1
+        return rows, first or 0.0, time.monotonic() - started
+    finally:
+        await conn.close()
+
+
+async def run(dsn: str, url: str, pid: int, account: str, rows: int) -> list[Measured]:
     results = []
-    for name, path in (("entries of one account", f"/v1/accounts/{account}/entries"), ("events", "/v1/events")):
+    for name, path, query, args in (
+        ("entries of one account", f"/v1/accounts/{account}/entries", ENTRY_ROWS, (uuid.UUID(account),)),
+        ("events", "/v1/events", EVENT_ROWS, ()),
+    ):
         for limit in (rows // 10, rows):
+            raw_count, raw_first, raw_seconds = await raw_cursor(dsn, query, *args, limit)
+            reset_peak_rss(pid)
+            before = status_mib(pid, "VmRSS")
             count, ttfb, seconds = await measure(url, path, limit)
-            assert count == limit, (count, limit)
-            results.append((name, count, count / seconds, ttfb * 1000, peak_rss_mib(pid)))
+            assert count == raw_count == limit, (count, raw_count, limit)
+            result = Measured(
+                name,
+                count,
+                count / seconds,
+                raw_count / raw_seconds,
+                ttfb * 1000,
+                raw_first * 1000,
+                before,
+                status_mib(pid, "VmHWM"),
+            )
+            results.append(result)
             print(
-                f"  {name}: {count:,} rows, {count / seconds:,.0f} rows/s, first byte {ttfb * 1000:.0f} ms, "
-                f"service peak RSS {results[-1][-1]} MiB",
+                f"  {name}: {count:,} rows, {result.per_s:,.0f} rows/s "
+                f"(raw cursor {result.raw_per_s:,.0f}, ratio {result.per_s / result.raw_per_s:.2f}), "
+                f"first byte {result.ttfb_ms:.0f} ms, service RSS {before:.0f} MiB, "
+                f"peak {result.rss_peak:.0f} MiB (+{result.rss_peak - before:.1f})",
                 flush=True,
             )
     return results
@@ -80,10 +153,35 @@ def main() -> None:
     with database() as dsn:
         account = asyncio.run(build(dsn, args.rows))
         with service(dsn) as (url, pid):
-            results = asyncio.run(run(url, pid, account, args.rows))
+            results = asyncio.run(run(dsn, url, pid, account, args.rows))
     print_table(
-        ["stream", "rows", "rows/s", "time to first byte (ms)", "service peak RSS after it (MiB)"],
-        [[name, f"{n:,}", f"{per_s:,.0f}", f"{ttfb:.0f}", str(rss)] for name, n, per_s, ttfb, rss in results],
+        [
+            "stream",
+            "rows",
+            "rows/s",
+            "raw cursor rows/s",
+            "ratio to raw cursor",
+            "time to first byte (ms)",
+            "raw cursor's first row (ms)",
+            "service RSS before (MiB)",
+            "peak during the stream (MiB)",
+            "growth (MiB)",
+        ],
+        [
+            [
+                r.stream,
+                f"{r.rows:,}",
+                f"{r.per_s:,.0f}",
+                f"{r.raw_per_s:,.0f}",
+                f"{r.per_s / r.raw_per_s:.2f}",
+                f"{r.ttfb_ms:.1f}",
+                f"{r.raw_first_ms:.1f}",
+                f"{r.rss_before:.1f}",
+                f"{r.rss_peak:.1f}",
+                f"{r.rss_peak - r.rss_before:.1f}",
+            ]
+            for r in results
+        ],
     )
 
 

@@ -14,7 +14,7 @@ from ledger.api.keys import STREAM_POOL, STREAMS
 from ledger.config import Settings
 from ledger.domain.events import RecordedEvent, event_from_data
 from ledger.domain.ledger import Ledger
-from ledger.store.history import ENTRIES
+from ledger.store.lines import ENTRY_PAGE, EVENT_PAGE
 from tests.conftest import transfer_body
 
 
@@ -227,6 +227,25 @@ async def test_a_client_that_leaves_mid_stream_gives_its_connection_back(client,
     assert pool.get_idle_size() == pool.get_size()
 
 
+async def test_a_client_that_leaves_while_lines_are_read_gives_a_working_connection_back(client, open_account, db):
+    a, b = await open_account(), await open_account()
+    for _ in range(2):
+        batch = {"transfers": [transfer_body(a, b, "1.00", metadata={"pad": "x" * 400}) for _ in range(8190)]}
+        assert (await client.post("/v1/transfer-batches", json=batch)).status == 200
+    # More lines than the sockets between hold: the service is still reading when the client leaves.
+    response = await client.get("/v1/events")
+    assert (await response.content.readline()).startswith(b'{"seq":1,')
+    response.close()
+    await asyncio.wait_for(client.app[STREAMS].wait_idle(), timeout=10)
+    pool = client.app[STREAM_POOL]
+    assert pool.get_idle_size() == pool.get_size()
+    # Every connection of the pool serves the next streams.
+    head = await db.fetchval("SELECT seq FROM ledger_head")
+    for _ in range(pool.get_max_size() + 1):
+        tail = await lines(await client.get("/v1/events", params={"after_seq": str(head - 2)}))
+        assert [e["seq"] for e in tail] == [head - 1, head]
+
+
 async def test_an_exhausted_stream_pool_answers_503_after_a_bounded_wait(client):
     followers = [await client.get("/v1/events", params={"follow": "true"}) for _ in range(2)]
     response = await client.get("/v1/events")
@@ -252,8 +271,16 @@ async def test_following_streams_end_cleanly_when_the_service_stops(database_url
 
 async def test_an_accounts_entries_are_a_range_scan_of_the_primary_key(db):
     # Plan as if the table were large, so the planner cannot prefer a scan of all of it.
-    await db.execute("SET enable_seqscan = off")
-    plan = "\n".join(r[0] for r in await db.fetch("EXPLAIN " + ENTRIES, uuid.uuid4(), 0, None))
+    await db.execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+    plan = "\n".join(r[0] for r in await db.fetch("EXPLAIN " + ENTRY_PAGE, 0, 1000, uuid.uuid4(), 2))
     assert "Index Scan using entries_pkey on entries" in plan
     assert "Index Cond: ((account_id = " in plan and "AND (seq > " in plan
-    assert "Filter" not in plan
+    assert "Filter" not in plan and "Sort" not in plan
+
+
+async def test_the_events_are_a_range_scan_of_the_primary_key(db):
+    await db.execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+    plan = "\n".join(r[0] for r in await db.fetch("EXPLAIN " + EVENT_PAGE, 0, 1000))
+    assert "Index Scan using events_pkey on events" in plan
+    assert "Index Cond: (seq > " in plan
+    assert "Filter" not in plan and "Sort" not in plan

@@ -4,23 +4,17 @@ an account's balance as of a past seq."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
-import asyncpg
-import msgspec
 from aiohttp import web
 
-from ..domain import money
-from ..domain.chain import format_timestamp
 from ..domain.codes import Code, InvalidField
-from ..store import history
+from ..store import history, lines
 from ..store.connection import Conn
-from ..store.rows import balance_from_row
 from . import codec
 from .keys import SETTINGS, STOPPING, WAKEUPS
 from .openapi import NDJSON, documented
 from .paths import account_in_path
-from .responses import BalanceAsOf, EntryLine, EventLine, balance_as_of, balance_out
+from .responses import BalanceAsOf, EntryLine, EventLine, balance_as_of
 from .schemas import BalanceQuery, EntriesQuery, EventsQuery, given
 from .streams import NdjsonResponse, refuse_past_head, stream, stream_connection
 
@@ -40,13 +34,11 @@ async def account_entries(request: web.Request) -> web.StreamResponse:
     balance right after it."""
     account = await account_in_path(request)
     query = codec.convert(dict(request.query), EntriesQuery)
-    scale = account.scale
 
     async def body(conn: Conn, out: NdjsonResponse) -> None:
-        rows = history.entries(conn, account.id, after_seq=query.after_seq, limit=given(query.limit))
-        async with contextlib.aclosing(rows):
-            async for row in rows:
-                await out.line(_entry_out(row, scale))
+        await lines.send_entry_lines(
+            conn, out.send, account.id, scale=account.scale, after_seq=query.after_seq, limit=given(query.limit)
+        )
 
     return await stream(request, body)
 
@@ -92,24 +84,8 @@ async def events(request: web.Request) -> web.StreamResponse:
 async def _events_after(conn: Conn, out: NdjsonResponse, last: int, left: int | None) -> tuple[int, int | None]:
     """Write the events after ``last`` (at most ``left``); return the new last
     seq and how many may still be written."""
-    rows = history.events(conn, after_seq=last, limit=left)
-    async with contextlib.aclosing(rows):
-        async for row in rows:
-            await out.line(
-                EventLine(
-                    seq=row["seq"],
-                    type=row["type"],
-                    stream_id=row["stream_id"],
-                    data=msgspec.Raw(row["data"]),
-                    metadata=msgspec.Raw(row["metadata"]),
-                    recorded_at=format_timestamp(row["recorded_at"]),
-                    hash=row["hash"].hex(),
-                )
-            )
-            last = row["seq"]
-            if left is not None:
-                left -= 1
-    return last, left
+    sent = await lines.send_event_lines(conn, out.send, after_seq=last, limit=left)
+    return sent.last_seq, None if left is None else left - sent.lines
 
 
 async def _wait(woken: asyncio.Event, stopping: asyncio.Event, timeout: float) -> bool:
@@ -146,15 +122,3 @@ async def balance(request: web.Request) -> web.Response:
             raise InvalidField(f"account {account.id} was opened after event {seq}", "as_of_seq")
         past = await history.balance_as_of(conn, account.id, seq)
     return codec.respond(request, balance_as_of(account, seq, past))
-
-
-def _entry_out(row: asyncpg.Record, scale: int) -> EntryLine:
-    return EntryLine(
-        seq=row["seq"],
-        transfer_id=row["transfer_id"],
-        type=row["type"],
-        side=row["side"],
-        amount=money.format_amount(row["amount"], scale),
-        balance=balance_out(balance_from_row(row), scale),
-        recorded_at=format_timestamp(row["recorded_at"]),
-    )

@@ -4,7 +4,7 @@ Streams take their connections from a pool of their own (``STREAM_POOL``),
 so that long readers can never take the connections writes and point reads
 need; when it is exhausted a new stream waits ``stream_wait`` seconds and
 then gets 503 ``unavailable``. Each chunk write is awaited, so a slow client
-slows the cursor feeding it instead of growing memory.
+slows the query feeding it instead of growing memory.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NoReturn
+from typing import NoReturn
 
-import msgspec
 from aiohttp import web
 
 from ..domain.codes import InvalidField
@@ -30,8 +29,6 @@ NDJSON = "application/x-ndjson"
 #: Bytes gathered before a write: large enough to amortise the write, small
 #: enough that a stream's memory does not depend on its length.
 CHUNK = 64 * 1024
-
-_encoder = msgspec.json.Encoder()
 
 
 @contextlib.asynccontextmanager
@@ -67,7 +64,8 @@ async def refuse_past_head(request: web.Request, value: int, head: int, field: s
 
 
 class NdjsonResponse:
-    """One JSON document a line, buffered into chunks of about :data:`CHUNK`."""
+    """NDJSON text (whole lines, each ending in a newline), written in
+    chunks of at least :data:`CHUNK` bytes, or less at a :meth:`flush`."""
 
     def __init__(self, request: web.Request) -> None:
         self.response = web.StreamResponse(headers={REQUEST_ID: request_id(request)})
@@ -78,9 +76,13 @@ class NdjsonResponse:
     async def prepare(self) -> None:
         await self.response.prepare(self._request)
 
-    async def line(self, document: Any) -> None:
-        _encoder.encode_into(document, self._buffer, -1)
-        self._buffer += b"\n"
+    async def send(self, lines: bytes) -> None:
+        """Send ``lines`` (one or more whole lines), gathered with those
+        before them until there are :data:`CHUNK` bytes."""
+        if not self._buffer and len(lines) >= CHUNK:
+            await self.response.write(lines)
+            return
+        self._buffer += lines
         if len(self._buffer) >= CHUNK:
             await self.flush()
 

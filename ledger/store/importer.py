@@ -19,11 +19,14 @@ import asyncpg
 import msgspec
 
 from ..domain.events import EVENT_TYPES
-from .export import DELIMITER, QUOTE
 from .head import LOCK
 from .rebuild import Rebuilt, rebuild_locked
 from .replay import ChainBroken
 from .tree import grow, read_tip
+
+#: How COPY reads an export: each line one CSV column, quoted and delimited
+#: by control characters that JSON text never holds raw, so taken as it is.
+QUOTE, DELIMITER = "\x01", "\x02"
 
 _STAGE = """
     CREATE TEMP TABLE import_lines (line bigint GENERATED ALWAYS AS IDENTITY, text text NOT NULL)
