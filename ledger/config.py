@@ -93,6 +93,8 @@ class Settings:
     stream_wait: float = 2.0
     #: Seconds of silence after which a following stream writes an empty line.
     stream_keepalive: float = 15.0
+    #: Bytes of new events a follower may fall behind before it is cut off.
+    follow_buffer: int = 8 << 20
     #: A log line per request (:mod:`ledger.api.access_log`).
     access_log: bool = True
     #: ``text`` or ``json`` (:mod:`ledger.logs`).
@@ -180,6 +182,7 @@ class Settings:
             stream_pool_size=number("LEDGER_STREAM_POOL_SIZE", 8, 1),
             stream_wait=number("LEDGER_STREAM_WAIT", 2.0, 0.0, 600.0),
             stream_keepalive=number("LEDGER_STREAM_KEEPALIVE", 15.0, 0.001, 3600.0),
+            follow_buffer=number("LEDGER_FOLLOW_BUFFER", 8 << 20, 1024),
             access_log=switch("LEDGER_ACCESS_LOG", True),
             workers=number("LEDGER_WORKERS", 1, 1, MAX_WORKERS),
             uvloop=switch("LEDGER_UVLOOP", True),

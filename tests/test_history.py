@@ -2,6 +2,7 @@
 event feed (and following it live), and balances as of a past seq."""
 
 import asyncio
+import dataclasses
 import random
 import uuid
 
@@ -10,7 +11,7 @@ import msgspec
 import pytest
 
 from ledger.api.app import create_app
-from ledger.api.keys import STREAM_POOL, STREAMS
+from ledger.api.keys import FEED, STREAM_POOL, STREAMS
 from ledger.config import Settings
 from ledger.domain.events import RecordedEvent, event_from_data
 from ledger.domain.ledger import Ledger
@@ -247,15 +248,90 @@ async def test_a_client_that_leaves_while_lines_are_read_gives_a_working_connect
 
 
 async def test_an_exhausted_stream_pool_answers_503_after_a_bounded_wait(client):
-    followers = [await client.get("/v1/events", params={"follow": "true"}) for _ in range(2)]
+    pool = client.app[STREAM_POOL]
+    held = [await pool.acquire() for _ in range(pool.get_max_size())]  # as long streams would
     response = await client.get("/v1/events")
     assert response.status == 503
     assert response.headers["Retry-After"] == "1"
     assert (await response.json())["error"]["code"] == "unavailable"
     # Writes do not use the stream pool: they go on while streams hold it all.
     assert (await client.post("/v1/accounts", json={"currency": "USD", "scale": 2})).status == 201
+    for conn in held:
+        await pool.release(conn)
+
+
+async def test_followers_hold_no_stream_connection_once_caught_up(client, open_account):
+    followers = [await client.get("/v1/events", params={"follow": "true"}) for _ in range(5)]
+    await open_account()
+    for follower in followers:
+        assert (await read_events(follower, 1))[0]["seq"] == 1
+    pool = client.app[STREAM_POOL]
+    assert pool.get_idle_size() == pool.get_size()  # five followers, a pool of two, all idle
     for follower in followers:
         follower.close()
+
+
+async def test_many_followers_each_get_every_event_in_order_from_one_read_per_page(client, open_account):
+    followers = [await client.get("/v1/events", params={"follow": "true"}) for _ in range(50)]
+    a, b = await open_account(), await open_account()
+    reads_before = client.app[FEED].reads
+    bodies = [transfer_body(a, b, "1.00") for _ in range(100)]
+    readings = [asyncio.ensure_future(read_events(f, 2 + len(bodies))) for f in followers]
+    statuses = await asyncio.gather(*(client.post("/v1/transfers", json=body) for body in bodies))
+    assert {r.status for r in statuses} == {201}
+    for seen in await asyncio.gather(*readings):
+        assert [e["seq"] for e in seen] == list(range(1, 3 + len(bodies)))
+    # One read of the log per new head, whatever the number of followers.
+    assert client.app[FEED].reads - reads_before <= len(bodies) + 2
+    for follower in followers:
+        follower.close()
+
+
+async def test_a_follower_that_stops_reading_is_cut_off_and_the_others_go_on(
+    client, open_account, aiohttp_client, settings, database_url
+):
+    slow_app = create_app(dataclasses.replace(settings, follow_buffer=64 * 1024))
+    slow_client = await aiohttp_client(slow_app)
+    a, b = await open_account(), await open_account()
+    # A client that sends its request and never reads: the socket's buffers
+    # fill, the stream's writes wait, and the feed's pages pile up for it.
+    host, port = slow_client.server.host, slow_client.server.port
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(f"GET /v1/events?follow=true HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    reading = await slow_client.get("/v1/events", params={"follow": "true"})
+    await read_events(reading, 2)
+    subscriptions = slow_app[FEED]._subscriptions
+    for _ in range(60):  # batches until the silent one falls past its buffer
+        items = [transfer_body(a, b, "0.01", metadata={"pad": "x" * 900}) for _ in range(500)]
+        assert (await client.post("/v1/transfer-batches", json={"transfers": items})).status == 200
+        await read_events(reading, len(items))  # the reading follower keeps up
+        if any(s.cut for s in subscriptions):
+            break
+    [cut] = [s for s in subscriptions if s.cut]
+    assert cut.buffered == 0 and not cut.pages  # it holds nothing any more
+    # Once the silent client reads, it gets a gapless run and a last line saying why it ends.
+    raw = await asyncio.wait_for(reader.read(), timeout=30)
+    body = raw.split(b"\r\n\r\n", 1)[1]
+    lines = [line for line in _dechunked(body).splitlines() if line.strip()]
+    last = msgspec.json.decode(lines[-1])
+    assert last["error"]["code"] == "unavailable" and "cut off" in last["error"]["message"]
+    seqs = [msgspec.json.decode(line)["seq"] for line in lines[:-1]]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert f"after_seq={seqs[-1]}" in last["error"]["message"]
+    writer.close()
+    reading.close()
+
+
+def _dechunked(body: bytes) -> bytes:
+    """An HTTP/1.1 chunked body, its chunks joined."""
+    out, rest = b"", body
+    while rest:
+        size, _, rest = rest.partition(b"\r\n")
+        if int(size, 16) == 0:
+            break
+        out, rest = out + rest[: int(size, 16)], rest[int(size, 16) + 2 :]
+    return out
 
 
 async def test_following_streams_end_cleanly_when_the_service_stops(database_url, aiohttp_server):

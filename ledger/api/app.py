@@ -17,6 +17,7 @@ from ..store import migrations, replica
 from ..store.coalescer import Coalescer
 from ..store.connection import connect, create_pool
 from ..store.expiry import Expirer
+from ..store.feed import Feed
 from ..store.follow import HeadPoller, Notifications
 from ..store.retry import CONNECTION_LOST
 from ..store.writer import Clock, Writer
@@ -29,10 +30,10 @@ from .keys import (
     COALESCER,
     DSN,
     EXPIRER,
+    FEED,
     POOL,
     READ_DSN,
     SETTINGS,
-    STOPPING,
     STREAM_POOL,
     STREAMS,
     WAKEUPS,
@@ -60,9 +61,18 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[STREAMS] = OpenStreams()
-    app[STOPPING] = asyncio.Event()
     app.cleanup_ctx.extend(
-        [database_ctx, pool_ctx, checkpoints_ctx, stream_pool_ctx, wakeups_ctx, writer_ctx, expiry_ctx, sampler_ctx]
+        [
+            database_ctx,
+            pool_ctx,
+            checkpoints_ctx,
+            stream_pool_ctx,
+            wakeups_ctx,
+            feed_ctx,
+            writer_ctx,
+            expiry_ctx,
+            sampler_ctx,
+        ]
     )
     app.on_shutdown.append(_stop_following)
     for module in (accounts, transfers, history, checkpoints, proofs, admin, health, monitoring, openapi):
@@ -151,9 +161,19 @@ async def wakeups_ctx(app: web.Application) -> AsyncIterator[None]:
     await _cancelled(task)
 
 
+async def feed_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The feed of new events for this process's followers, on a connection
+    of its own to where long reads go."""
+    feed = Feed(app[READ_DSN], app[WAKEUPS], max_buffered=app[SETTINGS].follow_buffer)
+    app[FEED] = feed
+    task = asyncio.create_task(feed.run(), name="ledger-feed")
+    yield
+    await _cancelled(task)
+
+
 async def _stop_following(app: web.Application) -> None:
     """On shutdown, following streams end (cleanly) instead of holding it up."""
-    app[STOPPING].set()
+    app[FEED].stop()
 
 
 async def writer_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -3,18 +3,18 @@ an account's balance as of a past seq."""
 
 from __future__ import annotations
 
-import asyncio
-
+import msgspec
 from aiohttp import web
 
 from ..domain.codes import Code, InvalidField
 from ..store import history, lines
 from ..store.connection import Conn
+from ..store.feed import Subscription
 from . import codec
-from .keys import SETTINGS, STOPPING, WAKEUPS
+from .keys import FEED, SETTINGS
 from .openapi import NDJSON, documented
 from .paths import account_in_path
-from .responses import BalanceAsOf, EntryLine, EventLine, balance_as_of
+from .responses import BalanceAsOf, EntryLine, EventLine, balance_as_of, error_out
 from .schemas import BalanceQuery, EntriesQuery, EventsQuery, given
 from .streams import NdjsonResponse, refuse_past_head, stream, stream_connection
 
@@ -52,51 +52,82 @@ async def account_entries(request: web.Request) -> web.StreamResponse:
 )
 async def events(request: web.Request) -> web.StreamResponse:
     """The log after ``after_seq``; with ``follow``, then each new event as it
-    commits, woken by NOTIFY, with an empty line after each quiet
-    ``stream_keepalive`` seconds, until the client leaves or the service stops."""
+    commits, with an empty line after each quiet ``stream_keepalive`` seconds,
+    until the client leaves or the service stops.
+
+    A follower catches up on a stream connection to where the process's
+    :class:`~ledger.store.feed.Feed` stood when it subscribed, gives the
+    connection back, and from then on writes what the feed hands it: one
+    read of each new page serves every follower. One that falls more than
+    ``LEDGER_FOLLOW_BUFFER`` bytes behind is cut off with a final error line."""
     query = codec.convert(dict(request.query), EventsQuery)
-    settings = request.app[SETTINGS]
-    stopping = request.app[STOPPING]
+    if not query.follow:
 
-    async def body(conn: Conn, out: NdjsonResponse) -> None:
-        if not query.follow:
-            await _events_after(conn, out, query.after_seq, given(query.limit))
-            return
-        woken = asyncio.Event()
-        # Subscribed before the first read: a commit after its snapshot then
-        # always wakes the next one.
-        async with request.app[WAKEUPS].subscribed(conn, woken.set):
-            last, left = query.after_seq, given(query.limit)
-            while True:
-                woken.clear()
-                last, left = await _events_after(conn, out, last, left)
+        async def all_of_it(conn: Conn, out: NdjsonResponse) -> None:
+            await lines.send_event_lines(conn, out.send, after_seq=query.after_seq, limit=given(query.limit))
+
+        return await stream(request, all_of_it)
+    with request.app[FEED].subscribed() as subscription:
+        follower = _Follower(request, subscription, query.after_seq, given(query.limit))
+        return await stream(request, follower.catch_up, then=follower.follow)
+
+
+class _Follower:
+    """Where one following stream is: the last seq it sent, and how many
+    events it may still send (``None``: no limit)."""
+
+    def __init__(self, request: web.Request, subscription: Subscription, last: int, left: int | None) -> None:
+        self._request = request
+        self._subscription = subscription
+        self.last = last
+        self.left = left
+
+    async def catch_up(self, conn: Conn, out: NdjsonResponse) -> None:
+        """Send the events after :attr:`last` up to where the feed started."""
+        behind = self._subscription.start - self.last
+        if behind > 0 and self.left != 0:
+            sent = await lines.send_event_lines(
+                conn, out.send, after_seq=self.last, limit=behind if self.left is None else min(behind, self.left)
+            )
+            self._sent(sent.lines, sent.last_seq)
+        await out.flush()
+
+    async def follow(self, out: NdjsonResponse) -> None:
+        """Send what the feed hands on, until the limit, the client leaves, the
+        service stops, or the follower falls too far behind."""
+        keepalive = self._request.app[SETTINGS].stream_keepalive
+        while self.left != 0:
+            page = await self._subscription.next(keepalive)
+            if self._subscription.cut:
+                await out.send(_too_slow(self._subscription.max_buffered, self.last))
+                return
+            if self._subscription.stopped:
+                return
+            if page is None:
+                await out.empty_line()
+                continue
+            text = page.after(self.last)
+            if self.left is not None:
+                text = b"".join(text.splitlines(keepends=True)[: self.left])
+            count = text.count(b"\n")
+            if count:
+                await out.send(text)
                 await out.flush()
-                if left == 0:
-                    return
-                if not await _wait(woken, stopping, settings.stream_keepalive):
-                    await out.empty_line()
-                if stopping.is_set():
-                    return
+                self._sent(count, self.last + count)
 
-    return await stream(request, body)
+    def _sent(self, count: int, last_seq: int) -> None:
+        self.last = last_seq
+        if self.left is not None:
+            self.left -= count
 
 
-async def _events_after(conn: Conn, out: NdjsonResponse, last: int, left: int | None) -> tuple[int, int | None]:
-    """Write the events after ``last`` (at most ``left``); return the new last
-    seq and how many may still be written."""
-    sent = await lines.send_event_lines(conn, out.send, after_seq=last, limit=left)
-    return sent.last_seq, None if left is None else left - sent.lines
-
-
-async def _wait(woken: asyncio.Event, stopping: asyncio.Event, timeout: float) -> bool:
-    """Wait until woken or stopping; ``False`` if ``timeout`` passed first."""
-    waiters = [asyncio.ensure_future(woken.wait()), asyncio.ensure_future(stopping.wait())]
-    try:
-        done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-    return bool(done)
+def _too_slow(max_buffered: int, last: int) -> bytes:
+    """The last line of a follower cut off for falling behind."""
+    message = (
+        f"this follower fell more than {max_buffered} bytes behind the log and is cut off; "
+        f"reconnect with after_seq={last}"
+    )
+    return msgspec.json.encode(error_out(str(Code.UNAVAILABLE), message, None)) + b"\n"
 
 
 @routes.get("/v1/accounts/{id}/balance")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -11,6 +10,7 @@ from aiohttp import web
 from ..config import Settings
 from ..store.coalescer import Coalescer
 from ..store.expiry import Expirer
+from ..store.feed import Feed
 from ..store.follow import Wakeups
 from ..store.writer import Clock, Writer
 from .stream_state import OpenStreams
@@ -30,9 +30,9 @@ STREAM_POOL = web.AppKey("stream_pool", asyncpg.Pool)
 READ_DSN = web.AppKey("read_dsn", str)
 #: How following streams learn that the log grew.
 WAKEUPS = web.AppKey("wakeups", Wakeups)
+#: The new events, read once for every follower of the process.
+FEED = web.AppKey("feed", Feed)
 STREAMS = web.AppKey("streams", OpenStreams)
-#: Set when the service begins to shut down: following streams end.
-STOPPING = web.AppKey("stopping", asyncio.Event)
 WRITER = web.AppKey("writer", Writer)
 #: Where every write goes: the group commit in front of the writer.
 COALESCER = web.AppKey("coalescer", Coalescer)

@@ -103,21 +103,31 @@ class NdjsonResponse:
         return self.response
 
 
-async def stream(request: web.Request, body: Callable[[Conn, NdjsonResponse], Awaitable[None]]) -> web.StreamResponse:
+async def stream(
+    request: web.Request,
+    body: Callable[[Conn, NdjsonResponse], Awaitable[None]],
+    *,
+    then: Callable[[NdjsonResponse], Awaitable[None]] | None = None,
+) -> web.StreamResponse:
     """Take a stream connection (or answer 503), then run ``body(conn, out)``
-    against a prepared :class:`NdjsonResponse` and end it.
+    against a prepared :class:`NdjsonResponse`; give the connection back,
+    run ``then(out)`` if given, and end the stream.
 
     A client that goes away ends the stream quietly. A failure once the
     stream has started cannot become an error response any more: it is
     logged and the connection is cut, so the client sees a truncated stream
     (no final chunk) rather than one that looks complete.
     """
-    async with stream_connection(request) as conn:
+    async with contextlib.AsyncExitStack() as held:
+        conn = await held.enter_async_context(stream_connection(request))
         out = NdjsonResponse(request)
         await out.prepare()
         try:
             with request.app[STREAMS].open(route_template(request) or "unmatched"):
                 await body(conn, out)
+                if then is not None:
+                    await held.aclose()
+                    await then(out)
                 return await out.finish()
         except ConnectionError:
             log.info("stream %s: the client went away", request_id(request))
