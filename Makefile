@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test migrate bench-reconcile bench-streams bench-writes bench-workers bench-http bench-queries bench-export bench-proofs bench-ab clean
+.PHONY: run test migrate bench-reconcile bench-streams bench-writes bench-workers bench-http bench-queries bench-export bench-proofs bench-followers bench-ab clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ bench-export: $(STAMP)
 # Inclusion and consistency proofs and checkpoints at 1M events, beside a raw point read.
 bench-proofs: $(STAMP)
 	$(BIN)/python -m bench.proofs $(BENCH_ARGS)
+
+# 50 followers of /v1/events under write load: delivery p50/p99.
+bench-followers: $(STAMP)
+	$(BIN)/python -m bench.followers $(BENCH_ARGS)
 
 # HEAD beside another commit (BASE=rev), alternating, in one run.
 bench-ab: $(STAMP)
