@@ -173,3 +173,12 @@ def test_a_frontier_read_back_by_its_subtrees_continues_the_same_tree():
     read = merkle.Frontier(13, tuple(subtree(level, index) for level, index in merkle.frontier_of(13)))
     grown, _ = read.append([merkle.leaf_hash(e) for e in entries[13:]])
     assert grown.root() == mth(entries)
+
+
+def test_a_frontier_gives_only_the_subtrees_from_the_level_asked_for():
+    leaves = [merkle.leaf_hash(b"%d" % i) for i in range(100)]
+    start, _ = merkle.Frontier().append(leaves[:37])
+    every = start.append(leaves[37:])
+    high = start.append(leaves[37:], from_level=4)
+    assert high[0] == every[0]
+    assert high[1] == [node for node in every[1] if node[0] >= 4]

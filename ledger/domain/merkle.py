@@ -153,21 +153,26 @@ class Frontier:
             result = node_hash(left, result)
         return result
 
-    def append(self, leaves: Sequence[bytes]) -> tuple[Frontier, list[Node]]:
+    def append(self, leaves: Sequence[bytes], *, from_level: int = 0) -> tuple[Frontier, list[Node]]:
         """The frontier once ``leaves`` (leaf hashes) follow, and the complete
-        subtrees they complete, leaves first, each parent after its children."""
-        stack = [(level, hash) for (level, _), hash in zip(frontier_of(self.size), self.hashes, strict=True)]
+        subtrees of ``from_level`` levels and more that they complete, each
+        parent after its children."""
+        levels = [level for level, _ in frontier_of(self.size)]
+        hashes = list(self.hashes)
         size = self.size
         nodes: list[Node] = []
         for leaf in leaves:
-            nodes.append((0, size, leaf))
+            if from_level == 0:
+                nodes.append((0, size, leaf))
             level, hash = 0, leaf
             size += 1
             # A subtree of 2^level leaves is complete and joins its left
             # sibling as long as the size has that bit clear above it.
-            while stack and stack[-1][0] == level:
-                _, left = stack.pop()
-                level, hash = level + 1, node_hash(left, hash)
-                nodes.append((level, (size >> level) - 1, hash))
-            stack.append((level, hash))
-        return Frontier(size, tuple(h for _, h in stack)), nodes
+            while levels and levels[-1] == level:
+                levels.pop()
+                level, hash = level + 1, node_hash(hashes.pop(), hash)
+                if level >= from_level:
+                    nodes.append((level, (size >> level) - 1, hash))
+            levels.append(level)
+            hashes.append(hash)
+        return Frontier(size, tuple(hashes)), nodes

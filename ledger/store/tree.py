@@ -158,6 +158,6 @@ async def grow(conn: Conn, tree: Frontier, *, chunk: int = 10_000, prefetch: int
 
 
 async def _grown(conn: Conn, tree: Frontier, leaves: list[bytes]) -> Frontier:
-    grown, nodes = tree.append(leaves)
+    grown, nodes = tree.append(leaves, from_level=STORED_FROM)
     await write_subtrees(conn, nodes)
     return grown

@@ -59,7 +59,7 @@ from .head import NOTIFY_CHANNEL, LogHead
 from .projections import Projection, projection, projection_ctes
 from .rows import ACCOUNT_SELECT, TRANSFER_SELECT, account_from_row, transfer_from_row
 from .tables import EVENTS, Placeholders
-from .tree import insert_subtrees, read_tip, subtree_arguments, write_subtrees
+from .tree import STORED_FROM, insert_subtrees, read_tip, subtree_arguments, write_subtrees
 
 _LOAD_ACCOUNTS = ACCOUNT_SELECT + " WHERE a.id = ANY($1::uuid[])"
 _LOAD_TRANSFERS = TRANSFER_SELECT + " WHERE id = ANY($1::uuid[])"
@@ -315,7 +315,7 @@ def seal(decided: Decided, *, copy_from: int = COPY_FROM) -> Sealed:
         return Sealed(decided, decided.basis, decided.tree, Unchanged())
     rows = projection(decided.ledger, [(o.record, o.entries) for o in decided.recorded])
     after = decided.basis._replace(seq=decided.ledger.last_seq, hash=decided.last_hash)
-    tree, subtrees = decided.tree.append(decided.leaves)
+    tree, subtrees = decided.tree.append(decided.leaves, from_level=STORED_FROM)
     if len(decided.events) < copy_from:
         return Sealed(decided, after, tree, Statement(rows, decided.events, subtrees))
     events = CopyText(EVENTS, event_line, decided.events)
