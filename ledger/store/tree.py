@@ -55,9 +55,8 @@ def insert_subtrees(p: Placeholders, *, when: str = "TRUE") -> str:
 
 
 def subtree_arguments(nodes: Sequence[Node]) -> dict[str, list[int] | list[bytes]]:
-    """The arguments of :func:`insert_subtrees`, by name: the nodes of
-    ``nodes`` that are stored (from :data:`STORED_FROM` up)."""
-    nodes = [node for node in nodes if node[0] >= STORED_FROM]
+    """The arguments of :func:`insert_subtrees`, by name (``nodes`` of
+    :data:`STORED_FROM` levels and more)."""
     return {
         "levels": [level for level, _, _ in nodes],
         "indexes": [index for _, index, _ in nodes],
