@@ -75,11 +75,14 @@ async def write_subtrees(conn: Conn, nodes: Sequence[Node]) -> None:
         await conn.execute(_INSERT, *_insert.arguments(arguments))
 
 
-async def read_tip(conn: Conn) -> tuple[LogHead, Frontier]:
+async def read_tip(conn: Conn, known: tuple[LogHead, Frontier] | None = None) -> tuple[LogHead, Frontier]:
     """The head of the log and the frontier of its tree, as ``conn`` sees
-    them. (Stored subtrees never change, and those of the head's tree
-    commit with it: a later snapshot holds them too.)"""
+    them; ``known``'s frontier, without reading it, when the head is still
+    ``known``'s. (Stored subtrees never change, and those of the head's
+    tree commit with it: a later snapshot holds them too.)"""
     head = await read_head(conn)
+    if known is not None and known[0] == head:
+        return known
     frontier = frontier_of(head.seq)
     subtrees = await read_subtrees(conn, frontier)
     return head, Frontier(head.seq, tuple(subtrees(level, index) for level, index in frontier))

@@ -22,8 +22,9 @@ import asyncpg
 
 from .. import metrics
 from ..domain.ledger import Outcome
+from ..domain.merkle import Frontier
 from .connection import connect, widen_send_buffer
-from .head import LOCK
+from .head import LOCK, LogHead
 from .retry import CONFLICTS, CONNECTION_LOST, RetryPolicy, retrying
 from .tree import read_tip
 from .write_path import (
@@ -109,6 +110,9 @@ class Writer:
         self._lock = asyncio.Lock()
         #: Attempts that failed and were retried, since start (for health and tests).
         self.retries = 0
+        #: The head and tree of the log as this writer last left or read them:
+        #: a frontier it need not read again while the head is still there.
+        self._tip: tuple[LogHead, Frontier] | None = None
         #: Sealed batches that were decided again under the lock, because the
         #: head had moved on from the one they were decided after.
         self.decided_again = 0
@@ -132,7 +136,8 @@ class Writer:
     async def at_head(self) -> Decided:
         """Nothing decided yet, against the log as it stands now (its head
         read on the reading connection)."""
-        return Decided.at(*await self._read(read_tip))
+        self._tip = await self._read(read_tip, self._tip)
+        return Decided.at(*self._tip)
 
     async def decide(self, decided: Decided, requests: Sequence[AppendRequest]) -> None:
         """Decide ``requests`` into ``decided``, first reading what its ledger
@@ -149,6 +154,10 @@ class Writer:
     def seal(self, decided: Decided) -> Sealed:
         """:func:`~ledger.store.write_path.seal` ``decided`` for this writer."""
         return seal(decided, copy_from=self._copy_from)
+
+    def _counted(self, committed: Committed, started: float) -> Committed:
+        self._tip = (committed.head, committed.sealed.tree)
+        return _counted(committed, started)
 
     async def _read(self, read: Callable[..., Awaitable[T]], *args: Any) -> T:
         """``read(connection, *args)`` on the reading connection, opened anew
@@ -167,13 +176,13 @@ class Writer:
             if isinstance(batch, Sealed):
                 match await write(conn, batch):
                     case Committed() as committed:
-                        return _counted(committed, started)
+                        return self._counted(committed, started)
                     case HeadMoved() as moved:
                         self.decided_again += 1
                         batch = moved.again()
             async with _locked_transaction(conn):
                 committed = await decide_under_lock(conn, batch, now=self._clock(), copy_from=self._copy_from)
-            return _counted(committed, started)
+            return self._counted(committed, started)
         except CONNECTION_LOST:
             await self.close()
             self.retries += 1
