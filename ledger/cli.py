@@ -63,8 +63,6 @@ def _reconcile(settings: Settings, repair: bool) -> int:
     """Print the reconciliation report as JSON; exit 0 if the ledger is clean,
     1 if not. The hash chain is checked in a process per core, and a progress
     bar goes to stderr when it is a terminal."""
-    import os
-
     import msgspec
 
     from .api.responses import report_out
@@ -76,8 +74,7 @@ def _reconcile(settings: Settings, repair: bool) -> int:
 
     async def run(conn: asyncpg.Connection, dsn: str) -> Report:
         with _progress_bar() as progress:
-            workers = ChainWorkers(dsn, os.cpu_count() or 1)
-            return await reconcile(conn, repair=repair, chain=workers, progress=progress)
+            return await reconcile(conn, repair=repair, chain=ChainWorkers(dsn), progress=progress)
 
     report = _on_database(settings, run)
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(report_out(report)), indent=2).decode() + "\n")

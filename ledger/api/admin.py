@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from aiohttp import web
 
 from ..store.chain_ranges import ChainWorkers
@@ -35,17 +33,12 @@ async def create_reconciliation(request: web.Request) -> web.Response:
         # It writes, so it runs on the primary, on a connection of its own.
         own = await connect(request.app[DSN])
         try:
-            report = await reconcile(own, repair=True, chain=_chain_workers(request.app[DSN]))
+            report = await reconcile(own, repair=True, chain=ChainWorkers(request.app[DSN]))
         finally:
             await own.close()
     else:
         # A long read: a stream connection (the replica's, when there is one),
         # never one that writes need.
         async with stream_connection(request) as conn:
-            report = await reconcile(conn, repair=False, chain=_chain_workers(request.app[READ_DSN]))
+            report = await reconcile(conn, repair=False, chain=ChainWorkers(request.app[READ_DSN]))
     return codec.respond(request, report_out(report))
-
-
-def _chain_workers(dsn: str) -> ChainWorkers:
-    """A process per core checks a range of the chain, for a long log."""
-    return ChainWorkers(dsn, os.cpu_count() or 1)

@@ -9,10 +9,11 @@ replay is 503 ``unavailable`` with ``Retry-After``, not 422).
 from __future__ import annotations
 
 from aiohttp import web
-from msgspec import UNSET
+from msgspec import UNSET, UnsetType
 
 from ..domain.codes import InvalidField
 from ..store import tree
+from ..store.connection import Conn
 from ..store.head import read_head
 from . import codec, filters
 from .openapi import documented
@@ -21,6 +22,17 @@ from .schemas import ConsistencyQuery, InclusionQuery
 from .streams import refuse_past_head, stream_connection
 
 routes = web.RouteTableDef()
+
+
+async def _tree_size(request: web.Request, conn: Conn, size: int | UnsetType, field: str) -> int:
+    """The tree size ``size`` given as ``field`` (the head's if not given),
+    refused past the head ``conn`` sees."""
+    head = (await read_head(conn)).seq
+    if size is UNSET:
+        return head
+    if size > head:
+        await refuse_past_head(request, size, head, field)
+    return size
 
 
 @routes.get("/v1/proofs/inclusion")
@@ -34,10 +46,7 @@ async def inclusion(request: web.Request) -> web.Response:
     query = filters.parse_plain(request, InclusionQuery)
     index = query.seq - 1
     async with stream_connection(request) as conn:
-        head = (await read_head(conn)).seq
-        size = head if query.tree_size is UNSET else query.tree_size
-        if size > head:
-            await refuse_past_head(request, size, head, "tree_size")
+        size = await _tree_size(request, conn, query.tree_size, "tree_size")
         if query.seq > size:
             raise InvalidField(f"seq {query.seq} is not in a tree of {size} events", "seq")
         leaf, path = await tree.inclusion(conn, index, size)
@@ -56,8 +65,6 @@ async def consistency(request: web.Request) -> web.Response:
     if query.first > query.second:
         raise InvalidField(f"first ({query.first}) is past second ({query.second})", "first")
     async with stream_connection(request) as conn:
-        head = (await read_head(conn)).seq
-        if query.second > head:
-            await refuse_past_head(request, query.second, head, "second")
+        await _tree_size(request, conn, query.second, "second")
         proof = await tree.consistency(conn, query.first, query.second)
     return codec.respond(request, ConsistencyProof(query.first, query.second, [h.hex() for h in proof]))

@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import itertools
 import multiprocessing
+import os
 import re
 from dataclasses import dataclass
 
@@ -71,12 +72,12 @@ async def export_snapshot(conn: Conn) -> str:
 
 
 class ChainWorkers:
-    """Processes that check the chain of the log on ``dsn``, a range each,
-    for logs of ``spread_from`` events and more."""
+    """Processes that check the chain of the log on ``dsn``, a range each
+    (one per core unless told), for logs of ``spread_from`` events and more."""
 
-    def __init__(self, dsn: str, processes: int, *, spread_from: int = SPREAD_FROM) -> None:
+    def __init__(self, dsn: str, processes: int | None = None, *, spread_from: int = SPREAD_FROM) -> None:
         self.dsn = dsn
-        self.processes = processes
+        self.processes = processes or os.cpu_count() or 1
         self.spread_from = spread_from
 
     def wanted(self, head: int) -> bool:

@@ -68,6 +68,7 @@ class Subscription:
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     def _stop(self) -> None:
+        self.stopped = True
         self._ready.set()
 
     def _hand(self, page: Page) -> None:
@@ -116,7 +117,6 @@ class Feed:
         """Wake every subscriber: the service is stopping."""
         self._stopped = True
         for subscription in self._subscriptions:
-            subscription.stopped = True
             subscription._stop()
 
     @contextlib.contextmanager

@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import TypeVar
 
 from ..domain import merkle
-from ..domain.merkle import Frontier, Node, Subtrees, frontier_of, leaf_hash, node_hash, subtrees_read
+from ..domain.merkle import Frontier, Node, Subtrees, frontier_of, leaf_hash, subtrees_read
 from .connection import Conn
 from .head import LogHead, read_head
 from .replay import row_bytes
@@ -70,9 +70,8 @@ _INSERT = insert_subtrees(_insert)
 
 async def write_subtrees(conn: Conn, nodes: Sequence[Node]) -> None:
     """Store ``nodes`` (in the transaction ``conn`` is in, if any)."""
-    arguments = subtree_arguments(nodes)
-    if arguments["levels"]:
-        await conn.execute(_INSERT, *_insert.arguments(arguments))
+    if nodes:
+        await conn.execute(_INSERT, *_insert.arguments(subtree_arguments(nodes)))
 
 
 async def read_tip(conn: Conn, known: tuple[LogHead, Frontier] | None = None) -> tuple[LogHead, Frontier]:
@@ -102,20 +101,15 @@ async def read_subtrees(conn: Conn, keys: Collection[tuple[int, int]]) -> Subtre
             leaves[row["seq"] - 1] = leaf_hash(row_bytes(row))
         else:
             found[row["level"], row["index"]] = row["hash"]
-    found.update(((level, index), _hashed(leaves, level, index)) for level, index in low)
+    for level, index in low:
+        # A complete subtree is the whole tree of its leaves.
+        run = [leaves[i] for i in range(index << level, (index + 1) << level)]
+        found[level, index] = Frontier().append(run, from_level=level + 1)[0].root()
 
     def subtree(level: int, index: int) -> bytes:
         return found[level, index]
 
     return subtree
-
-
-def _hashed(leaves: dict[int, bytes], level: int, index: int) -> bytes:
-    """The hash of complete subtree (level, index) from its leaves."""
-    hashes = [leaves[i] for i in range(index << level, (index + 1) << level)]
-    while len(hashes) > 1:
-        hashes = [node_hash(hashes[i], hashes[i + 1]) for i in range(0, len(hashes), 2)]
-    return hashes[0]
 
 
 async def computed(conn: Conn, compute: Callable[[Subtrees], T]) -> T:
