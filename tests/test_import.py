@@ -77,6 +77,10 @@ def replaced(lines: list[dict], index: int, **fields) -> list[dict]:
     return [*lines[:index], {**lines[index], **fields}, *lines[index + 1 :]]
 
 
+def without(line: dict, field: str) -> dict:
+    return {k: v for k, v in line.items() if k != field}
+
+
 def file_of(lines: list[dict]) -> io.BytesIO:
     return io.BytesIO(b"".join(json.dumps(line, ensure_ascii=False).encode() + b"\n" for line in lines))
 
@@ -93,8 +97,26 @@ def file_of(lines: list[dict]) -> io.BytesIO:
         ),
         (lambda lines: [*lines[:5], {**lines[5], "hash": "ab" * 32}, *lines[6:]], 6, "chain"),
         (lambda lines: [*lines[:1], {**lines[1], "type": "money_printed"}, *lines[2:]], 2, "not an event line"),
+        (lambda lines: replaced(lines, 3, stream_id="not-a-uuid"), 4, "not an event line"),
+        (lambda lines: replaced(lines, 2, recorded_at="2026-13-45T99:00:00Z"), 3, "not an event line"),
+        (lambda lines: [without(line, "stream_id") for line in lines], 1, "not an event line"),
+        (lambda lines: replaced(lines, 1, seq="two"), 2, "does not continue the log"),
+        (lambda lines: [*lines[:6], without(lines[6], "seq"), *lines[7:]], 7, "seq missing does not continue"),
+        (lambda lines: replaced(lines, 4, data=["a", "list"]), 5, "not an event line"),
     ],
-    ids=["a seq skipped", "not after the head", "an edited event", "a forged hash", "an unknown type"],
+    ids=[
+        "a seq skipped",
+        "not after the head",
+        "an edited event",
+        "a forged hash",
+        "an unknown type",
+        "a stream_id that is no uuid",
+        "a recorded_at that is no time",
+        "no stream_id",
+        "a seq that is no number",
+        "no seq",
+        "data that is no object",
+    ],
 )
 async def test_a_file_that_does_not_continue_the_log_is_refused_naming_the_line(source, target, spoil, line, says):
     lines = spoil(lines_of(await exported(source)))
@@ -105,6 +127,15 @@ async def test_a_file_that_does_not_continue_the_log_is_refused_naming_the_line(
 
     assert refused.value.line == line
     assert await ledger_snapshot(target) == before
+
+
+async def test_a_line_that_is_json_but_no_object_is_refused(source, target):
+    lines = (await exported(source)).splitlines()
+    lines[1] = b'["seq", 2]'
+
+    with pytest.raises(ImportRefused, match="not a JSON object") as refused:
+        await import_log(target, io.BytesIO(b"\n".join(lines) + b"\n"))
+    assert refused.value.line == 2
 
 
 async def test_a_line_that_is_not_json_is_refused(source, target):

@@ -4,10 +4,12 @@ In one SERIALIZABLE transaction holding the append lock: the file's lines
 are COPYed into a staging table, each must be a JSON object whose ``seq``
 continues the log (the first just after the head, then one by one), the
 events go into the log as the lines give them (seq, recorded_at and hash
-kept), the head moves to the last, and the projections are rebuilt from the
+kept) in one INSERT that reads each line once (a file it cannot take whole
+is then checked line by line, to name the first at fault), the head moves
+to the last, and the projections are rebuilt from the
 whole log by the code every rebuild uses (:func:`~ledger.store.rebuild.rebuild_locked`),
 which checks the hash chain as it goes, and the Merkle tree grows by the new
-events (:func:`~ledger.store.tree.grow`). Whatever is wrong, the transaction
+events as the rebuild reads them. Whatever is wrong, the transaction
 rolls back and the ledger is as it was: nothing of the file is kept.
 """
 
@@ -22,7 +24,8 @@ from ..domain.events import EVENT_TYPES
 from .head import LOCK
 from .rebuild import Rebuilt, rebuild_locked
 from .replay import ChainBroken
-from .tree import grow, read_tip
+from .tables import EVENTS
+from .tree import read_tip
 
 #: How COPY reads an export: each line one CSV column, quoted and delimited
 #: by control characters that JSON text never holds raw, so taken as it is.
@@ -32,38 +35,46 @@ _STAGE = """
     CREATE TEMP TABLE import_lines (line bigint GENERATED ALWAYS AS IDENTITY, text text NOT NULL)
     ON COMMIT DROP
 """
-#: Each line parsed once, into jsonb (NULL where it is not JSON), for the
-#: check and the insert that follow.
-_PARSE = """
-    CREATE TEMP TABLE import_events ON COMMIT DROP AS
-    SELECT line, CASE WHEN pg_input_is_valid(text, 'jsonb') THEN text::jsonb END AS j FROM import_lines
+#: An event line's fields, as an export writes them: its columns, the hash in hex.
+_FIELDS = ", ".join(f"{c} {'text' if c == 'hash' else EVENTS.types[c]}" for c in EVENTS.columns)
+#: Every line into the log as the event it gives, its JSON text read once
+#: (``json_to_record``). A line left out (not of a type ``$1``, data or
+#: metadata not an object, no hash of 64 hex digits, or a seq other than the
+#: head's ``$2`` plus its line number), or one that fails (not a JSON
+#: object, a field that does not read as its column's type, or is missing),
+#: makes the caller look for the first line at fault (:data:`_FIRST_FAULT`).
+_INSERT = f"""
+    INSERT INTO events ({EVENTS.column_list()})
+    SELECT {", ".join("decode(r.hash, 'hex')" if c == "hash" else f"r.{c}" for c in EVENTS.columns)}
+    FROM import_lines, json_to_record(text::json) AS r({_FIELDS})
+    WHERE r.type = ANY($1::text[])
+      AND jsonb_typeof(r.data) = 'object' AND jsonb_typeof(r.metadata) = 'object'
+      AND r.hash ~ '^[0-9a-f]{{64}}$'
+      AND r.seq = $2::bigint + line
+    ORDER BY line
 """
 #: The first line at fault and what is wrong with it: not a JSON object; not
 #: an event as an export writes it; or a seq other than the head's ($2) plus
-#: its line number.
+#: its line number. For a file :data:`_INSERT` could not take whole.
 _FIRST_FAULT = """
     SELECT line, fault, j->>'seq' AS seq FROM (
         SELECT line, j, CASE
             WHEN j IS NULL OR jsonb_typeof(j) <> 'object' THEN 'object'
-            WHEN NOT (
+            WHEN (
                 j->>'type' = ANY($1::text[])
                 AND jsonb_typeof(j->'data') = 'object' AND jsonb_typeof(j->'metadata') = 'object'
                 AND pg_input_is_valid(j->>'stream_id', 'uuid')
                 AND pg_input_is_valid(j->>'recorded_at', 'timestamptz')
                 AND (j->>'hash') ~ '^[0-9a-f]{64}$'
-            ) IS NOT FALSE THEN 'event'
-            WHEN NOT pg_input_is_valid(j->>'seq', 'bigint') OR (j->>'seq')::bigint <> $2::bigint + line
-                THEN 'seq'
+            ) IS NOT TRUE THEN 'event'
+            WHEN CASE WHEN pg_input_is_valid(j->>'seq', 'bigint') THEN (j->>'seq')::bigint = $2::bigint + line END
+                IS NOT TRUE THEN 'seq'
         END AS fault
-        FROM import_events
+        FROM (
+            SELECT line, CASE WHEN pg_input_is_valid(text, 'jsonb') THEN text::jsonb END AS j FROM import_lines
+        ) AS parsed
     ) AS checked
     WHERE fault IS NOT NULL ORDER BY line LIMIT 1
-"""
-_INSERT = """
-    INSERT INTO events (seq, type, stream_id, data, metadata, recorded_at, hash)
-    SELECT (j->>'seq')::bigint, j->>'type', (j->>'stream_id')::uuid, j->'data', j->'metadata',
-           (j->>'recorded_at')::timestamptz, decode(j->>'hash', 'hex')
-    FROM import_events ORDER BY line
 """
 _MOVE_HEAD = """
     UPDATE ledger_head SET seq = e.seq, hash = e.hash
@@ -100,18 +111,13 @@ async def import_log(conn: asyncpg.Connection, source: Any) -> Rebuilt:
         await conn.execute(LOCK)
         head, tree = await read_tip(conn)
         await conn.execute(_STAGE)
-        await conn.copy_to_table(
+        status = await conn.copy_to_table(
             "import_lines", source=source, columns=["text"], format="csv", quote=QUOTE, delimiter=DELIMITER
         )
-        await conn.execute(_PARSE)
-        fault = await conn.fetchrow(_FIRST_FAULT, list(EVENT_TYPES), head.seq)
-        if fault is not None:
-            line, what, seq = fault
-            raise ImportRefused(line, _FAULTS[what].format(seq=seq, expected=head.seq + line))
-        await conn.execute(_INSERT)
+        await _insert_events(conn, head.seq, lines=_count(status))
         await conn.execute(_MOVE_HEAD)
         try:
-            rebuilt = await rebuild_locked(conn)
+            rebuilt = await rebuild_locked(conn, tree=tree)
         except ChainBroken as error:
             if error.seq <= head.seq:
                 raise ImportFailed(
@@ -121,5 +127,30 @@ async def import_log(conn: asyncpg.Connection, source: Any) -> Rebuilt:
             raise ImportRefused(line, f"the hash chain breaks at seq {error.seq}") from None
         except (KeyError, ValueError, msgspec.ValidationError) as error:
             raise ImportFailed(f"an event of the file cannot be applied ({error!r}); nothing was imported") from None
-        await grow(conn, tree)
         return rebuilt
+
+
+async def _insert_events(conn: asyncpg.Connection, head: int, *, lines: int) -> None:
+    """Every staged line into the log after ``head``, or :class:`ImportRefused`
+    naming the first line at fault (and nothing inserted)."""
+    types = list(EVENT_TYPES)
+    try:
+        async with conn.transaction():  # a savepoint: a file at fault leaves no event
+            inserted = _count(await conn.execute(_INSERT, types, head))
+            if inserted != lines:
+                raise _Incomplete
+    except (_Incomplete, asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as error:
+        fault = await conn.fetchrow(_FIRST_FAULT, types, head)
+        if fault is None:  # what the insert refused, the check must name
+            raise ImportFailed(f"the file cannot be imported ({error!r}); nothing was imported") from None
+        line, what, seq = fault
+        raise ImportRefused(line, _FAULTS[what].format(seq=seq or "missing", expected=head + line)) from None
+
+
+class _Incomplete(Exception):
+    """Some staged line was left out of the insert: not an event, or not the next."""
+
+
+def _count(status: str) -> int:
+    """The rows a command's status (``COPY 5``, ``INSERT 0 5``) counts."""
+    return int(status.rsplit(" ", 1)[1])

@@ -8,7 +8,8 @@ transaction, so memory does not grow with the number of events.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import asyncpg
 
@@ -18,6 +19,9 @@ from ..domain.ledger import Entry, Ledger
 from .connection import Conn
 from .head import LogHead, read_head
 from .tables import EVENTS
+
+if TYPE_CHECKING:
+    from .tree import Growth
 
 _EVENTS = EVENTS.select() + " ORDER BY seq"
 
@@ -53,6 +57,8 @@ class ChainCheck:
     previous: bytes = GENESIS
     next_seq: int = 1
     first_bad_seq: int | None = None
+    #: The canonical bytes of the last event checked.
+    entry: bytes = field(default=b"", compare=False, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -61,7 +67,8 @@ class ChainCheck:
     def check(self, row: asyncpg.Record) -> None:
         if row["seq"] != self.next_seq:
             self._bad(self.next_seq)
-        if chained(self.previous, row_bytes(row)) != row["hash"]:
+        self.entry = row_bytes(row)
+        if chained(self.previous, self.entry) != row["hash"]:
             self._bad(row["seq"])
         self.previous = row["hash"]
         self.next_seq = row["seq"] + 1
@@ -102,17 +109,21 @@ async def stored_events(conn: Conn, chain: ChainCheck | None, *, prefetch: int =
 
 
 async def replayed(
-    conn: Conn, ledger: Ledger, *, prefetch: int = 1000
+    conn: Conn, ledger: Ledger, *, growth: Growth | None = None, prefetch: int = 1000
 ) -> AsyncIterator[tuple[RecordedEvent, tuple[Entry, ...]]]:
     """Apply every stored event to ``ledger`` in seq order, yielding each with
-    the entries it made. Raises :class:`ChainBroken` at the first bad seq
-    (before applying that event), or after the last event if it is not the
-    head. Must run inside a transaction, whose snapshot it reads."""
+    the entries it made (and adding it to ``growth``, if given, from the
+    bytes its chain hash was checked on). Raises :class:`ChainBroken` at the
+    first bad seq (before applying that event), or after the last event if
+    it is not the head. Must run inside a transaction, whose snapshot it
+    reads."""
     head = await read_head(conn)
     chain = ChainCheck()
     async for record in stored_events(conn, chain, prefetch=prefetch):
         if not chain.ok:
             raise chain.broken()
+        if growth is not None:
+            growth.add(record.seq, chain.entry)
         yield record, ledger.apply(record)
     chain.finish(head)
     if not chain.ok:

@@ -137,23 +137,45 @@ def _inclusion(index: int, size: int, subtrees: Subtrees) -> tuple[bytes, list[b
     return subtrees(0, index), merkle.inclusion_proof(index, size, subtrees)
 
 
+class Growth:
+    """The stored tree ``tree`` grown by the events a read of the log gives,
+    in seq order, from their canonical bytes (:meth:`add`: those it already
+    holds are passed over); the subtrees they complete are stored a chunk
+    at a time (:meth:`write`), in the reader's transaction. For what adds
+    events other than by appending: an import, the migration that made the
+    table."""
+
+    def __init__(self, tree: Frontier) -> None:
+        self.tree = tree
+        self._leaves: list[bytes] = []
+
+    @property
+    def pending(self) -> int:
+        """Leaves added since the last :meth:`write`."""
+        return len(self._leaves)
+
+    def add(self, seq: int, entry: bytes) -> None:
+        """Event ``seq``, of canonical bytes ``entry``: the next leaf, unless
+        the tree holds it already."""
+        if seq > self.tree.size + len(self._leaves):
+            assert seq == self.tree.size + len(self._leaves) + 1, "the log has no gaps"
+            self._leaves.append(leaf_hash(entry))
+
+    async def write(self, conn: Conn) -> Frontier:
+        """Store the subtrees the pending leaves complete; the tree reached."""
+        self.tree, nodes = self.tree.append(self._leaves, from_level=STORED_FROM)
+        self._leaves.clear()
+        await write_subtrees(conn, nodes)
+        return self.tree
+
+
 async def grow(conn: Conn, tree: Frontier, *, chunk: int = 10_000, prefetch: int = 1000) -> Frontier:
     """Add to ``tree`` (stored, as ``conn`` sees it) the leaves of every event
-    after its size, in seq order, storing the subtrees they complete; the
-    tree then reached. For what adds events other than by appending (an
-    import, the migration that made the table). Must run inside a
-    transaction (a cursor lives in one)."""
-    leaves: list[bytes] = []
+    after its size (see :class:`Growth`); the tree then reached. Must run
+    inside a transaction (a cursor lives in one)."""
+    growth = Growth(tree)
     async for row in conn.cursor(_EVENTS_AFTER, tree.size, prefetch=prefetch):
-        assert row["seq"] == tree.size + len(leaves) + 1, "the log has no gaps"
-        leaves.append(leaf_hash(row_bytes(row)))
-        if len(leaves) == chunk:
-            tree = await _grown(conn, tree, leaves)
-            leaves.clear()
-    return await _grown(conn, tree, leaves)
-
-
-async def _grown(conn: Conn, tree: Frontier, leaves: list[bytes]) -> Frontier:
-    grown, nodes = tree.append(leaves, from_level=STORED_FROM)
-    await write_subtrees(conn, nodes)
-    return grown
+        growth.add(row["seq"], row_bytes(row))
+        if growth.pending == chunk:
+            await growth.write(conn)
+    return await growth.write(conn)
