@@ -15,6 +15,7 @@ rolls back and the ledger is as it was: nothing of the file is kept.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -37,35 +38,43 @@ _STAGE = """
 """
 #: An event line's fields, as an export writes them: its columns, the hash in hex.
 _FIELDS = ", ".join(f"{c} {'text' if c == 'hash' else EVENTS.types[c]}" for c in EVENTS.columns)
+
+
+def _shaped_as_event(field: Callable[[str], str]) -> str:
+    """The SQL condition that a line's fields (``field(name)`` spells each:
+    data and metadata as jsonb, the others as text) are an event line's: a
+    type of ``$1``, objects for data and metadata, a hash of 64 hex digits."""
+    return (
+        f"{field('type')} = ANY($1::text[])"
+        f" AND jsonb_typeof({field('data')}) = 'object' AND jsonb_typeof({field('metadata')}) = 'object'"
+        f" AND {field('hash')} ~ '^[0-9a-f]{{64}}$'"
+    )
+
+
 #: Every line into the log as the event it gives, its JSON text read once
-#: (``json_to_record``). A line left out (not of a type ``$1``, data or
-#: metadata not an object, no hash of 64 hex digits, or a seq other than the
-#: head's ``$2`` plus its line number), or one that fails (not a JSON
-#: object, a field that does not read as its column's type, or is missing),
-#: makes the caller look for the first line at fault (:data:`_FIRST_FAULT`).
+#: (``json_to_record``). A line left out (not :func:`_shaped_as_event`, or a
+#: seq other than the head's ``$2`` plus its line number), or one that fails
+#: (not a JSON object, a field that does not read as its column's type, or
+#: is missing), makes the caller look for the first line at fault
+#: (:data:`_FIRST_FAULT`).
 _INSERT = f"""
     INSERT INTO events ({EVENTS.column_list()})
     SELECT {", ".join("decode(r.hash, 'hex')" if c == "hash" else f"r.{c}" for c in EVENTS.columns)}
     FROM import_lines, json_to_record(text::json) AS r({_FIELDS})
-    WHERE r.type = ANY($1::text[])
-      AND jsonb_typeof(r.data) = 'object' AND jsonb_typeof(r.metadata) = 'object'
-      AND r.hash ~ '^[0-9a-f]{{64}}$'
-      AND r.seq = $2::bigint + line
+    WHERE {_shaped_as_event(lambda name: f"r.{name}")} AND r.seq = $2::bigint + line
     ORDER BY line
 """
 #: The first line at fault and what is wrong with it: not a JSON object; not
 #: an event as an export writes it; or a seq other than the head's ($2) plus
 #: its line number. For a file :data:`_INSERT` could not take whole.
-_FIRST_FAULT = """
+_FIRST_FAULT = f"""
     SELECT line, fault, j->>'seq' AS seq FROM (
         SELECT line, j, CASE
             WHEN j IS NULL OR jsonb_typeof(j) <> 'object' THEN 'object'
             WHEN (
-                j->>'type' = ANY($1::text[])
-                AND jsonb_typeof(j->'data') = 'object' AND jsonb_typeof(j->'metadata') = 'object'
+                {_shaped_as_event(lambda name: f"j->'{name}'" if name in ("data", "metadata") else f"(j->>'{name}')")}
                 AND pg_input_is_valid(j->>'stream_id', 'uuid')
                 AND pg_input_is_valid(j->>'recorded_at', 'timestamptz')
-                AND (j->>'hash') ~ '^[0-9a-f]{64}$'
             ) IS NOT TRUE THEN 'event'
             WHEN CASE WHEN pg_input_is_valid(j->>'seq', 'bigint') THEN (j->>'seq')::bigint = $2::bigint + line END
                 IS NOT TRUE THEN 'seq'

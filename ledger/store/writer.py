@@ -155,7 +155,8 @@ class Writer:
         """:func:`~ledger.store.write_path.seal` ``decided`` for this writer."""
         return seal(decided, copy_from=self._copy_from)
 
-    def _counted(self, committed: Committed, started: float) -> Committed:
+    def _committed(self, committed: Committed, started: float) -> Committed:
+        """``committed``, counted, its head and tree kept as this writer's tip."""
         self._tip = (committed.head, committed.sealed.tree)
         return _counted(committed, started)
 
@@ -176,13 +177,13 @@ class Writer:
             if isinstance(batch, Sealed):
                 match await write(conn, batch):
                     case Committed() as committed:
-                        return self._counted(committed, started)
+                        return self._committed(committed, started)
                     case HeadMoved() as moved:
                         self.decided_again += 1
                         batch = moved.again()
             async with _locked_transaction(conn):
                 committed = await decide_under_lock(conn, batch, now=self._clock(), copy_from=self._copy_from)
-            return self._counted(committed, started)
+            return self._committed(committed, started)
         except CONNECTION_LOST:
             await self.close()
             self.retries += 1
