@@ -103,6 +103,9 @@ def file_of(lines: list[dict]) -> io.BytesIO:
         (lambda lines: replaced(lines, 1, seq="two"), 2, "does not continue the log"),
         (lambda lines: [*lines[:6], without(lines[6], "seq"), *lines[7:]], 7, "seq missing does not continue"),
         (lambda lines: replaced(lines, 4, data=["a", "list"]), 5, "not an event line"),
+        (lambda lines: replaced(lines, 3, hash="ab" * 31), 4, "not an event line"),
+        (lambda lines: replaced(lines, 3, hash="xy" * 32), 4, "not an event line"),
+        (lambda lines: replaced(lines, 3, hash="AB" * 32), 4, "not an event line"),
     ],
     ids=[
         "a seq skipped",
@@ -116,6 +119,9 @@ def file_of(lines: list[dict]) -> io.BytesIO:
         "a seq that is no number",
         "no seq",
         "data that is no object",
+        "a hash too short",
+        "a hash that is no hex",
+        "a hash in capitals",
     ],
 )
 async def test_a_file_that_does_not_continue_the_log_is_refused_naming_the_line(source, target, spoil, line, says):
