@@ -163,11 +163,12 @@ async def test_rebuild_reproduces_every_projection_byte_for_byte(client, busy_le
     await assert_log_matches_projections(db)
 
 
-async def test_rebuild_from_a_broken_chain_changes_nothing(client, busy_ledger, db):
+@pytest.mark.parametrize("chunk", [5000, 7], ids=["in the first chunk", "after chunks were written"])
+async def test_rebuild_from_a_broken_chain_changes_nothing(client, busy_ledger, db, chunk):
     await tamper(db, "DELETE FROM events WHERE seq = $1", await first_transfer_seq(db))
     before = await projections(db)
     with pytest.raises(ChainBroken):
-        await rebuild_projections(db)
+        await rebuild_projections(db, chunk=chunk)
     assert await projections(db) == before
 
 

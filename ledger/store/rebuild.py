@@ -18,17 +18,20 @@ reader notices; the indexes that back a key stay, and check every row.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
 
 from ..domain.events import RecordedEvent
 from ..domain.ledger import Entry, Ledger
-from ..domain.merkle import Frontier
-from .head import LOCK, NEW_EPOCH
-from .projections import projection
-from .replay import replayed
-from .tree import Growth
+from ..domain.merkle import Frontier, Node
+from .head import LOCK, NEW_EPOCH, read_head
+from .projections import Projection, projection
+from .replay import LOG, Replay
+from .tree import Growth, write_subtrees
 
 _TABLES = ("entries", "transfers", "balances", "accounts")
 _EMPTY = f"TRUNCATE {', '.join(_TABLES)}"
@@ -50,7 +53,7 @@ class Rebuilt:
     accounts: int
 
 
-async def rebuild_projections(conn: asyncpg.Connection, *, chunk: int = 5000, prefetch: int = 1000) -> Rebuilt:
+async def rebuild_projections(conn: asyncpg.Connection, *, chunk: int = 5000) -> Rebuilt:
     """Replace accounts, balances, transfers and entries by the fold of the log.
 
     Raises :class:`~ledger.store.replay.ChainBroken` (nothing is changed) if
@@ -58,48 +61,73 @@ async def rebuild_projections(conn: asyncpg.Connection, *, chunk: int = 5000, pr
     """
     async with conn.transaction(isolation="serializable"):
         await conn.execute(LOCK)
-        return await rebuild_locked(conn, chunk=chunk, prefetch=prefetch)
+        return await rebuild_locked(conn, chunk=chunk)
 
 
-async def rebuild_locked(
-    conn: asyncpg.Connection, *, tree: Frontier | None = None, chunk: int = 5000, prefetch: int = 1000
-) -> Rebuilt:
+async def rebuild_locked(conn: asyncpg.Connection, *, tree: Frontier | None = None, chunk: int = 5000) -> Rebuilt:
     """:func:`rebuild_projections` in the transaction ``conn`` is in, which
     must hold :data:`~ledger.store.head.LOCK` (as an import's does); and,
     given the stored ``tree`` (if it is behind the log, as an import's is),
-    grow it by the events it lacks from the bytes the chain is checked on."""
+    grow it by the events it lacks from the bytes the chain is checked on.
+
+    The log is read ``chunk`` events at a time, and each chunk is folded
+    while what the one before it changed is being written: the database
+    takes in one chunk while Python folds the next (:func:`_folded` lets
+    the write go on)."""
     growth = None if tree is None else Growth(tree)
-    ledger = Ledger()
-    applied: list[tuple[RecordedEvent, tuple[Entry, ...]]] = []
+    replay = Replay(Ledger(), growth)
     events = 0
     await conn.execute(_EMPTY)
     await conn.execute(NEW_EPOCH)
     indexes = await conn.fetch(_SECONDARY_INDEXES, list(_TABLES))
     for index in indexes:
         await conn.execute(f"DROP INDEX {index['name']}")
-    async for item in replayed(conn, ledger, growth=growth, prefetch=prefetch):
-        applied.append(item)
-        events += 1
-        if len(applied) == chunk:
-            await _write(conn, ledger, applied, growth)
-            applied.clear()
-            ledger.forget_settled_transfers()
-    await _write(conn, ledger, applied, growth)
+    head = await read_head(conn)
+    cursor = await conn.cursor(LOG)
+    writing: asyncio.Task[None] | None = None
+    try:
+        rows = await cursor.fetch(chunk)
+        while rows:
+            applied = await _folded(replay, rows)
+            events += len(applied)
+            if writing is not None:
+                await writing
+            rows = await cursor.fetch(chunk)
+            change = projection(replay.ledger, applied)
+            nodes = [] if growth is None else growth.grown()
+            writing = asyncio.create_task(_write(conn, change, after=applied[0][0].seq - 1, nodes=nodes))
+            replay.ledger.forget_settled_transfers()
+        replay.finish(head)
+        if writing is not None:
+            await writing
+    except BaseException:
+        if writing is not None:
+            # The connection takes no other statement until the write in flight ends.
+            with contextlib.suppress(BaseException):
+                await writing
+        raise
     await conn.execute(_INDEX_MEMORY)
     for index in indexes:
         await conn.execute(index["definition"])
-    return Rebuilt(events=events, accounts=len(ledger.accounts))
+    return Rebuilt(events=events, accounts=len(replay.ledger.accounts))
 
 
-async def _write(
-    conn: asyncpg.Connection,
-    ledger: Ledger,
-    applied: list[tuple[RecordedEvent, tuple[Entry, ...]]],
-    growth: Growth | None,
-) -> None:
-    """Write what the chunk ``applied`` changed (if anything), and the
-    subtrees its events complete."""
-    if applied:
-        await projection(ledger, applied).copy(conn, after=applied[0][0].seq - 1)
-    if growth is not None:
-        await growth.write(conn)
+#: Rows folded between two turns of the event loop, in which a write in
+#: flight sends what it has made and starts its next statement.
+_TURN = 64
+
+
+async def _folded(replay: Replay, rows: list[asyncpg.Record]) -> list[tuple[RecordedEvent, tuple[Entry, ...]]]:
+    """``rows`` applied by ``replay``, giving the event loop a turn every
+    :data:`_TURN` rows."""
+    applied: list[tuple[RecordedEvent, tuple[Entry, ...]]] = []
+    for start in range(0, len(rows), _TURN):
+        applied.extend(map(replay.apply, rows[start : start + _TURN]))
+        await asyncio.sleep(0)
+    return applied
+
+
+async def _write(conn: asyncpg.Connection, change: Projection, *, after: int, nodes: Sequence[Node]) -> None:
+    """Write ``change`` (of events after seq ``after``) and the subtrees ``nodes``."""
+    await change.copy(conn, after=after)
+    await write_subtrees(conn, nodes)

@@ -23,7 +23,8 @@ from .tables import EVENTS
 if TYPE_CHECKING:
     from .tree import Growth
 
-_EVENTS = EVENTS.select() + " ORDER BY seq"
+#: The whole log, in seq order.
+LOG = EVENTS.select() + " ORDER BY seq"
 
 #: How many events a long fold applies between dropping settled transfers.
 FORGET_EVERY = 10_000
@@ -93,41 +94,67 @@ class ChainCheck:
             self.first_bad_seq = seq
 
 
+def recorded(row: asyncpg.Record) -> RecordedEvent:
+    """The event stored as ``row`` (an :data:`EVENTS` row)."""
+    return RecordedEvent(
+        seq=row["seq"],
+        event=event_from_data(row["type"], row["data"]),
+        recorded_at=row["recorded_at"],
+        metadata=row["metadata"],
+    )
+
+
 async def stored_events(conn: Conn, chain: ChainCheck | None, *, prefetch: int = 1000) -> AsyncIterator[RecordedEvent]:
     """Every stored event in seq order, each checked by ``chain`` before it is
     yielded (``None``: checked elsewhere, see :mod:`ledger.store.chain_ranges`).
     Must run inside a transaction (a cursor lives in one)."""
-    async for row in conn.cursor(_EVENTS, prefetch=prefetch):
+    async for row in conn.cursor(LOG, prefetch=prefetch):
         if chain is not None:
             chain.check(row)
-        yield RecordedEvent(
-            seq=row["seq"],
-            event=event_from_data(row["type"], row["data"]),
-            recorded_at=row["recorded_at"],
-            metadata=row["metadata"],
-        )
+        yield recorded(row)
+
+
+@dataclass(slots=True)
+class Replay:
+    """The fold of the log into ``ledger``, a stored row at a time, in seq
+    order (:data:`LOG`): each row checked against the hash chain first
+    (:class:`ChainBroken` at the first bad seq, before that event is
+    applied), then added to ``growth`` (if given) from the bytes its hash
+    was checked on, then applied."""
+
+    ledger: Ledger
+    growth: Growth | None = None
+    chain: ChainCheck = field(default_factory=ChainCheck)
+
+    def apply(self, row: asyncpg.Record) -> tuple[RecordedEvent, tuple[Entry, ...]]:
+        """The event of ``row``, applied, with the entries it made."""
+        self.chain.check(row)
+        if not self.chain.ok:
+            raise self.chain.broken()
+        if self.growth is not None:
+            self.growth.add(row["seq"], self.chain.entry)
+        record = recorded(row)
+        return record, self.ledger.apply(record)
+
+    def finish(self, head: LogHead) -> None:
+        """After the last row: :class:`ChainBroken` if it was not ``head``."""
+        self.chain.finish(head)
+        if not self.chain.ok:
+            raise self.chain.broken()
 
 
 async def replayed(
     conn: Conn, ledger: Ledger, *, growth: Growth | None = None, prefetch: int = 1000
 ) -> AsyncIterator[tuple[RecordedEvent, tuple[Entry, ...]]]:
-    """Apply every stored event to ``ledger`` in seq order, yielding each with
-    the entries it made (and adding it to ``growth``, if given, from the
-    bytes its chain hash was checked on). Raises :class:`ChainBroken` at the
-    first bad seq (before applying that event), or after the last event if
-    it is not the head. Must run inside a transaction, whose snapshot it
+    """Every stored event applied to ``ledger`` by a :class:`Replay`, each
+    yielded with the entries it made; after the last, :class:`ChainBroken`
+    if it is not the head. Must run inside a transaction, whose snapshot it
     reads."""
     head = await read_head(conn)
-    chain = ChainCheck()
-    async for record in stored_events(conn, chain, prefetch=prefetch):
-        if not chain.ok:
-            raise chain.broken()
-        if growth is not None:
-            growth.add(record.seq, chain.entry)
-        yield record, ledger.apply(record)
-    chain.finish(head)
-    if not chain.ok:
-        raise chain.broken()
+    replay = Replay(ledger, growth)
+    async for row in conn.cursor(LOG, prefetch=prefetch):
+        yield replay.apply(row)
+    replay.finish(head)
 
 
 async def fold_log(conn: Conn, *, prefetch: int = 1000) -> Ledger:

@@ -161,11 +161,16 @@ class Growth:
             assert seq == self.tree.size + len(self._leaves) + 1, "the log has no gaps"
             self._leaves.append(leaf_hash(entry))
 
-    async def write(self, conn: Conn) -> Frontier:
-        """Store the subtrees the pending leaves complete; the tree reached."""
+    def grown(self) -> Sequence[Node]:
+        """The tree grown by the pending leaves: the subtrees they complete,
+        which the caller stores (:func:`write_subtrees`)."""
         self.tree, nodes = self.tree.append(self._leaves, from_level=STORED_FROM)
         self._leaves.clear()
-        await write_subtrees(conn, nodes)
+        return nodes
+
+    async def write(self, conn: Conn) -> Frontier:
+        """Store the subtrees the pending leaves complete; the tree reached."""
+        await write_subtrees(conn, self.grown())
         return self.tree
 
 
