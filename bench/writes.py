@@ -64,12 +64,23 @@ SCENARIOS = ("single", "batches", "textbook", "workers", "access-log", "streams"
 #: Full-log streams read over and over while single POSTs are measured ("streams").
 STREAMS = 4
 _READER = """
-import sys, urllib.request
+import signal, sys, urllib.request
+lines = 0
+def stop(*_):
+    print(lines, flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
 while True:
     with urllib.request.urlopen(sys.argv[1] + "/v1/events?after_seq=0") as stream:
-        while stream.read(1 << 20):
-            pass
+        while chunk := stream.read(1 << 20):
+            lines += chunk.count(b"\\n")
 """
+#: The streams scenario's configurations: writes first (the default), and
+#: streams that never wait for writes (the pacing switched off).
+STREAM_PACES = {
+    "writes first (default)": {},
+    "LEDGER_STREAM_PAUSE=0": {"LEDGER_STREAM_PAUSE": "0"},
+}
 #: ``ledger serve --workers N`` compared by the "workers" scenario.
 WORKER_COUNTS = (1, 2)
 SINGLE_LOADS = ("uniform", "hot (4 accounts)")
@@ -262,45 +273,56 @@ def access_log_rows(dsn: str, pools: dict[str, list[str]], seconds: float) -> li
 
 
 def streams_rows(dsn: str, accounts: list[str], seconds: float) -> list[list[str]]:
-    """Single POSTs (uniform) alone, then while :data:`STREAMS` processes
-    read the whole log over and over, alternating, twice each; the medians
-    and the rate with streams over the rate without."""
-    rates: dict[bool, list[float]] = {False: [], True: []}
+    """For each of :data:`STREAM_PACES`: single POSTs (uniform) alone, then
+    while :data:`STREAMS` processes read the whole log over and over,
+    alternating, twice each; the lines the streams got a second, the
+    medians, and the rate with streams over the rate without."""
     rows = []
-    with service(dsn, LEDGER_ACCESS_LOG="off") as (url, pid):
-        for round_ in range(4):
-            streaming = round_ % 2 == 1
-            readers = [
-                subprocess.Popen([sys.executable, "-c", _READER, url], stderr=subprocess.DEVNULL)
-                for _ in range(STREAMS if streaming else 0)
+    for pace, env in STREAM_PACES.items():
+        rates: dict[bool, list[float]] = {False: [], True: []}
+        with service(dsn, LEDGER_ACCESS_LOG="off", **env) as (url, pid):
+            for round_ in range(4):
+                streaming = round_ % 2 == 1
+                started = time.perf_counter()
+                readers = [
+                    subprocess.Popen(
+                        [sys.executable, "-c", _READER, url], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+                    )
+                    for _ in range(STREAMS if streaming else 0)
+                ]
+                try:
+                    rate, _, row = measured(
+                        url,
+                        pid,
+                        "/v1/transfers",
+                        functools.partial(transfer_bodies, accounts),
+                        seconds=seconds,
+                        connections=CONNECTIONS,
+                    )
+                finally:
+                    streamed = sum(_stopped(reader) for reader in readers)
+                rates[streaming].append(rate)
+                name = f"{STREAMS} full-log streams running" if streaming else "no stream"
+                got = f"streams got {streamed / (time.perf_counter() - started):,.0f} lines/s" if streaming else ""
+                rows.append([f"{pace}, single POSTs, uniform, {name}", *row, got])
+                print("  " + " | ".join(rows[-1]), flush=True)
+        alone, beside = statistics.median(rates[False]), statistics.median(rates[True])
+        rows.append(
+            [
+                f"{pace}, median, single POSTs while {STREAMS} streams run",
+                f"{beside:,.0f}",
+                *[""] * 6,
+                f"{beside / alone:.2f}x alone",
             ]
-            try:
-                rate, _, row = measured(
-                    url,
-                    pid,
-                    "/v1/transfers",
-                    functools.partial(transfer_bodies, accounts),
-                    seconds=seconds,
-                    connections=CONNECTIONS,
-                )
-            finally:
-                for reader in readers:
-                    reader.kill()
-                    reader.wait()
-            rates[streaming].append(rate)
-            name = f"{STREAMS} full-log streams running" if streaming else "no stream"
-            rows.append([f"service, single POSTs, uniform, {name}", *row])
-            print("  " + " | ".join(rows[-1]), flush=True)
-    alone, beside = statistics.median(rates[False]), statistics.median(rates[True])
-    rows.append(
-        [
-            f"median, single POSTs while {STREAMS} streams run",
-            f"{beside:,.0f}",
-            *[""] * 6,
-            f"{beside / alone:.2f}x alone",
-        ]
-    )
+        )
     return rows
+
+
+def _stopped(reader: subprocess.Popen[bytes]) -> int:
+    """Stop a stream reader; the lines it read."""
+    reader.terminate()
+    out, _ = reader.communicate()
+    return int(out or 0)
 
 
 def main() -> None:

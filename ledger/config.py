@@ -91,6 +91,9 @@ class Settings:
     stream_pool_size: int = 8
     #: Seconds a new stream waits for a stream connection before 503.
     stream_wait: float = 2.0
+    #: Seconds a stream of the primary waits at most, between two pages, for
+    #: this process's writes to be done (writes come first); 0: it never waits.
+    stream_pause: float = 0.25
     #: Seconds of silence after which a following stream writes an empty line.
     stream_keepalive: float = 15.0
     #: Bytes of new events a follower may fall behind before it is cut off.
@@ -181,6 +184,7 @@ class Settings:
             expiry_interval=number("LEDGER_EXPIRY_INTERVAL", 1.0, 0.001, 3600.0),
             stream_pool_size=number("LEDGER_STREAM_POOL_SIZE", 8, 1),
             stream_wait=number("LEDGER_STREAM_WAIT", 2.0, 0.0, 600.0),
+            stream_pause=number("LEDGER_STREAM_PAUSE", 0.25, 0.0, 60.0),
             stream_keepalive=number("LEDGER_STREAM_KEEPALIVE", 15.0, 0.001, 3600.0),
             follow_buffer=number("LEDGER_FOLLOW_BUFFER", 8 << 20, 1024),
             access_log=switch("LEDGER_ACCESS_LOG", True),

@@ -4,6 +4,7 @@ event feed (and following it live), and balances as of a past seq."""
 import asyncio
 import dataclasses
 import random
+import time
 import uuid
 
 import aiohttp
@@ -15,8 +16,8 @@ from ledger.api.keys import FEED, STREAM_POOL, STREAMS
 from ledger.config import Settings
 from ledger.domain.events import RecordedEvent, event_from_data
 from ledger.domain.ledger import Ledger
-from ledger.store.lines import ENTRY_PAGE, EVENT_PAGE
-from tests.conftest import transfer_body
+from ledger.store.lines import ENTRY_PAGE, EVENT_PAGE, PAGE
+from tests.conftest import appends_held_up, transfer_body, wait_for_blocked_backend
 
 
 @pytest.fixture
@@ -157,6 +158,41 @@ async def test_bad_history_parameters_are_refused_in_the_error_shape(
     assert response.status == status
     error = (await response.json())["error"]
     assert (error["code"], error.get("field")) == (code, field)
+
+
+# -- writes first --------------------------------------------------------------
+
+
+async def paced_ledger(aiohttp_client, settings, pause):
+    """A service whose streams wait ``pause`` seconds at most for writes,
+    with a log of three pages and its head."""
+    client = await aiohttp_client(create_app(dataclasses.replace(settings, stream_pause=pause)))
+    a, b = [await (await client.post("/v1/accounts", json={"currency": "USD", "scale": 2})).json() for _ in range(2)]
+    batch = {"transfers": [transfer_body(a, b, "1.00") for _ in range(2 * PAGE + 500)]}
+    assert (await client.post("/v1/transfer-batches", json=batch)).status == 200
+    return client, (a, b), 2 * PAGE + 502
+
+
+async def test_a_stream_lets_a_waiting_write_go_first_between_pages_for_at_most_the_pause(aiohttp_client, settings, db):
+    client, (a, b), head = await paced_ledger(aiohttp_client, settings, pause=0.3)
+    async with appends_held_up(db):
+        write = asyncio.ensure_future(client.post("/v1/transfers", json=transfer_body(a, b, "1.00")))
+        await wait_for_blocked_backend(db)
+        started = time.monotonic()
+        streamed = await lines(await client.get("/v1/events"))
+        waited = time.monotonic() - started
+        assert not write.done()  # the stream moved on while the write still waited
+    assert [e["seq"] for e in streamed] == list(range(1, head + 1))
+    assert waited >= 2 * 0.3  # before each of the two pages after the first
+    assert (await write).status == 201
+
+
+async def test_a_stream_does_not_wait_when_no_write_is_waiting(aiohttp_client, settings):
+    client, _, head = await paced_ledger(aiohttp_client, settings, pause=600)
+    started = time.monotonic()
+    streamed = await lines(await client.get("/v1/events"))
+    assert len(streamed) == head
+    assert time.monotonic() - started < 60
 
 
 # -- following the log --------------------------------------------------------

@@ -16,7 +16,7 @@ from .openapi import NDJSON, documented
 from .paths import account_in_path
 from .responses import BalanceAsOf, EntryLine, EventLine, balance_as_of, error_out
 from .schemas import BalanceQuery, EntriesQuery, EventsQuery, given
-from .streams import NdjsonResponse, refuse_past_head, stream, stream_connection
+from .streams import NdjsonResponse, refuse_past_head, stream, stream_connection, writes_first
 
 routes = web.RouteTableDef()
 
@@ -37,7 +37,13 @@ async def account_entries(request: web.Request) -> web.StreamResponse:
 
     async def body(conn: Conn, out: NdjsonResponse) -> None:
         await lines.send_entry_lines(
-            conn, out.send, account.id, scale=account.scale, after_seq=query.after_seq, limit=given(query.limit)
+            conn,
+            out.send,
+            account.id,
+            scale=account.scale,
+            after_seq=query.after_seq,
+            limit=given(query.limit),
+            pace=writes_first(request),
         )
 
     return await stream(request, body)
@@ -64,7 +70,9 @@ async def events(request: web.Request) -> web.StreamResponse:
     if not query.follow:
 
         async def all_of_it(conn: Conn, out: NdjsonResponse) -> None:
-            await lines.send_event_lines(conn, out.send, after_seq=query.after_seq, limit=given(query.limit))
+            await lines.send_event_lines(
+                conn, out.send, after_seq=query.after_seq, limit=given(query.limit), pace=writes_first(request)
+            )
 
         return await stream(request, all_of_it)
     with request.app[FEED].subscribed() as subscription:

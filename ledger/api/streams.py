@@ -4,12 +4,15 @@ Streams take their connections from a pool of their own (``STREAM_POOL``),
 so that long readers can never take the connections writes and point reads
 need; when it is exhausted a new stream waits ``stream_wait`` seconds and
 then gets 503 ``unavailable``. Each chunk write is awaited, so a slow client
-slows the query feeding it instead of growing memory.
+slows the query feeding it instead of growing memory. A stream of the
+whole log or of an account's entries lets writes go first
+(:func:`writes_first`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import NoReturn
@@ -19,8 +22,9 @@ from aiohttp import web
 from ..domain.codes import InvalidField
 from ..store.connection import Conn
 from ..store.head import read_head
+from ..store.lines import Pace
 from ..store.retry import CONNECTION_LOST, Unavailable
-from .keys import POOL, SETTINGS, STREAM_POOL, STREAMS
+from .keys import COALESCER, POOL, SETTINGS, STREAM_POOL, STREAMS
 from .middlewares import REQUEST_ID, request_id, route_template
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,20 @@ async def stream_connection(request: web.Request) -> AsyncIterator[Conn]:
         yield conn
     finally:
         await pool.release(conn)
+
+
+def writes_first(request: web.Request) -> Pace | None:
+    """The pace of a bulk read of the primary: before each page after the
+    first, it waits (``stream_pause`` seconds at most) until this process
+    has no write waiting or in flight. Streams at full speed take the
+    database's CPU that appends need; with this, a busy service's writes
+    come first and every stream still moves, by a page at least every
+    ``stream_pause`` seconds. Streams of a read replica take nothing from
+    the primary, and do not wait."""
+    settings = request.app[SETTINGS]
+    if settings.read_database_url is not None or not settings.stream_pause:
+        return None
+    return functools.partial(request.app[COALESCER].idle, settings.stream_pause)
 
 
 async def refuse_past_head(request: web.Request, value: int, head: int, field: str) -> NoReturn:

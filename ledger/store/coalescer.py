@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -104,6 +105,9 @@ class Coalescer:
         self._queue: collections.deque[_Waiting] = collections.deque()
         self._queued = 0
         self._wake = asyncio.Event()
+        #: Set while no write is waiting or in flight.
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._closing = False
         #: Set if this task failed: every write is refused with it.
         self._failure: Unavailable | None = None
@@ -122,6 +126,14 @@ class Coalescer:
         """Commands waiting for an append to start recording them (queued,
         or decided ahead of it)."""
         return self._queued
+
+    async def idle(self, longest: float) -> None:
+        """Return once no write is waiting or in flight, or after ``longest``
+        seconds: what a bulk read waits for between pages, so that on a busy
+        service the writes come first and the read still goes on."""
+        if not self._idle.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), longest)
 
     @property
     def failed(self) -> bool:
@@ -152,6 +164,7 @@ class Coalescer:
         self._queue.extend(waiting)
         self._queued += size
         metrics.WRITE_QUEUE_DEPTH.set(self._queued)
+        self._idle.clear()
         self._wake.set()
         if len(waiting) == 1:  # most writes: no gathering future needed
             return [await waiting[0].result]
@@ -179,6 +192,7 @@ class Coalescer:
                 if not self._queue:
                     if in_flight is None:
                         last = None  # idle: the next append reads everything afresh
+                        self._idle.set()
                         if self._closing:
                             return
                     await self._wait()
@@ -211,6 +225,7 @@ class Coalescer:
             self._queue.clear()
             self._queued = 0
             metrics.WRITE_QUEUE_DEPTH.set(0)
+            self._idle.set()
             for waiting in stranded:
                 if not waiting.result.done():
                     waiting.result.set_exception(failure)

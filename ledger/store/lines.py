@@ -33,6 +33,9 @@ PAGE = 1000
 #: Where the pages go: called with whole lines, awaited before the next page
 #: is read (so a slow reader slows the reading, not the memory).
 Send: TypeAlias = Callable[[bytes], Awaitable[object]]
+#: Awaited before each page after the first (to let writes go first: see
+#: :meth:`~ledger.store.coalescer.Coalescer.idle`).
+Pace: TypeAlias = Callable[[], Awaitable[object]]
 
 #: A timestamptz as :func:`~ledger.domain.chain.format_timestamp` writes it.
 _TIMESTAMP = """'"' || to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"'"""
@@ -96,25 +99,39 @@ class Sent(NamedTuple):
     last_seq: int
 
 
-async def send_event_lines(conn: Conn, send: Send, *, after_seq: int, limit: int | None = None) -> Sent:
+async def send_event_lines(
+    conn: Conn, send: Send, *, after_seq: int, limit: int | None = None, pace: Pace | None = None
+) -> Sent:
     """Send the lines of the events after ``after_seq`` (at most ``limit``), in seq order."""
-    return await _send_pages(conn, send, EVENT_PAGE, after_seq, limit)
+    return await _send_pages(conn, send, pace, EVENT_PAGE, after_seq, limit)
 
 
 async def send_entry_lines(
-    conn: Conn, send: Send, account_id: UUID, *, scale: int, after_seq: int, limit: int | None = None
+    conn: Conn,
+    send: Send,
+    account_id: UUID,
+    *,
+    scale: int,
+    after_seq: int,
+    limit: int | None = None,
+    pace: Pace | None = None,
 ) -> Sent:
     """Send the lines of the account's entries after ``after_seq`` (at most
     ``limit``), oldest first, amounts at ``scale``."""
-    return await _send_pages(conn, send, ENTRY_PAGE, after_seq, limit, account_id, scale)
+    return await _send_pages(conn, send, pace, ENTRY_PAGE, after_seq, limit, account_id, scale)
 
 
-async def _send_pages(conn: Conn, send: Send, query: str, after_seq: int, limit: int | None, *args: object) -> Sent:
+async def _send_pages(
+    conn: Conn, send: Send, pace: Pace | None, query: str, after_seq: int, limit: int | None, *args: object
+) -> Sent:
     """Send the pages of ``query`` (after ``$1``, at most ``$2``, then
-    ``args``) one after another until one comes short or ``limit`` is reached."""
+    ``args``) one after another until one comes short or ``limit`` is
+    reached, awaiting ``pace`` (if given) before each after the first."""
     sent = Sent(0, after_seq)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         while limit is None or sent.lines < limit:
+            if pace is not None and sent.lines:
+                await pace()
             size = PAGE if limit is None else min(PAGE, limit - sent.lines)
             page = await conn.fetchrow(query, sent.last_seq, size, *args)
             assert page is not None  # an aggregate: always one row
