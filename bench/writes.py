@@ -1,6 +1,6 @@
 """Write throughput: the service's group commit against the textbook pattern.
 
-    python -m bench.writes [--seconds 10] [--accounts 10000] [--scenarios single,batches,textbook,workers,access-log]
+    python -m bench.writes [--seconds 10] [--accounts 10000] [--scenarios single,batches,…,streams]
 
 On one embedded PostgreSQL (synchronous_commit on), in one run:
 - ``ledger serve`` (uvloop when installed) takes single-transfer POSTs from 64
@@ -14,6 +14,10 @@ On one embedded PostgreSQL (synchronous_commit on), in one run:
   its access log off, then on in the default text format, then on in JSON
   (``LEDGER_LOG_FORMAT=json``), each taking the same single-transfer POSTs,
   its log appended to a file as a supervisor would keep it;
+- writes beside streams (the "streams" scenario): single-transfer POSTs alone,
+  then while 4 processes read the whole log over and over, twice each,
+  with the streams' default pacing (writes first) and then with it off
+  (``LEDGER_STREAM_PAUSE=0``), each with the lines a second the streams got;
 - the textbook pattern, driven directly against the same server: one
   SERIALIZABLE transaction per transfer (two balance UPDATEs and an INSERT),
   retried on serialization failures and deadlocks, from 64 concurrent tasks
@@ -22,7 +26,7 @@ On one embedded PostgreSQL (synchronous_commit on), in one run:
 Prints transfers (or reads) per second, p50 and p99 latency, non-2xx responses, the CPU of the
 service process, of the load generator and of the whole machine (busy share of
 all cores), and the ratio to the baseline: the textbook pattern, or the
-access log switched off. Outside the access-log scenario the service runs
+access log switched off, the service without streams. Outside the access-log scenario the service runs
 with its access log off (``LEDGER_ACCESS_LOG=off``).
 """
 

@@ -183,7 +183,7 @@ async def test_a_stream_lets_a_waiting_write_go_first_between_pages_for_at_most_
         waited = time.monotonic() - started
         assert not write.done()  # the stream moved on while the write still waited
     assert [e["seq"] for e in streamed] == list(range(1, head + 1))
-    assert waited >= 2 * 0.3  # before each of the two pages after the first
+    assert waited >= 2 * 0.3 * 0.9  # before each of the two pages after the first (a timer may fire a little early)
     assert (await write).status == 201
 
 

@@ -55,11 +55,11 @@ def _shaped_as_event(field: Callable[[str], str]) -> str:
 
 #: Every line into the log as the event it gives, its JSON text read once
 #: (``jsonb_to_record``), in the order the staging table is read (the
-#: file's; seq, not the order rows are stored in, orders the log). A line left out (not :func:`_shaped_as_event`, or a
-#: seq other than the head's ``$2`` plus its line number), or one that fails
-#: (not a JSON object, a field that does not read as its column's type, or
-#: is missing), makes the caller look for the first line at fault
-#: (:data:`_FIRST_FAULT`).
+#: file's; seq, not where rows are stored, orders the log). A line left out
+#: (not :func:`_shaped_as_event`, or a seq other than the head's ``$2``
+#: plus its line number), or one that fails (not a JSON object, a field
+#: that does not read as its column's type, or is missing), makes the
+#: caller look for the first line at fault (:data:`_FIRST_FAULT`).
 _INSERT = f"""
     INSERT INTO events ({EVENTS.column_list()})
     SELECT {", ".join("decode(r.hash, 'hex')" if c == "hash" else f"r.{c}" for c in EVENTS.columns)}
