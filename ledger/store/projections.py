@@ -62,15 +62,21 @@ new_transfers AS (
     WHERE {when}
 ),
 {_changed_ctes(p, when)},
-entry_rows AS (
-    SELECT {with_totals_from(ENTRIES, "balance")}
-    FROM {p.rows("e", ENTRIES.record_columns(Entry.__struct_fields__, balance="jsonb"), "entries")}
-),
+{_entry_rows(p)},
 new_entries AS (
     INSERT INTO entries ({ENTRIES.column_list()})
     SELECT * FROM entry_rows WHERE {when}
 ),
 {_moved_balances(when)}"""
+
+
+def _entry_rows(p: Placeholders) -> str:
+    """The CTE ``entry_rows``: the entries of the parameter ``entries``, a
+    ``jsonb`` array of :class:`~ledger.domain.ledger.Entry` objects."""
+    return f"""entry_rows AS (
+    SELECT {with_totals_from(ENTRIES, "balance")}
+    FROM {p.rows("e", ENTRIES.record_columns(Entry.__struct_fields__, balance="jsonb"), "entries")}
+)"""
 
 
 def _account_ctes(p: Placeholders, when: str) -> str:
@@ -131,14 +137,10 @@ _before = Placeholders()
 #: Before the COPY: what the copied rows refer to (accounts) and what they
 #: do not hold (changes to transfers made before the run).
 _BEFORE_COPY = f"WITH {_account_ctes(_before, 'true')}, {_changed_ctes(_before, 'true')} SELECT"
-#: After it: the balances, from the entries copied, read back by account
-#: past the seq the run follows.
-_AFTER_COPY = f"""WITH
-entry_rows AS (
-    SELECT {ENTRIES.column_list()} FROM entries
-    WHERE account_id = ANY($1::uuid[]) AND seq > $2::bigint
-),
-{_moved_balances("true", "$1::uuid[]")} SELECT"""
+_after = Placeholders()
+#: After it: the balances the copied entries moved, each as the last entry
+#: on its account left it (``entries``: that last entry of each).
+_AFTER_COPY = f"WITH {_entry_rows(_after)}, {_moved_balances('true')} SELECT"
 
 
 class Projection(NamedTuple):
@@ -171,21 +173,20 @@ class Projection(NamedTuple):
         self,
         conn: asyncpg.Connection,
         *,
-        after: int,
         text: tuple[CopyText[Transfer], CopyText[Entry]] | None = None,
     ) -> None:
         """Write the projections in ``conn``'s transaction, the new transfers
         and entries by COPY (as ``text``, if given: :meth:`copy_text`, made
         ahead), in three steps: what those rows refer to, the rows, and the
-        balances they moved. Every event of the run has a seq greater than
-        ``after``."""
+        balances they moved."""
         arguments = self.arguments()
         await conn.execute(_BEFORE_COPY, *_before.arguments({n: arguments[n] for n in _before.names}))
         for rows in text or self.copy_text():
             await rows.send(conn)
         # Accounts opened in the run were inserted with their balances.
-        moved = {e.account_id for e in self.entries}.difference(a["id"] for a in self.accounts)
-        await conn.execute(_AFTER_COPY, list(moved), after)
+        opened = {a["id"] for a in self.accounts}
+        last = {e.account_id: e for e in self.entries if e.account_id not in opened}
+        await conn.execute(_AFTER_COPY, *_after.arguments({"entries": list(last.values())}))
 
 
 def projection(ledger: Ledger, applied: Sequence[tuple[RecordedEvent, tuple[Entry, ...]]]) -> Projection:

@@ -95,7 +95,7 @@ async def rebuild_locked(conn: asyncpg.Connection, *, tree: Frontier | None = No
             rows = await cursor.fetch(chunk)
             change = projection(replay.ledger, applied)
             nodes = [] if growth is None else growth.grown()
-            writing = asyncio.create_task(_write(conn, change, after=applied[0][0].seq - 1, nodes=nodes))
+            writing = asyncio.create_task(_write(conn, change, nodes))
             replay.ledger.forget_settled_transfers()
         replay.finish(head)
         if writing is not None:
@@ -127,7 +127,7 @@ async def _folded(replay: Replay, rows: list[asyncpg.Record]) -> list[tuple[Reco
     return applied
 
 
-async def _write(conn: asyncpg.Connection, change: Projection, *, after: int, nodes: Sequence[Node]) -> None:
-    """Write ``change`` (of events after seq ``after``) and the subtrees ``nodes``."""
-    await change.copy(conn, after=after)
+async def _write(conn: asyncpg.Connection, change: Projection, nodes: Sequence[Node]) -> None:
+    """Write ``change`` and the subtrees ``nodes``."""
+    await change.copy(conn)
     await write_subtrees(conn, nodes)

@@ -398,7 +398,7 @@ async def write(conn: asyncpg.Connection, sealed: Sealed) -> Committed | HeadMov
                 if written:
                     await events.send(conn)
                     await write_subtrees(conn, subtrees)
-                    await rows.copy(conn, after=basis.seq, text=(transfers, entries))
+                    await rows.copy(conn, text=(transfers, entries))
                     await conn.execute(_NOTIFY, NOTIFY_CHANNEL, str(sealed.after.seq))
     return Committed(sealed) if written else HeadMoved(sealed)
 
