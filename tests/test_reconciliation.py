@@ -163,6 +163,19 @@ async def test_rebuild_reproduces_every_projection_byte_for_byte(client, busy_le
     await assert_log_matches_projections(db)
 
 
+async def test_rebuild_in_chunks_keeps_the_balance_an_early_chunk_left(client, open_account, fund, db):
+    early, late = await open_account(), await open_account()
+    await fund(early, "5.00")
+    for _ in range(4):
+        await fund(late, "1.00")
+    before = await projections(db)
+    await db.execute("UPDATE balances SET credits_posted = 0")
+
+    await rebuild_projections(db, chunk=2)
+
+    assert await projections(db) == before
+
+
 @pytest.mark.parametrize("chunk", [5000, 7], ids=["in the first chunk", "after chunks were written"])
 async def test_rebuild_from_a_broken_chain_changes_nothing(client, busy_ledger, db, chunk):
     await tamper(db, "DELETE FROM events WHERE seq = $1", await first_transfer_seq(db))

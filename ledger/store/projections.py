@@ -19,7 +19,7 @@ same code whichever way it comes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -177,16 +177,32 @@ class Projection(NamedTuple):
     ) -> None:
         """Write the projections in ``conn``'s transaction, the new transfers
         and entries by COPY (as ``text``, if given: :meth:`copy_text`, made
-        ahead), in three steps: what those rows refer to, the rows, and the
-        balances they moved."""
+        ahead), in three steps: what those rows refer to, the rows
+        (:meth:`copy_rows`), and the balances they moved (:func:`set_balances`)."""
+        await self.copy_rows(conn, text=text)
+        # Accounts opened in the run were inserted with their balances.
+        opened = {a["id"] for a in self.accounts}
+        await set_balances(conn, [e for e in self.entries if e.account_id not in opened])
+
+    async def copy_rows(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        text: tuple[CopyText[Transfer], CopyText[Entry]] | None = None,
+    ) -> None:
+        """:meth:`copy` but for its last step: the balances the entries moved
+        are left as they were, for the caller to set."""
         arguments = self.arguments()
         await conn.execute(_BEFORE_COPY, *_before.arguments({n: arguments[n] for n in _before.names}))
         for rows in text or self.copy_text():
             await rows.send(conn)
-        # Accounts opened in the run were inserted with their balances.
-        opened = {a["id"] for a in self.accounts}
-        last = {e.account_id: e for e in self.entries if e.account_id not in opened}
-        await conn.execute(_AFTER_COPY, *_after.arguments({"entries": list(last.values())}))
+
+
+async def set_balances(conn: asyncpg.Connection, entries: Iterable[Entry]) -> None:
+    """Set each balance the ``entries`` (in seq order) moved as the last of
+    them on its account left it."""
+    last = {e.account_id: e for e in entries}
+    await conn.execute(_AFTER_COPY, *_after.arguments({"entries": list(last.values())}))
 
 
 def projection(ledger: Ledger, applied: Sequence[tuple[RecordedEvent, tuple[Entry, ...]]]) -> Projection:

@@ -3,8 +3,13 @@
 In one SERIALIZABLE transaction that takes the append lock first: empty the
 projections, fold the log through a cursor, and write what each chunk of
 events changed with the same
-:meth:`~ledger.store.projections.Projection.copy` that large appends use, so
-the result is what the appends would have written. A broken hash chain
+:meth:`~ledger.store.projections.Projection.copy` steps that large appends
+use, so the result is what the appends would have written. Only the last
+step, setting the balances the entries moved, is taken once, after the last
+chunk (:func:`~ledger.store.projections.set_balances`): in one transaction,
+each update of a row leaves a version of it that every later update walks
+past, so a balance set per chunk would cost the rebuild time growing with
+the square of the chunks. A broken hash chain
 aborts the rebuild (and so changes nothing): a tampered log is no source to
 rebuild from.
 
@@ -22,6 +27,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from uuid import UUID
 
 import asyncpg
 
@@ -29,7 +35,7 @@ from ..domain.events import RecordedEvent
 from ..domain.ledger import Entry, Ledger
 from ..domain.merkle import Frontier, Node
 from .head import LOCK, NEW_EPOCH, read_head
-from .projections import Projection, projection
+from .projections import Projection, projection, set_balances
 from .replay import LOG, Replay
 from .tree import Growth, write_subtrees
 
@@ -84,6 +90,7 @@ async def rebuild_locked(conn: asyncpg.Connection, *, tree: Frontier | None = No
         await conn.execute(f"DROP INDEX {index['name']}")
     head = await read_head(conn)
     cursor = await conn.cursor(LOG)
+    moved: dict[UUID, Entry] = {}  # the last entry on each account
     writing: asyncio.Task[None] | None = None
     try:
         rows = await cursor.fetch(chunk)
@@ -94,12 +101,14 @@ async def rebuild_locked(conn: asyncpg.Connection, *, tree: Frontier | None = No
                 await writing
             rows = await cursor.fetch(chunk)
             change = projection(replay.ledger, applied)
+            moved.update((e.account_id, e) for e in change.entries)
             nodes = [] if growth is None else growth.grown()
             writing = asyncio.create_task(_write(conn, change, nodes))
             replay.ledger.forget_settled_transfers()
         replay.finish(head)
         if writing is not None:
             await writing
+        await set_balances(conn, moved.values())
     except BaseException:
         if writing is not None:
             # The connection takes no other statement until the write in flight ends.
@@ -128,6 +137,6 @@ async def _folded(replay: Replay, rows: list[asyncpg.Record]) -> list[tuple[Reco
 
 
 async def _write(conn: asyncpg.Connection, change: Projection, nodes: Sequence[Node]) -> None:
-    """Write ``change`` and the subtrees ``nodes``."""
-    await change.copy(conn)
+    """Write ``change`` but for the balances it moved, and the subtrees ``nodes``."""
+    await change.copy_rows(conn)
     await write_subtrees(conn, nodes)
