@@ -11,7 +11,7 @@ import pytest
 from ledger.store.export import export
 from tests.conftest import canonical_bytes, ledger_cli, transfer_body
 
-AWKWARD = {"quote": 'say "hi"', "back\\slash": "a\\b", "tab": "\t", "ünï": "☕", "n": [1, 2.5, None, True]}
+AWKWARD = {"quote": 'say "hi"', "back\\slash": "a\\b", "tab": "\t", "ünï": "☕", "n": [1, "2.5", None, True, 2**53 - 1]}
 
 
 @pytest.fixture

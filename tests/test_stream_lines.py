@@ -25,9 +25,9 @@ AWKWARD = {
     "quote": 'say "hi"',
     "back\\slash": "a\\b",
     "control": "tab\there\nnew line\u0001",
-    "nested": {"z": [1, 2.5, None, True, {"deep": ["x", {}]}], "a": {"ß": "\\"}},
+    "nested": {"z": [1, "2.5", None, True, {"deep": ["x", {}]}], "a": {"ß": "\\"}},
     "n": -7,
-    "big": 12345678901234567890,
+    "big": 2**53 - 1,
 }
 
 

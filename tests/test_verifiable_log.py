@@ -27,7 +27,12 @@ async def test_every_event_line_carries_its_metadata_and_hash(client, open_accou
 
 
 async def test_the_chain_rebuilds_from_the_served_lines_with_json_and_hashlib(client, open_account, db):
-    awkward = {"ünïcødé": "naïve café ☕", "nested": {"z": [1, 2.5, None, True], "a": {"ß": "\\"}}, "n": -7}
+    awkward = {
+        "ünïcødé": "naïve café ☕",
+        "nested": {"z": [1, "2.5", None, True], "a": {"ß": "\\"}},
+        "n": -7,
+        "big": 2**53 - 1,
+    }
     a = await open_account(metadata=awkward)
     b = await open_account()
     paid = transfer_body(a, b, "12.34", code="tab\there", metadata=awkward)

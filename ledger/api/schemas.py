@@ -321,7 +321,8 @@ def transfer_code(code: str | None, path: str) -> None:
 
 
 def metadata(value: dict[str, Any], limit: int, path: str) -> dict[str, Any]:
-    """``value`` as stored: the JSON it encodes to, at most ``limit`` bytes.
+    """``value`` as stored: the JSON it encodes to, at most ``limit`` bytes,
+    every number in it an integer of at most :data:`EXACT_INTEGER` either way.
 
     Round-tripping through JSON gives MessagePack bodies the same metadata a
     JSON body would have, so an idempotent replay compares like with like.
@@ -334,4 +335,40 @@ def metadata(value: dict[str, Any], limit: int, path: str) -> dict[str, Any]:
     if b"\\u0000" in encoded:
         raise InvalidField("metadata must not contain NUL characters", path)
     decoded: dict[str, Any] = msgspec.json.decode(encoded)
+    _refuse_inexact_numbers(decoded, path)
     return decoded
+
+
+#: The largest integer that every JSON parser reads back as itself (I-JSON,
+#: RFC 7493 section 2.2): 2**53 - 1.
+EXACT_INTEGER = 2**53 - 1
+
+
+def _refuse_inexact_numbers(value: Any, path: str) -> None:
+    """Refuse a number in ``value`` (metadata, at ``path``) that is not an
+    integer of at most :data:`EXACT_INTEGER` either way.
+
+    An event's canonical bytes, which its hash covers, are JSON that anyone
+    must be able to write again from the line the log serves. A fraction or
+    an exponent has no one spelling (``1e20``, ``100000000000000000000``;
+    ``1e-07``, ``1e-7``): PostgreSQL, Python and JavaScript each write it
+    back in their own, and a larger integer is read back inexactly by
+    parsers that hold numbers as doubles. Either would make an honest log
+    fail its own check."""
+    match value:
+        case dict():
+            for key, item in value.items():
+                _refuse_inexact_numbers(item, f"{path}.{key}")
+        case list():
+            for index, item in enumerate(value):
+                _refuse_inexact_numbers(item, f"{path}[{index}]")
+        case bool() | str() | None:
+            pass
+        case int() if -EXACT_INTEGER <= value <= EXACT_INTEGER:
+            pass
+        case _:
+            raise InvalidField(
+                f"metadata numbers must be integers from -{EXACT_INTEGER} to {EXACT_INTEGER}, "
+                f"so that the log's hash of them can be checked; write {value!r} as a string",
+                path,
+            )
