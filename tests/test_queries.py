@@ -144,6 +144,7 @@ async def test_filters_combine(client, shop):
         ({"limit": "1001"}, "limit"),
         ({"cursor": "not a cursor"}, "cursor"),
         ({"metadata.": "x"}, "metadata."),
+        ({"code": "card\x00"}, "code"),
     ],
 )
 async def test_a_bad_parameter_is_refused_naming_it(client, params, field):

@@ -38,15 +38,13 @@ from .codec import JSON, MSGPACK, REPLAYED
 from .errors import status_of
 from .middlewares import REQUEST_ID
 from .responses import ErrorOut
-from .schemas import BATCH_ITEMS
+from .schemas import BATCH_ITEMS, COMPONENTS, REF_TEMPLATE
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 #: What every non-streaming body is offered in (by ``Content-Type`` and ``Accept``).
 JSON_OR_MSGPACK = (JSON, MSGPACK)
 NDJSON = "application/x-ndjson"
-#: Where a schema of the document refers to another.
-REF_TEMPLATE = "#/components/schemas/{name}"
 
 _PATH_PARAMETER = re.compile(r"\{(\w+)\}")
 _STATUS_TEXT = {200: "OK", 201: "Created"}
@@ -130,6 +128,7 @@ def document(app: web.Application) -> dict[str, Any]:
         key=repr,
     )
     schemas, components = msgspec.json.schema_components(bodies, ref_template=REF_TEMPLATE)
+    components.update(COMPONENTS)
     schema_of = dict(zip(bodies, schemas, strict=True))
 
     paths: dict[str, dict[str, Any]] = {}

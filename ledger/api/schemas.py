@@ -31,7 +31,8 @@ TRANSFER_METADATA_BYTES = 1024
 
 Currency = Annotated[str, Meta(pattern=r"^[A-Z][A-Z0-9_]{0,15}$")]
 Scale = Annotated[int, Meta(ge=0, le=money.MAX_SCALE)]
-TransferCode = Annotated[str, Meta(min_length=1, max_length=255)]
+#: No NUL: PostgreSQL's text cannot hold one.
+TransferCode = Annotated[str, Meta(min_length=1, max_length=255, pattern=r"^[^\x00]*$")]
 TimeoutSeconds = Annotated[int, Meta(ge=1, le=366 * 24 * 3600)]
 #: Checked by :func:`amount`, which names what is wrong; the pattern is for the document.
 AmountIn = Annotated[
@@ -44,6 +45,33 @@ AmountIn = Annotated[
 ]
 #: PostgreSQL's bigint: a seq or a limit past it could not be looked up.
 MAX_BIGINT = 2**63 - 1
+
+#: The largest integer that every JSON parser reads back as itself (I-JSON,
+#: RFC 7493 section 2.2): 2**53 - 1.
+EXACT_INTEGER = 2**53 - 1
+#: Where the OpenAPI document's schemas refer to its components.
+REF_TEMPLATE = "#/components/schemas/{name}"
+_METADATA_VALUE = REF_TEMPLATE.format(name="MetadataValue")
+#: Components of the OpenAPI document (:mod:`.openapi` adds them) that no
+#: struct describes: what a value in metadata may be (:func:`metadata`).
+COMPONENTS: dict[str, dict[str, Any]] = {
+    "MetadataValue": {
+        "description": "Any JSON value, but for numbers: only integers within ±(2^53 - 1).",
+        "anyOf": [
+            {"type": "string"},
+            {"type": "boolean"},
+            {"type": "null"},
+            {"type": "integer", "minimum": -EXACT_INTEGER, "maximum": EXACT_INTEGER},
+            {"type": "array", "items": {"$ref": _METADATA_VALUE}},
+            {"type": "object", "additionalProperties": {"$ref": _METADATA_VALUE}},
+        ],
+    },
+}
+#: A request's metadata: a JSON object whose numbers are integers within
+#: ±(2^53 - 1) (:func:`metadata`).
+Metadata = Annotated[
+    dict[str, Any], msgspec.Meta(extra_json_schema={"additionalProperties": {"$ref": _METADATA_VALUE}})
+]
 
 _json = msgspec.json.Encoder()
 
@@ -63,7 +91,7 @@ class AccountIn(_Request, kw_only=True):
     currency: Currency
     scale: Scale
     flags: FlagsIn = msgspec.field(default_factory=FlagsIn)
-    metadata: dict[str, Any] = {}
+    metadata: Metadata = {}
 
     def to_command(self) -> OpenAccount:
         return OpenAccount(
@@ -82,14 +110,13 @@ class TransferIn(_Request, kw_only=True):
     amount: AmountIn
     currency: Currency
     code: TransferCode | None = None
-    metadata: dict[str, Any] = {}
+    metadata: Metadata = {}
     pending: bool = False
     timeout_seconds: TimeoutSeconds | None = None
 
     def to_command(self, path: str = "") -> MakeTransfer:
         if self.timeout_seconds is not None and not self.pending:
             raise InvalidField("timeout_seconds is allowed only with pending: true", f"{path}timeout_seconds")
-        transfer_code(self.code, f"{path}code")
         return MakeTransfer(
             id=self.id,
             debit_account_id=self.debit_account_id,
@@ -121,10 +148,9 @@ class ReverseIn(_Request, kw_only=True):
     #: Default: all of the transfer that is posted and not yet reversed.
     amount: AmountIn | None = None
     code: TransferCode | None = None
-    metadata: dict[str, Any] = {}
+    metadata: Metadata = {}
 
     def to_command(self, original_id: UUID, path: str = "") -> ReverseTransfer:
-        transfer_code(self.code, f"{path}code")
         return ReverseTransfer(
             id=self.id,
             original_id=original_id,
@@ -314,12 +340,6 @@ def amount(text: str, path: str) -> Decimal:
         raise InvalidField(f"amount {error.message}", path) from None
 
 
-def transfer_code(code: str | None, path: str) -> None:
-    """Refuse a ``code`` that PostgreSQL's text could not hold."""
-    if code is not None and "\x00" in code:
-        raise InvalidField("must not contain NUL characters", path)
-
-
 def metadata(value: dict[str, Any], limit: int, path: str) -> dict[str, Any]:
     """``value`` as stored: the JSON it encodes to, at most ``limit`` bytes,
     every number in it an integer of at most :data:`EXACT_INTEGER` either way.
@@ -337,11 +357,6 @@ def metadata(value: dict[str, Any], limit: int, path: str) -> dict[str, Any]:
     decoded: dict[str, Any] = msgspec.json.decode(encoded)
     _refuse_inexact_numbers(decoded, path)
     return decoded
-
-
-#: The largest integer that every JSON parser reads back as itself (I-JSON,
-#: RFC 7493 section 2.2): 2**53 - 1.
-EXACT_INTEGER = 2**53 - 1
 
 
 def _refuse_inexact_numbers(value: Any, path: str) -> None:
