@@ -116,9 +116,9 @@ changed_transfers AS (
 )"""
 
 
-def _moved_balances(when: str, accounts: str = "ARRAY(SELECT account_id FROM entry_rows)") -> str:
+def _moved_balances(when: str) -> str:
     """Each balance as the last of the ``entry_rows`` on it left it, for the
-    ``accounts`` (an array) that have any. (In one statement with
+    accounts that have any. (In one statement with
     :func:`_account_ctes`, an account opened in the run is not updated: its
     row is inserted there, and is not visible here.)"""
     moved = BALANCES.columns[1:]  # the totals and seq
@@ -129,7 +129,7 @@ moved_balances AS (
         SELECT DISTINCT ON (account_id) {BALANCES.column_list()}
         FROM entry_rows ORDER BY account_id, seq DESC
     ) AS u
-    WHERE b.account_id = u.account_id AND b.account_id = ANY({accounts}) AND {when}
+    WHERE b.account_id = u.account_id AND b.account_id = ANY(ARRAY(SELECT account_id FROM entry_rows)) AND {when}
 )"""
 
 
@@ -137,10 +137,11 @@ _before = Placeholders()
 #: Before the COPY: what the copied rows refer to (accounts) and what they
 #: do not hold (changes to transfers made before the run).
 _BEFORE_COPY = f"WITH {_account_ctes(_before, 'true')}, {_changed_ctes(_before, 'true')} SELECT"
-_after = Placeholders()
-#: After it: the balances the copied entries moved, each as the last entry
-#: on its account left it (``entries``: that last entry of each).
-_AFTER_COPY = f"WITH {_entry_rows(_after)}, {_moved_balances('true')} SELECT"
+_set = Placeholders()
+#: After it (or, in a rebuild, after the last COPY): the balances the copied
+#: entries moved, each as the last entry on its account left it
+#: (``entries``: that last entry of each).
+_SET_BALANCES = f"WITH {_entry_rows(_set)}, {_moved_balances('true')} SELECT"
 
 
 class Projection(NamedTuple):
@@ -202,7 +203,7 @@ async def set_balances(conn: asyncpg.Connection, entries: Iterable[Entry]) -> No
     """Set each balance the ``entries`` (in seq order) moved as the last of
     them on its account left it."""
     last = {e.account_id: e for e in entries}
-    await conn.execute(_AFTER_COPY, *_after.arguments({"entries": list(last.values())}))
+    await conn.execute(_SET_BALANCES, *_set.arguments({"entries": list(last.values())}))
 
 
 def projection(ledger: Ledger, applied: Sequence[tuple[RecordedEvent, tuple[Entry, ...]]]) -> Projection:
