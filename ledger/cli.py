@@ -83,13 +83,13 @@ def _reconcile(settings: Settings, repair: bool) -> int:
 
 @contextlib.contextmanager
 def _progress_bar() -> Iterator[Progress | None]:
-    """A tqdm bar of the events replayed, on stderr if it is a terminal."""
+    """A tqdm bar of the events whose hashes are checked, on stderr if it is a terminal."""
     if not sys.stderr.isatty():
         yield None
         return
     from tqdm import tqdm
 
-    with tqdm(desc="replaying the log", unit=" events", unit_scale=True, file=sys.stderr) as bar:
+    with tqdm(desc="checking the log", unit=" events", unit_scale=True, file=sys.stderr) as bar:
 
         def progress(events: int, head: int) -> None:
             bar.total = head

@@ -149,6 +149,51 @@ async def test_a_deleted_last_event_is_found_at_the_head(client, open_account, d
     assert report["chain"] == {"ok": False, "first_bad_seq": head}
 
 
+async def test_an_event_moving_an_account_no_earlier_event_opened_is_named(client, open_account, fund, db):
+    account = await open_account()
+    await fund(account, "10.00")
+    opened = await db.fetchval("SELECT seq FROM events WHERE stream_id = $1", uuid.UUID(account["id"]))
+    moved = await db.fetchval("SELECT max(seq) FROM events WHERE type = 'transfer_posted'")
+    await tamper(db, "DELETE FROM events WHERE seq = $1", opened)
+
+    report = await reconcile(client)
+
+    assert report["replay_error"] == (
+        f"event {moved} cannot be applied: it moves account {account['id']}, which no earlier event opened"
+    )
+    assert report["ok"] is False
+
+
+async def test_a_release_of_a_transfer_no_earlier_event_held_is_named(client, open_account, fund, db):
+    debit, credit = await open_account(), await open_account()
+    await fund(debit, "10.00")
+    held = transfer_body(debit, credit, "4.00", pending=True)
+    assert (await client.post("/v1/transfers", json=held)).status == 201
+    assert (await client.post(f"/v1/transfers/{held['id']}/void")).status == 200
+    voided = await db.fetchval("SELECT seq FROM events WHERE type = 'pending_transfer_voided'")
+    await tamper(db, "DELETE FROM events WHERE type = 'transfer_pending'")
+
+    report = await reconcile(client)
+
+    assert (
+        report["replay_error"] == f"event {voided} cannot be applied: it releases a transfer that no earlier event held"
+    )
+
+
+async def test_an_event_whose_data_cannot_be_read_is_named_and_repairs_nothing(client, busy_ledger, db):
+    seq = await first_transfer_seq(db)
+    await tamper(db, "UPDATE events SET data = jsonb_set(data, '{amount}', '\"lots\"') WHERE seq = $1", seq)
+    await db.execute("UPDATE balances SET debits_posted = debits_posted + 1")
+    before = await ledger_snapshot(db)
+
+    report = await reconcile(client, repair=True)
+
+    assert report["replay_error"].startswith("the log holds an event that cannot be read: invalid input syntax")
+    assert report["chain"] == {"ok": False, "first_bad_seq": seq}
+    assert (report["ok"], report["repaired"]) == (False, 0)
+    assert await ledger_snapshot(db) == before
+
+
 async def projections(db):
     return await stored_rows(db, "accounts", "balances", "transfers", "entries")
 
@@ -256,3 +301,14 @@ async def test_reconciliation_tells_its_progress_up_to_the_head(busy_ledger, db)
     report = await reconcile_store(db, progress=lambda events, head: told.append((events, head)))
     assert told[-1] == (report.head_seq, report.head_seq)
     assert [events for events, _ in told] == sorted(events for events, _ in told)
+
+
+async def test_a_chain_checked_in_ranges_tells_its_progress_as_each_range_ends(busy_ledger, db, database_url):
+    told = []
+    report = await reconcile_store(
+        db, chain=spread(database_url), progress=lambda events, head: told.append((events, head))
+    )
+    assert told[-1] == (report.head_seq, report.head_seq)
+    # three ranges, each told as it ends, then the end
+    assert [events for events, _ in told] == sorted(events for events, _ in told)
+    assert len(told) == 4

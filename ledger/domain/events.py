@@ -18,6 +18,14 @@ pending_transfer_posted    a held ``amount`` moved to posted, the rest released
 pending_transfer_voided    a held amount was released on request
 pending_transfer_expired   a held amount was released at its deadline
 ========================== ===================================================
+
+What an event does to balances is stated once, by three flags of its class
+that :meth:`ledger.domain.ledger.Ledger.apply` and the set-based sums of
+reconciliation (:mod:`ledger.store.movements`) both read. Each moves the
+debit side of the event's debit account and the credit side of its credit
+account alike: ``holds`` adds the event's amount to pending, ``releases``
+takes the amount the transfer held off pending, ``posts`` adds the event's
+amount to posted.
 """
 
 from __future__ import annotations
@@ -40,6 +48,10 @@ class _Event(msgspec.Struct, frozen=True, gc=False):
     type: ClassVar[str]
     #: The field holding the id of what the event is about: its ``stream_id``.
     _subject: ClassVar[str]
+    #: What the event does to its accounts' balances (see the module's doc).
+    holds: ClassVar[bool] = False
+    releases: ClassVar[bool] = False
+    posts: ClassVar[bool] = False
 
     @property
     def stream_id(self) -> UUID:
@@ -91,6 +103,7 @@ class TransferPosted(_TransferMade, frozen=True):
     """Money moved at once from the debit account to the credit account."""
 
     type: ClassVar[str] = "transfer_posted"
+    posts = True
 
 
 class TransferPending(_TransferMade, frozen=True):
@@ -98,6 +111,7 @@ class TransferPending(_TransferMade, frozen=True):
     deadline is ``timeout_seconds`` after the event's ``recorded_at``."""
 
     type: ClassVar[str] = "transfer_pending"
+    holds = True
 
     timeout_seconds: int | None
 
@@ -107,6 +121,7 @@ class TransferReversed(_TransferMade, frozen=True):
     account is this one's debit account, its debit account this one's credit."""
 
     type: ClassVar[str] = "transfer_reversed"
+    posts = True
 
     reverses: UUID
 
@@ -119,6 +134,7 @@ class PendingDecided(_TransferEvent, frozen=True):
 
     #: The transfer's status afterwards.
     status: ClassVar[str]
+    releases = True
 
     transfer_id: UUID
     debit_account_id: UUID
@@ -130,6 +146,7 @@ class PendingDecided(_TransferEvent, frozen=True):
 class PendingPosted(PendingDecided, frozen=True):
     type: ClassVar[str] = "pending_transfer_posted"
     status: ClassVar[str] = TransferStatus.POSTED
+    posts = True
 
 
 class PendingVoided(PendingDecided, frozen=True):

@@ -360,13 +360,6 @@ class Ledger:
 
     # -- applying ---------------------------------------------------------
 
-    def apply_past_gap(self, record: RecordedEvent) -> tuple[Entry, ...]:
-        """:meth:`apply` ``record`` even if events before it are missing: for
-        a fold that goes on past a deleted event, so that what the deletion
-        changed shows up in the balances instead of stopping the fold."""
-        self.last_seq = record.seq - 1
-        return self.apply(record)
-
     def apply(self, record: RecordedEvent) -> tuple[Entry, ...]:
         """Apply an accepted event at the head of the log; return its entries.
 
@@ -396,10 +389,7 @@ class Ledger:
             case TransferPosted() | TransferPending() | TransferReversed():
                 pending = isinstance(event, TransferPending)
                 timeout_seconds = event.timeout_seconds if isinstance(event, TransferPending) else None
-                if pending:
-                    debit, credit = self._move(event, hold=event.amount)
-                else:
-                    debit, credit = self._move(event, post=event.amount)
+                debit, credit = self._move(event)
                 reverses = event.reverses if isinstance(event, TransferReversed) else None
                 if reverses is not None:
                     self._add_reversed(reverses, event.amount)
@@ -423,8 +413,8 @@ class Ledger:
                 )
             case PendingDecided():
                 transfer = self.transfers[event.transfer_id]
-                posted = event.amount if isinstance(event, PendingPosted) else None
-                debit, credit = self._move(event, release=transfer.amount, post=posted)
+                posted = event.amount if event.posts else None
+                debit, credit = self._move(event, held=transfer.amount)
                 self._keep_transfer(event.transfer_id)
                 self.transfers[event.transfer_id] = msgspec.structs.replace(
                     transfer,
@@ -444,28 +434,28 @@ class Ledger:
         self,
         event: TransferPosted | TransferPending | TransferReversed | PendingDecided,
         *,
-        hold: Decimal | None = None,
-        release: Decimal | None = None,
-        post: Decimal | None = None,
+        held: Decimal = money.ZERO,
     ) -> tuple[Balance, Balance]:
-        """Change both sides of a transfer alike: its debit account's debits
-        and its credit account's credits, pending by ``hold - release`` and
-        posted by ``post``. Return the two balances (debit, credit) as they
-        now are."""
+        """Move both sides of a transfer alike, as its event's class says
+        (:mod:`ledger.domain.events`): its debit account's debits and its
+        credit account's credits, pending by the event's amount if it
+        ``holds`` and by ``-held`` (what the transfer held) if it
+        ``releases``, posted by the event's amount if it ``posts``. Return
+        the two balances (debit, credit) as they now are."""
         if self._undo is not None:
             self._keep_account(event.debit_account_id)
             self._keep_account(event.credit_account_id)
         debit = self.accounts[event.debit_account_id].balance
         credit = self.accounts[event.credit_account_id].balance
-        if hold is not None:
-            debit.debits_pending = money.add(debit.debits_pending, hold)
-            credit.credits_pending = money.add(credit.credits_pending, hold)
-        if release is not None:
-            debit.debits_pending = money.sub(debit.debits_pending, release)
-            credit.credits_pending = money.sub(credit.credits_pending, release)
-        if post is not None:
-            debit.debits_posted = money.add(debit.debits_posted, post)
-            credit.credits_posted = money.add(credit.credits_posted, post)
+        if event.holds:
+            debit.debits_pending = money.add(debit.debits_pending, event.amount)
+            credit.credits_pending = money.add(credit.credits_pending, event.amount)
+        if event.releases:
+            debit.debits_pending = money.sub(debit.debits_pending, held)
+            credit.credits_pending = money.sub(credit.credits_pending, held)
+        if event.posts:
+            debit.debits_posted = money.add(debit.debits_posted, event.amount)
+            credit.credits_posted = money.add(credit.credits_posted, event.amount)
         return debit, credit
 
     def _add_reversed(self, original_id: UUID, amount: Decimal) -> None:

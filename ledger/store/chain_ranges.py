@@ -3,7 +3,8 @@
 Each event stores its hash, so the events ``lo`` to ``hi`` are checked on
 their own, from the hash stored last before ``lo``: the check is CPU work
 (canonical bytes and SHA-256 of every event) that spreads over cores, while
-the fold of the balances stays sequential in the caller. Every process
+the caller's connection sums the balances (:mod:`ledger.store.movements`).
+Every process
 reads in the caller's snapshot (``pg_export_snapshot``), so all of them see
 the log the caller sees.
 """
@@ -16,18 +17,20 @@ import itertools
 import multiprocessing
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..domain.chain import GENESIS
 from .connection import Conn, connect
 from .replay import ChainCheck
-from .tables import EVENTS
 
 #: Logs shorter than this are checked in the caller: starting processes
 #: would cost more than it saves.
 SPREAD_FROM = 100_000
+#: The most events one range holds: a process checks range after range, so
+#: that the ranges checked tell the progress.
+RANGE_EVENTS = 50_000
 
-_RANGE = EVENTS.select() + " WHERE seq BETWEEN $1 AND $2 ORDER BY seq"
 _BEFORE = "SELECT hash FROM events WHERE seq < $1 ORDER BY seq DESC LIMIT 1"
 #: What pg_export_snapshot returns (it cannot be a parameter of SET).
 _SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+-[0-9]+$")
@@ -38,6 +41,7 @@ class RangeChecked:
     first_bad_seq: int | None
     last_seq: int
     last_hash: bytes
+    checked: int
 
 
 def check_range(dsn: str, snapshot: str, lo: int, hi: int) -> RangeChecked:
@@ -52,12 +56,11 @@ async def _check_range(dsn: str, snapshot: str, lo: int, hi: int) -> RangeChecke
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
             chain = ChainCheck(previous=await conn.fetchval(_BEFORE, lo) or GENESIS, next_seq=lo)
-            async for row in conn.cursor(_RANGE, lo, hi, prefetch=1000):
-                chain.check(row)
+            await chain.read(conn, lo, hi)
             chain.ends_at(hi)
     finally:
         await conn.close()
-    return RangeChecked(chain.first_bad_seq, chain.next_seq - 1, chain.previous)
+    return RangeChecked(chain.first_bad_seq, chain.next_seq - 1, chain.previous, chain.checked)
 
 
 def _ranges(head: int, parts: int) -> list[tuple[int, int]]:
@@ -84,17 +87,23 @@ class ChainWorkers:
         """Whether a log of ``head`` events is worth spreading."""
         return self.processes > 1 and head >= self.spread_from
 
-    async def check(self, snapshot: str, head: int) -> ChainCheck:
+    async def check(self, snapshot: str, head: int, *, every: Callable[[int], None] | None = None) -> ChainCheck:
         """The chain of events 1 to ``head`` in ``snapshot`` (see
         :func:`export_snapshot`; its transaction must stay open until this
-        returns), checked in ranges: the first bad seq of all, and where the
-        last ends (for :meth:`~ledger.store.replay.ChainCheck.finish`)."""
+        returns), checked in ranges of at most :data:`RANGE_EVENTS`, as many
+        at a time as there are processes: the first bad seq of all, and
+        where the last ends (for :meth:`~ledger.store.replay.ChainCheck.finish`).
+        ``every(checked)`` is told the events checked so far as each range ends."""
         loop = asyncio.get_running_loop()
         context = multiprocessing.get_context("spawn")
-        ranges = _ranges(head, self.processes)
-        with concurrent.futures.ProcessPoolExecutor(len(ranges), mp_context=context) as pool:
-            checked = await asyncio.gather(
-                *(loop.run_in_executor(pool, check_range, self.dsn, snapshot, lo, hi) for lo, hi in ranges)
-            )
+        ranges = _ranges(head, max(self.processes, -(-head // RANGE_EVENTS)))
+        with concurrent.futures.ProcessPoolExecutor(min(self.processes, len(ranges)), mp_context=context) as pool:
+            pending = [loop.run_in_executor(pool, check_range, self.dsn, snapshot, lo, hi) for lo, hi in ranges]
+            done = 0
+            for next_done in asyncio.as_completed(pending):
+                done += (await next_done).checked
+                if every is not None:
+                    every(done)
+            checked = [future.result() for future in pending]
         bad = [c.first_bad_seq for c in checked if c.first_bad_seq is not None]
-        return ChainCheck(checked[-1].last_hash, checked[-1].last_seq + 1, min(bad, default=None))
+        return ChainCheck(checked[-1].last_hash, checked[-1].last_seq + 1, min(bad, default=None), checked=done)

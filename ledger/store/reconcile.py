@@ -1,8 +1,10 @@
 """Reconciliation: prove that the stored balances are what the log says.
 
-One pass over the log through a server-side cursor, in one snapshot,
-recomputes every balance (memory grows with the accounts and the open holds,
-not with the events), verifies the hash chain, and compares with the stored
+In one snapshot, the log is replayed as PostgreSQL's sums of its movements
+per account (:mod:`ledger.store.movements`: from the events alone, memory
+growing with the accounts, not with the events), its hash chain is verified
+event by event (for a long log, in a process per core while the sums run:
+:mod:`ledger.store.chain_ranges`), and both are compared with the stored
 balances read in the same snapshot. With ``repair``, it runs instead in a
 SERIALIZABLE transaction that takes the append lock first, so nothing is
 appended between the replay and the rewrite of the balances that differ. The
@@ -18,22 +20,19 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from uuid import UUID
 
-import msgspec
+import asyncpg
 
 from ..domain import money
-from ..domain.events import TransferReversed
-from ..domain.ledger import Ledger
 from ..domain.model import Balance
 from .chain_ranges import ChainWorkers, export_snapshot
 from .connection import Conn
-from .head import LOCK, NEW_EPOCH, read_head
-from .replay import FORGET_EVERY, ChainCheck, stored_events
+from .head import LOCK, NEW_EPOCH, LogHead, read_head
+from .movements import Movements, sum_movements
+from .replay import ChainCheck
 from .tables import BALANCE_TOTALS, BALANCES
 
-#: Told how far the replay is: (events folded, the head).
+#: Told how far the chain's check is: (events checked, the head).
 Progress = Callable[[int, int], None]
-#: Events folded between two calls of a :data:`Progress`.
-PROGRESS_EVERY = 10_000
 
 _STORED = BALANCES.select(only=("account_id", *BALANCE_TOTALS))
 #: Transfers whose stored reversed_amount is not zero, and those named.
@@ -104,11 +103,12 @@ async def reconcile(
 ) -> Report:
     """Replay, compare, and with ``repair`` rewrite the balances that differ.
 
-    A log whose chain is broken is reported but never used to repair: its
-    replay is evidence of tampering, not a source of truth. With ``chain``,
-    a log long enough has its hash chain checked in those processes while
-    this one folds the balances; ``progress(events, head)`` is told how far
-    the fold is, every :data:`PROGRESS_EVERY` events.
+    A log whose chain is broken, or that holds an event that cannot be
+    applied, is reported but never used to repair: its replay is evidence
+    of tampering or of a fault, not a source of truth. With ``chain``, a log
+    long enough has its hash chain checked in those processes while this
+    connection sums the movements; ``progress(events, head)`` is told how
+    far the check is.
     """
     started = time.monotonic()
     report = Report()
@@ -121,75 +121,77 @@ async def reconcile(
             await conn.execute(LOCK)
         head = await read_head(conn)
         report.head_seq = head.seq
-        if chain is not None and chain.wanted(head.seq):
-            checking = asyncio.create_task(chain.check(await export_snapshot(conn), head.seq))
-            try:
-                ledger, reversed_ = await _replay(conn, report, prefetch, None, progress)
-            finally:
-                report.chain = await checking
+        report.chain, movements = await _replay(conn, head, chain, progress)
+        report.events_scanned = report.chain.checked
+        if isinstance(movements, str):
+            report.replay_error = movements
         else:
-            ledger, reversed_ = await _replay(conn, report, prefetch, report.chain, progress)
-        if report.chain.ok:
-            report.chain.finish(head)
-        report.totals = _totals(ledger)
-        repairs = await _compare(conn, ledger, report, prefetch)
-        await _compare_reversed(conn, reversed_, report)
-        if repair and repairs and report.chain.ok and report.replay_error is None:
-            await conn.execute(NEW_EPOCH)
-            rows = [(i, *(getattr(b, f) for f in BALANCE_TOTALS)) for i, b in repairs.items()]
-            await conn.execute(_REPAIR, *map(list, zip(*rows)))  # one array per column
-            report.repaired = len(repairs)
+            report.replay_error = movements.unapplicable
+            report.totals = _totals(movements)
+            repairs = await _compare(conn, movements.balances, report, prefetch)
+            await _compare_reversed(conn, movements.reversed, report)
+            if repair and repairs and report.chain.ok and report.replay_error is None:
+                await conn.execute(NEW_EPOCH)
+                rows = [(i, *(getattr(b, f) for f in BALANCE_TOTALS)) for i, b in repairs.items()]
+                await conn.execute(_REPAIR, *map(list, zip(*rows)))  # one array per column
+                report.repaired = len(repairs)
     report.duration_ms = round((time.monotonic() - started) * 1000)
     return report
 
 
 async def _replay(
-    conn: Conn, report: Report, prefetch: int, chain: ChainCheck | None, progress: Progress | None
-) -> tuple[Ledger, dict[UUID, Decimal]]:
-    """Fold the log as stored, noting where its chain breaks (unless checked
-    elsewhere: ``chain`` None); the ledger, and what the log's reversals
-    reversed of each transfer they name."""
-    ledger = Ledger()
-    reversed_: dict[UUID, Decimal] = {}
-    async for record in stored_events(conn, chain, prefetch=prefetch):
-        report.events_scanned += 1
-        event = record.event
-        if isinstance(event, TransferReversed):
-            reversed_[event.reverses] = money.add(reversed_.get(event.reverses, money.ZERO), event.amount)
-        # Past a deleted event, go on folding what is there: the accounts it
-        # moved then show up as mismatches, naming what the deletion changed.
+    conn: Conn, head: LogHead, workers: ChainWorkers | None, progress: Progress | None
+) -> tuple[ChainCheck, Movements | str]:
+    """The chain checked up to ``head``, and the log's movements summed (or
+    why they cannot be: an event's data is not what its type says)."""
+
+    def every(checked: int) -> None:
+        if progress is not None:
+            progress(checked, head.seq)
+
+    if workers is not None and workers.wanted(head.seq):
+        checking = asyncio.create_task(workers.check(await export_snapshot(conn), head.seq, every=every))
         try:
-            ledger.apply_past_gap(record)
-        except (KeyError, ValueError, msgspec.ValidationError) as error:
-            report.replay_error = f"event {record.seq} cannot be applied: {error!r}"
-            break
-        if report.events_scanned % FORGET_EVERY == 0:
-            ledger.forget_settled_transfers()
-        if progress is not None and report.events_scanned % PROGRESS_EVERY == 0:
-            progress(report.events_scanned, report.head_seq)
-    if progress is not None:
-        progress(report.events_scanned, report.head_seq)
-    return ledger, reversed_
+            movements = await _sum(conn)
+        finally:
+            chain = await checking
+    else:
+        chain = ChainCheck()
+        await chain.read(conn, every=every)
+        movements = await _sum(conn)
+    every(chain.checked)
+    if chain.ok:
+        chain.finish(head)
+    return chain, movements
 
 
-async def _compare(conn: Conn, ledger: Ledger, report: Report, prefetch: int) -> dict[UUID, Balance]:
-    """Add a mismatch for every stored balance that differs from ``ledger``;
-    return the replayed balances of the accounts whose stored ones differ."""
+async def _sum(conn: Conn) -> Movements | str:
+    try:
+        async with conn.transaction():  # a savepoint: the snapshot stays usable
+            return await sum_movements(conn)
+    except asyncpg.DataError as error:
+        return f"the log holds an event that cannot be read: {error}"
+
+
+async def _compare(conn: Conn, replayed: dict[UUID, Balance], report: Report, prefetch: int) -> dict[UUID, Balance]:
+    """Add a mismatch for every stored balance that differs from the
+    ``replayed`` one; return the replayed balances of the accounts whose
+    stored ones differ."""
     repairs: dict[UUID, Balance] = {}
-    unseen = set(ledger.accounts)
+    unseen = set(replayed)
     async for row in conn.cursor(_STORED, prefetch=prefetch):
         account_id = row["account_id"]
         report.accounts_checked += 1
-        account = ledger.accounts.get(account_id)
-        if account is None:
+        balance = replayed.get(account_id)
+        if balance is None:
             report.mismatches.append(Mismatch(account_id, "account", "present", None))
             continue
         unseen.discard(account_id)
         for name in BALANCE_TOTALS:
-            stored, replayed = row[name], getattr(account.balance, name)
-            if stored != replayed:
-                report.mismatches.append(Mismatch(account_id, name, format(stored, "f"), format(replayed, "f")))
-                repairs[account_id] = account.balance
+            stored, replayed_total = row[name], getattr(balance, name)
+            if stored != replayed_total:
+                report.mismatches.append(Mismatch(account_id, name, format(stored, "f"), format(replayed_total, "f")))
+                repairs[account_id] = balance
     for account_id in sorted(unseen):
         report.mismatches.append(Mismatch(account_id, "account", None, "present"))
     return repairs
@@ -205,10 +207,13 @@ async def _compare_reversed(conn: Conn, reversed_: dict[UUID, Decimal], report: 
             report.mismatches.append(mismatch)
 
 
-def _totals(ledger: Ledger) -> list[CurrencyTotals]:
+def _totals(movements: Movements) -> list[CurrencyTotals]:
+    """Per currency, the sums of the replayed balances of the accounts the
+    log opens in it."""
     sums: dict[str, list[Decimal]] = {}
-    for account in ledger.accounts.values():
-        total = sums.setdefault(account.currency, [money.ZERO] * 4)
+    for account_id, currency in movements.currencies.items():
+        total = sums.setdefault(currency, [money.ZERO] * 4)
+        balance = movements.balances[account_id]
         for i, name in enumerate(BALANCE_TOTALS):
-            total[i] = money.add(total[i], getattr(account.balance, name))
+            total[i] = money.add(total[i], getattr(balance, name))
     return [CurrencyTotals(currency, *sums[currency]) for currency in sorted(sums)]

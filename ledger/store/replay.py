@@ -7,7 +7,7 @@ transaction, so memory does not grow with the number of events.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -25,6 +25,12 @@ if TYPE_CHECKING:
 
 #: The whole log, in seq order.
 LOG = EVENTS.select() + " ORDER BY seq"
+#: The events $1 to $2, in seq order.
+_RANGE = EVENTS.select() + " WHERE seq BETWEEN $1 AND $2 ORDER BY seq"
+#: The greatest seq a log can hold (a bigint).
+LAST_SEQ = 2**63 - 1
+#: Events checked between two reports of progress.
+PROGRESS_EVERY = 10_000
 
 #: How many events a long fold applies between dropping settled transfers.
 FORGET_EVERY = 10_000
@@ -58,6 +64,8 @@ class ChainCheck:
     previous: bytes = GENESIS
     next_seq: int = 1
     first_bad_seq: int | None = None
+    #: How many events were checked.
+    checked: int = 0
     #: The canonical bytes of the last event checked.
     entry: bytes = field(default=b"", compare=False, repr=False)
 
@@ -73,6 +81,19 @@ class ChainCheck:
             self._bad(row["seq"])
         self.previous = row["hash"]
         self.next_seq = row["seq"] + 1
+        self.checked += 1
+
+    async def read(
+        self, conn: Conn, lo: int = 1, hi: int = LAST_SEQ, *, every: Callable[[int], None] | None = None
+    ) -> None:
+        """Check the stored events ``lo`` to ``hi`` (default: all), in seq
+        order, through a server-side cursor: memory does not grow with them.
+        ``every(checked)`` is told the count every :data:`PROGRESS_EVERY`
+        events. Must run inside a transaction (a cursor lives in one)."""
+        async for row in conn.cursor(_RANGE, lo, hi, prefetch=1000):
+            self.check(row)
+            if every is not None and self.checked % PROGRESS_EVERY == 0:
+                every(self.checked)
 
     def ends_at(self, last: int) -> None:
         """After the rows up to ``last``: a seq missing at the end is bad."""
@@ -102,16 +123,6 @@ def recorded(row: asyncpg.Record) -> RecordedEvent:
         recorded_at=row["recorded_at"],
         metadata=row["metadata"],
     )
-
-
-async def stored_events(conn: Conn, chain: ChainCheck | None, *, prefetch: int = 1000) -> AsyncIterator[RecordedEvent]:
-    """Every stored event in seq order, each checked by ``chain`` before it is
-    yielded (``None``: checked elsewhere, see :mod:`ledger.store.chain_ranges`).
-    Must run inside a transaction (a cursor lives in one)."""
-    async for row in conn.cursor(LOG, prefetch=prefetch):
-        if chain is not None:
-            chain.check(row)
-        yield recorded(row)
 
 
 @dataclass(slots=True)
