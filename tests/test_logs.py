@@ -7,8 +7,10 @@ import uuid
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from ledger import logs
+from ledger.api.access_log import AccessLogger
 from ledger.config import ConfigError, Settings
 
 Request = tuple[str, str, dict[str, str]]
@@ -120,3 +122,61 @@ async def test_lines_held_for_a_pass_of_the_loop_come_out_in_order_and_before_a_
         assert capsys.readouterr().err == "INFO five\n"  # written when unbound
     finally:
         logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize("log_format", logs.FORMATS)
+@pytest.mark.parametrize(
+    "remote, route, request_id, path",
+    [("127.0.0.1", "/v1/transfers/{id}", "req-1", "/v1/transfers/7"), (None, None, None, '/caf\u00e9 "x"')],
+)
+def test_an_access_line_written_without_a_record_is_what_its_record_formats_to(
+    log_format, remote, route, request_id, path
+):
+    line = logs.AccessLine(0.0, remote, "GET", path + "?a=1", (1, 1), 404, 12.345, request_id, route, path)
+    logger = logging.getLogger(logs.ACCESS_LOGGER)
+    record = logger.makeRecord(
+        logger.name, logging.INFO, __file__, 0, logs.ACCESS_MESSAGE, line.args, None, extra=line.fields
+    )
+    formatter = logs.formatter(log_format)
+    assert formatter.format_access(line._replace(created=record.created)) == formatter.format(record)
+
+
+def service_access_logger() -> logging.Logger:
+    """aiohttp's access logger as the service configures it: the one
+    handler, on stderr (as it is when called), in the text format."""
+    logger = logging.Logger(logs.ACCESS_LOGGER)
+    handler = logs.StderrHandler()
+    handler.setFormatter(logs.TextFormatter())
+    logger.addHandler(handler)
+    return logger
+
+
+async def get_through(aiohttp_server, logger, path):
+    """Serve one route with the service's access log on ``logger``; GET ``path``."""
+    app = web.Application()
+
+    async def nothing(request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    app.router.add_get("/things/{id}", nothing)
+    server = await aiohttp_server(app, access_log=logger, access_log_class=AccessLogger)
+    async with aiohttp.ClientSession() as session, session.get(server.make_url(path)) as response:
+        assert response.status == 204
+    await server.close()
+
+
+async def test_the_access_line_of_a_request_names_what_it_asked_and_got(aiohttp_server, capsys):
+    await get_through(aiohttp_server, service_access_logger(), "/things/7?full=1")
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.endswith(
+        ' INFO aiohttp.access: 127.0.0.1 "GET /things/7?full=1 HTTP/1.1" 204 ' + line.split()[-2] + " ms"
+    )
+
+
+async def test_a_filter_on_the_access_logger_sees_every_access_line(aiohttp_server, capsys):
+    seen = []
+    logger = service_access_logger()
+    logger.addFilter(lambda record: seen.append(record.getMessage()) and False)  # drops them
+    await get_through(aiohttp_server, logger, "/things/7")
+    assert [message.split(" ms")[0].rsplit(" ", 1)[0] for message in seen] == ['127.0.0.1 "GET /things/7 HTTP/1.1" 204']
+    assert capsys.readouterr().err == ""

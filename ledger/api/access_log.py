@@ -15,47 +15,41 @@ import time as _time
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from ..logs import ACCESS_MESSAGE, AccessLine, access_handler
 from .middlewares import REQUEST_ID_KEY, route_template
 
 
 class AccessLogger(AbstractAccessLogger):
     """One INFO line per request on the logger aiohttp gives (``aiohttp.access``).
 
-    Its records are copies of one made when it starts, with the request's
-    fields and the time set: :class:`logging.LogRecord` would otherwise look
-    up, for every request, the same source file, module and process names
-    that an access line never shows. Everything after the record (filters,
-    handlers, formatters) is the logging module's own.
+    aiohttp makes one per connection. When the service's own handler takes
+    the lines with nothing on the way (:func:`ledger.logs.access_handler`),
+    each line goes to it without the making of a record; otherwise as a
+    record, through the logger.
     """
 
     def __init__(self, logger: logging.Logger, log_format: str) -> None:
         super().__init__(logger, log_format)
-        self._template = vars(logger.makeRecord(logger.name, logging.INFO, __file__, 0, _MESSAGE, (), None))
+        self._handler = access_handler(logger)
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        duration_ms = round(time * 1000, 3)
-        created = _time.time()
-        record = logging.LogRecord.__new__(logging.LogRecord)
-        record.__dict__ = {
-            **self._template,
-            "args": (request.remote, request.method, request.path_qs, *request.version, response.status, duration_ms),
-            "created": created,
-            "msecs": (created - int(created)) * 1000 // 1,
-            "relativeCreated": (created - _STARTED) * 1000,
-            "request_id": request.get(REQUEST_ID_KEY),
-            "method": request.method,
-            "route": route_template(request),
-            "path": request.path,
-            "status": response.status,
-            "duration_ms": duration_ms,
-        }
-        self.logger.handle(record)
+        line = AccessLine(
+            _time.time(),
+            request.remote,
+            request.method,
+            request.path_qs,
+            request.version,
+            response.status,
+            round(time * 1000, 3),
+            request.get(REQUEST_ID_KEY),
+            route_template(request),
+            request.path,
+        )
+        if self._handler is not None:
+            self._handler.handle_access(line)
+        else:
+            self.logger.info(ACCESS_MESSAGE, *line.args, extra=line.fields)
 
     @property
     def enabled(self) -> bool:
         return self.logger.isEnabledFor(logging.INFO)
-
-
-_MESSAGE = '%s "%s %s HTTP/%d.%d" %d %.1f ms'
-#: What ``relativeCreated`` counts from, as the logging module counts it.
-_STARTED: float = logging._startTime  # type: ignore[attr-defined]
