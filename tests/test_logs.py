@@ -132,13 +132,14 @@ async def test_lines_held_for_a_pass_of_the_loop_come_out_in_order_and_before_a_
 def test_an_access_line_written_without_a_record_is_what_its_record_formats_to(
     log_format, remote, route, request_id, path
 ):
-    line = logs.AccessLine(0.0, remote, "GET", path + "?a=1", (1, 1), 404, 12.345, request_id, route, path)
+    args = (remote, "GET", path + "?a=1", 1, 1, 404, 12.345)
+    fields = {"request_id": request_id, "method": "GET", "route": route, "path": path, "status": 404}
+    fields["duration_ms"] = 12.345
     logger = logging.getLogger(logs.ACCESS_LOGGER)
-    record = logger.makeRecord(
-        logger.name, logging.INFO, __file__, 0, logs.ACCESS_MESSAGE, line.args, None, extra=line.fields
-    )
+    record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, logs.ACCESS_MESSAGE, args, None, extra=fields)
     formatter = logs.formatter(log_format)
-    assert formatter.format_access(line._replace(created=record.created)) == formatter.format(record)
+    item = formatter.access_item(record.created, args, lambda: fields)
+    assert formatter.format_access_items([item, item]) == (formatter.format(record) + "\n") * 2
 
 
 def service_access_logger() -> logging.Logger:
@@ -180,3 +181,26 @@ async def test_a_filter_on_the_access_logger_sees_every_access_line(aiohttp_serv
     await get_through(aiohttp_server, logger, "/things/7")
     assert [message.split(" ms")[0].rsplit(" ", 1)[0] for message in seen] == ['127.0.0.1 "GET /things/7 HTTP/1.1" 204']
     assert capsys.readouterr().err == ""
+
+
+async def test_access_lines_held_beside_other_lines_come_out_in_the_order_logged(capsys):
+    handler = logs.StderrHandler()
+    handler.setFormatter(logs.TextFormatter())
+    logger = logging.Logger("test.order")
+    logger.addHandler(handler)
+    first, second = ("10.0.0.1", "GET", "/a", 1, 1, 200, 1.0), ("10.0.0.2", "POST", "/b", 1, 1, 201, 2.0)
+    handler.bind(asyncio.get_running_loop())
+    try:
+        handler.handle_access(1e9, first, dict)
+        logger.info("between")
+        handler.handle_access(1e9, second, dict)
+        assert capsys.readouterr().err == ""  # held until this pass of the loop ends
+        await asyncio.sleep(0)
+        lines = capsys.readouterr().err.splitlines()
+        assert [line.split(": ", 1)[1] for line in lines] == [
+            logs.ACCESS_MESSAGE % first,
+            "between",
+            logs.ACCESS_MESSAGE % second,
+        ]
+    finally:
+        handler.bind(None)

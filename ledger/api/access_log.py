@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 import time as _time
+from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from ..logs import ACCESS_MESSAGE, AccessLine, access_handler
+from ..logs import ACCESS_MESSAGE, AccessArgs, access_handler
 from .middlewares import REQUEST_ID_KEY, route_template
 
 
@@ -33,22 +34,24 @@ class AccessLogger(AbstractAccessLogger):
         self._handler = access_handler(logger)
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        line = AccessLine(
-            _time.time(),
-            request.remote,
-            request.method,
-            request.path_qs,
-            request.version,
-            response.status,
-            round(time * 1000, 3),
-            request.get(REQUEST_ID_KEY),
-            route_template(request),
-            request.path,
-        )
+        duration_ms = round(time * 1000, 3)
+        status = response.status
+        args: AccessArgs = (request.remote, request.method, request.raw_path, *request.version, status, duration_ms)
+
+        def fields() -> dict[str, Any]:
+            return {
+                "request_id": request.get(REQUEST_ID_KEY),
+                "method": request.method,
+                "route": route_template(request),
+                "path": request.path,
+                "status": status,
+                "duration_ms": duration_ms,
+            }
+
         if self._handler is not None:
-            self._handler.handle_access(line)
+            self._handler.handle_access(_time.time(), args, fields)
         else:
-            self.logger.info(ACCESS_MESSAGE, *line.args, extra=line.fields)
+            self.logger.info(ACCESS_MESSAGE, *args, extra=fields())
 
     @property
     def enabled(self) -> bool:
