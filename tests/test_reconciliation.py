@@ -188,7 +188,7 @@ async def test_an_event_whose_data_cannot_be_read_is_named_and_repairs_nothing(c
 
     report = await reconcile(client, repair=True)
 
-    assert report["replay_error"].startswith("the log holds an event that cannot be read: invalid input syntax")
+    assert report["replay_error"].startswith(f"event {seq} cannot be applied: its data is not a transfer_posted event")
     assert report["chain"] == {"ok": False, "first_bad_seq": seq}
     assert (report["ok"], report["repaired"]) == (False, 0)
     assert await ledger_snapshot(db) == before
@@ -312,3 +312,31 @@ async def test_a_chain_checked_in_ranges_tells_its_progress_as_each_range_ends(b
     # three ranges, each told as it ends, then the end
     assert [events for events, _ in told] == sorted(events for events, _ in told)
     assert len(told) == 4
+
+
+@pytest.mark.parametrize("where", ["in the reconciling process", "in ranges"])
+async def test_an_event_stored_past_the_head_is_found_and_repairs_nothing(busy_ledger, db, database_url, where):
+    head = await db.fetchval("SELECT seq FROM ledger_head")
+    last = await db.fetchrow("SELECT * FROM events WHERE seq = $1", head)
+    data = msgspec.json.decode(msgspec.json.encode(last["data"]))
+    if "amount" in data:
+        data["amount"] = "1.00"
+    await tamper(
+        db,
+        "INSERT INTO events (seq, type, stream_id, data, metadata, recorded_at, hash)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        head + 1,
+        last["type"],
+        uuid.uuid4(),
+        data,
+        last["metadata"],
+        last["recorded_at"],
+        last["hash"],
+    )
+    before = await ledger_snapshot(db)
+
+    report = await reconcile_store(db, repair=True, chain=spread(database_url) if where == "in ranges" else None)
+
+    assert report.chain.first_bad_seq == head + 1
+    assert (report.mismatches, report.repaired) == ([], 0)
+    assert await ledger_snapshot(db) == before

@@ -42,6 +42,7 @@ class RangeChecked:
     last_seq: int
     last_hash: bytes
     checked: int
+    unreadable: tuple[int, str] | None
 
 
 def check_range(dsn: str, snapshot: str, lo: int, hi: int) -> RangeChecked:
@@ -60,7 +61,7 @@ async def _check_range(dsn: str, snapshot: str, lo: int, hi: int) -> RangeChecke
             chain.ends_at(hi)
     finally:
         await conn.close()
-    return RangeChecked(chain.first_bad_seq, chain.next_seq - 1, chain.previous, chain.checked)
+    return RangeChecked(chain.first_bad_seq, chain.next_seq - 1, chain.previous, chain.checked, chain.unreadable)
 
 
 def _ranges(head: int, parts: int) -> list[tuple[int, int]]:
@@ -106,4 +107,6 @@ class ChainWorkers:
                     every(done)
             checked = [future.result() for future in pending]
         bad = [c.first_bad_seq for c in checked if c.first_bad_seq is not None]
-        return ChainCheck(checked[-1].last_hash, checked[-1].last_seq + 1, min(bad, default=None), checked=done)
+        unreadable = min((c.unreadable for c in checked if c.unreadable is not None), default=None)
+        last = checked[-1]
+        return ChainCheck(last.last_hash, last.last_seq + 1, min(bad, default=None), done, unreadable=unreadable)

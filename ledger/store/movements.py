@@ -29,7 +29,8 @@ _HOLDS = [t for t, c in EVENT_TYPES.items() if c.holds]
 _RELEASES = [t for t, c in EVENT_TYPES.items() if c.releases]
 _POSTS = [t for t, c in EVENT_TYPES.items() if c.posts]
 
-# $1 moving types, $2 those that hold, $3 release, $4 post; $5 account_created.
+# $1 moving types, $2 those that hold, $3 release, $4 post; $5 account_created;
+# $6 the head (events past it are not part of the log the chain proves).
 # A release takes off pending what the transfer's holding event held (the
 # earlier event of its stream that holds); one with none is "unheld". Each
 # movement comes out twice, as the debit side of its debit account and the
@@ -38,7 +39,7 @@ _POSTS = [t for t, c in EVENT_TYPES.items() if c.posts]
 _SUMS = f"""
     WITH opened AS (
         SELECT (data->>'account_id')::uuid AS account_id, min(seq) AS seq, min(data->>'currency') AS currency
-        FROM events WHERE type = $5 GROUP BY 1
+        FROM events WHERE type = $5 AND seq <= $6 GROUP BY 1
     ), movements AS (
         SELECT e.seq,
                e.data->>'debit_account_id' AS debit_account_id,
@@ -51,7 +52,7 @@ _SUMS = f"""
         FROM events e
         LEFT JOIN events h
           ON e.type = ANY($3::text[]) AND h.stream_id = e.stream_id AND h.type = ANY($2::text[]) AND h.seq < e.seq
-        WHERE e.type = ANY($1::text[])
+        WHERE e.type = ANY($1::text[]) AND e.seq <= $6
     ), moved AS (
         SELECT side.account_id,
                coalesce(sum(m.posted) FILTER (WHERE side.debit), 0) AS debits_posted,
@@ -71,10 +72,10 @@ _SUMS = f"""
            m.unheld_seq
     FROM opened o FULL JOIN moved m ON m.account_id = o.account_id
 """
-#: Per transfer reversed, the sum of its reversals: $1 is the reversal's type.
-_REVERSED = """
+#: Per transfer reversed, the sum of its reversals: $1 is the reversal's type, $2 the head.
+_REVERSALS = """
     SELECT (data->>'reverses')::uuid AS transfer_id, sum((data->>'amount')::numeric) AS amount
-    FROM events WHERE type = $1 GROUP BY 1
+    FROM events WHERE type = $1 AND seq <= $2 GROUP BY 1
 """
 
 
@@ -88,28 +89,27 @@ class Movements:
     currencies: dict[UUID, str]
     #: Per transfer the log reverses, the sum of its reversals.
     reversed: dict[UUID, Decimal]
-    #: Why the first event that :meth:`Ledger.apply` could not apply cannot
-    #: (it moves an account not opened before it, or releases a transfer no
-    #: earlier event held); None when every event applies.
-    unapplicable: str | None
+    #: The first event that :meth:`Ledger.apply` could not apply, because
+    #: it moves an account not opened before it or releases a transfer no
+    #: earlier event held, and why; None when there is none.
+    unapplicable: tuple[int, str] | None
 
 
-async def sum_movements(conn: Conn) -> Movements:
-    """The log in ``conn``'s snapshot, summed (see the module's doc). Must
-    run inside a transaction when its snapshot matters to the caller."""
-    rows = await conn.fetch(_SUMS, _MOVING, _HOLDS, _RELEASES, _POSTS, AccountCreated.type)
+async def sum_movements(conn: Conn, head: int) -> Movements:
+    """The log up to seq ``head`` in ``conn``'s snapshot, summed (see the
+    module's doc). Must run inside a transaction when its snapshot matters
+    to the caller."""
+    rows = await conn.fetch(_SUMS, _MOVING, _HOLDS, _RELEASES, _POSTS, AccountCreated.type, head)
     balances = {r["account_id"]: Balance(*(r[c] for c in BALANCE_TOTALS)) for r in rows}
     currencies = {r["account_id"]: r["currency"] for r in rows if r["currency"] is not None}
-    reversed_ = {r["transfer_id"]: r["amount"] for r in await conn.fetch(_REVERSED, TransferReversed.type)}
+    reversals = await conn.fetch(_REVERSALS, TransferReversed.type, head)
+    reversed_ = {r["transfer_id"]: r["amount"] for r in reversals}
     return Movements(balances, currencies, reversed_, _unapplicable(rows))
 
 
-def _unapplicable(rows: list[asyncpg.Record]) -> str | None:
+def _unapplicable(rows: list[asyncpg.Record]) -> tuple[int, str] | None:
     unopened = [(r["unopened_seq"], r["account_id"]) for r in rows if r["unopened_seq"] is not None]
     unheld = [r["unheld_seq"] for r in rows if r["unheld_seq"] is not None]
     reasons = [(seq, f"it moves account {account_id}, which no earlier event opened") for seq, account_id in unopened]
     reasons += [(seq, "it releases a transfer that no earlier event held") for seq in unheld]
-    if not reasons:
-        return None
-    seq, why = min(reasons)
-    return f"event {seq} cannot be applied: {why}"
+    return min(reasons, default=None)

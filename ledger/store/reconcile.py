@@ -37,6 +37,8 @@ Progress = Callable[[int, int], None]
 _STORED = BALANCES.select(only=("account_id", *BALANCE_TOTALS))
 #: Transfers whose stored reversed_amount is not zero, and those named.
 _REVERSED = "SELECT id, reversed_amount FROM transfers WHERE reversed_amount <> 0 OR id = ANY($1::uuid[])"
+#: The first event stored after the head (the ranges of the chain end there).
+_PAST_HEAD = "SELECT min(seq) FROM events WHERE seq > $1"
 _REPAIR = f"""
     UPDATE balances AS b SET {", ".join(f"{c} = u.{c}" for c in BALANCE_TOTALS)}
     FROM unnest($1::uuid[], {", ".join(f"${n}::numeric[]" for n in range(2, 2 + len(BALANCE_TOTALS)))})
@@ -81,7 +83,7 @@ class Report:
     mismatches: list[Mismatch] = field(default_factory=list)
     totals: list[CurrencyTotals] = field(default_factory=list)
     chain: ChainCheck = field(default_factory=ChainCheck)
-    #: Why the replay stopped early (an event that cannot be applied), if it did.
+    #: The first event the replay cannot apply, named, and why (None: each can).
     replay_error: str | None = None
     repaired: int = 0
     duration_ms: int = 0
@@ -123,10 +125,8 @@ async def reconcile(
         report.head_seq = head.seq
         report.chain, movements = await _replay(conn, head, chain, progress)
         report.events_scanned = report.chain.checked
-        if isinstance(movements, str):
-            report.replay_error = movements
-        else:
-            report.replay_error = movements.unapplicable
+        report.replay_error = _replay_error(report.chain, movements)
+        if isinstance(movements, Movements):
             report.totals = _totals(movements)
             repairs = await _compare(conn, movements.balances, report, prefetch)
             await _compare_reversed(conn, movements.reversed, report)
@@ -152,25 +152,37 @@ async def _replay(
     if workers is not None and workers.wanted(head.seq):
         checking = asyncio.create_task(workers.check(await export_snapshot(conn), head.seq, every=every))
         try:
-            movements = await _sum(conn)
+            movements = await _sum(conn, head.seq)
         finally:
             chain = await checking
+        chain.stored_past(await conn.fetchval(_PAST_HEAD, head.seq))
     else:
         chain = ChainCheck()
         await chain.read(conn, every=every)
-        movements = await _sum(conn)
+        movements = await _sum(conn, head.seq)
     every(chain.checked)
     if chain.ok:
         chain.finish(head)
     return chain, movements
 
 
-async def _sum(conn: Conn) -> Movements | str:
+async def _sum(conn: Conn, head: int) -> Movements | str:
     try:
         async with conn.transaction():  # a savepoint: the snapshot stays usable
-            return await sum_movements(conn)
+            return await sum_movements(conn, head)
     except asyncpg.DataError as error:
         return f"the log holds an event that cannot be read: {error}"
+
+
+def _replay_error(chain: ChainCheck, movements: Movements | str) -> str | None:
+    """The first event that :meth:`Ledger.apply` could not be given
+    (``chain.unreadable``) or could not apply (``movements.unapplicable``),
+    named; else why the log could not be summed, if it could not."""
+    found = [chain.unreadable, movements if isinstance(movements, str) else movements.unapplicable]
+    first = min((f for f in found if isinstance(f, tuple)), default=None)
+    if first is not None:
+        return f"event {first[0]} cannot be applied: {first[1]}"
+    return movements if isinstance(movements, str) else None
 
 
 async def _compare(conn: Conn, replayed: dict[UUID, Balance], report: Report, prefetch: int) -> dict[UUID, Balance]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import asyncpg
+import msgspec
 
 from ..domain.chain import GENESIS, chained, event_bytes
 from ..domain.events import RecordedEvent, event_from_data
@@ -66,6 +67,9 @@ class ChainCheck:
     first_bad_seq: int | None = None
     #: How many events were checked.
     checked: int = 0
+    #: The first event :meth:`read` found whose data is not an event of its
+    #: type (one :meth:`Ledger.apply` could not be given), and why.
+    unreadable: tuple[int, str] | None = None
     #: The canonical bytes of the last event checked.
     entry: bytes = field(default=b"", compare=False, repr=False)
 
@@ -87,11 +91,14 @@ class ChainCheck:
         self, conn: Conn, lo: int = 1, hi: int = LAST_SEQ, *, every: Callable[[int], None] | None = None
     ) -> None:
         """Check the stored events ``lo`` to ``hi`` (default: all), in seq
-        order, through a server-side cursor: memory does not grow with them.
+        order, through a server-side cursor (memory does not grow with them):
+        their chain, and that each one's data is an event of its type.
         ``every(checked)`` is told the count every :data:`PROGRESS_EVERY`
         events. Must run inside a transaction (a cursor lives in one)."""
         async for row in conn.cursor(_RANGE, lo, hi, prefetch=1000):
             self.check(row)
+            if self.unreadable is None:
+                self.unreadable = _unreadable(row)
             if every is not None and self.checked % PROGRESS_EVERY == 0:
                 every(self.checked)
 
@@ -99,6 +106,12 @@ class ChainCheck:
         """After the rows up to ``last``: a seq missing at the end is bad."""
         if self.next_seq <= last:
             self._bad(self.next_seq)
+
+    def stored_past(self, seq: int | None) -> None:
+        """``seq``: the first event stored after the last one checked, if
+        there is one; the head covers none, so it is bad."""
+        if seq is not None:
+            self._bad(seq)
 
     def finish(self, head: LogHead) -> None:
         """After the last event: it must be the head the appends recorded."""
@@ -113,6 +126,17 @@ class ChainCheck:
     def _bad(self, seq: int) -> None:
         if self.first_bad_seq is None:
             self.first_bad_seq = seq
+
+
+def _unreadable(row: asyncpg.Record) -> tuple[int, str] | None:
+    """Why the event stored as ``row`` is not one of its type, if it is not."""
+    try:
+        event_from_data(row["type"], row["data"])
+    except KeyError:
+        return row["seq"], f"its type {row['type']!r} is not one the ledger records"
+    except msgspec.ValidationError as error:
+        return row["seq"], f"its data is not a {row['type']} event: {error}"
+    return None
 
 
 def recorded(row: asyncpg.Record) -> RecordedEvent:
