@@ -61,34 +61,34 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        self._second = -1
-        self._date = ""
+        #: The last second formatted, and its date: one tuple, so that a
+        #: thread never reads one with the other's partner.
+        self._dated: tuple[int, str] = (-1, "")
 
     #: An access line: what :meth:`format` makes of its record.
     _ACCESS_LINE = f"%s,%03d INFO {ACCESS_LOGGER}: {ACCESS_MESSAGE}\n"
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return self._time(record.created, record.msecs)
+        return f"{self._date(int(record.created))},{int(record.msecs):03d}"
 
     def access_item(self, created: float, args: AccessArgs, fields: AccessFields) -> tuple[Any, ...]:
         """An access line logged at ``created``, as :meth:`format_access_items`
         takes it: its date to the second, its milliseconds, then ``args``
         (``fields`` are not shown)."""
         second = int(created)
-        if second != self._second:
-            self._time(created, 0)
-        return (self._date, int((created - second) * 1000), *args)
+        return (self._date(second), int((created - second) * 1000), *args)
 
     def format_access_items(self, items: list[Any]) -> str:
         """The lines of ``items`` (:meth:`access_item`), each what :meth:`format`
         makes of its record and a newline, formatted in one pass."""
         return "".join(map(self._ACCESS_LINE.__mod__, items))
 
-    def _time(self, created: float, msecs: float) -> str:
-        second = int(created)
-        if second != self._second:
-            self._second, self._date = second, time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
-        return f"{self._date},{int(msecs):03d}"
+    def _date(self, second: int) -> str:
+        dated_second, date = self._dated
+        if second != dated_second:
+            date = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
+            self._dated = (second, date)
+        return date
 
 
 class JsonFormatter(MsgspecFormatter):
@@ -171,15 +171,30 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def handle_access(self, created: float, args: AccessArgs, fields: AccessFields) -> None:
         """Write an access line as :meth:`handle` writes its record, but
-        without one: for :func:`access_handler`'s callers only."""
-        formatter = self.formatter
-        assert isinstance(formatter, AccessFormatter), formatter
-        item = formatter.access_item(created, args, fields)
+        without one: for :func:`access_handler`'s callers only. A failure
+        goes to :meth:`handleError`, as a record's would."""
         with self.lock:  # type: ignore[union-attr]
-            if self._holds(logging.INFO):
-                self._access.append(item)
-            else:
-                self._write(formatter.format_access_items([item]))
+            try:
+                formatter = self._access_formatter()
+                item = formatter.access_item(created, args, fields)
+                if self._holds(logging.INFO):
+                    self._access.append(item)
+                else:
+                    self._write(formatter.format_access_items([item]))
+            except Exception:
+                self.handleError(logging.makeLogRecord({"name": ACCESS_LOGGER, "msg": ACCESS_MESSAGE, "args": args}))
+
+    def setFormatter(self, fmt: logging.Formatter | None) -> None:
+        """Access lines held are formatted by the formatter that made them."""
+        with self.lock:  # type: ignore[union-attr]
+            self._format_access()
+            super().setFormatter(fmt)
+
+    def _access_formatter(self) -> AccessFormatter:
+        formatter = self.formatter
+        if not isinstance(formatter, AccessFormatter):
+            raise TypeError(f"access lines need a formatter of ledger.logs, not {formatter!r}")
+        return formatter
 
     def _holds(self, level: int) -> bool:
         """Whether a line at ``level`` logged now is to be held; if it is
@@ -194,10 +209,8 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def _format_access(self) -> None:
         """Hold the access lines held so far as text, after the other lines."""
         if self._access:
-            formatter = self.formatter
-            assert isinstance(formatter, AccessFormatter), formatter
-            self._held.append(formatter.format_access_items(self._access))
-            self._access = []
+            items, self._access = self._access, []
+            self._held.append(self._access_formatter().format_access_items(items))
 
     def _write_held(self) -> None:
         with self.lock:  # type: ignore[union-attr]
@@ -235,18 +248,20 @@ def batched_on(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
 
 
 def access_handler(logger: logging.Logger) -> StderrHandler | None:
-    """The handler to give ``logger``'s access lines to directly
+    """The handler to give the access lines of ``logger`` (which must be
+    :data:`ACCESS_LOGGER`'s, as the formats name it) to directly
     (:meth:`StderrHandler.handle_access`), if the logging module would give
-    their records to that one handler alone, with no filter on the way and
-    a formatter of this module; else None (log the records)."""
+    their records to that one handler alone, with no filter of the logger's
+    or the handler's on the way and a formatter of this module; else None
+    (log the records)."""
+    if logger.name != ACCESS_LOGGER or logger.filters or not logger.isEnabledFor(logging.INFO):
+        return None
     handlers: list[logging.Handler] = []
     node: logging.Logger | None = logger
     while node is not None:
-        if node.filters:
-            return None
         handlers += node.handlers
         node = node.parent if node.propagate else None
-    if not logger.isEnabledFor(logging.INFO) or len(handlers) != 1:
+    if len(handlers) != 1:
         return None
     [handler] = handlers
     if (

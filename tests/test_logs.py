@@ -204,3 +204,21 @@ async def test_access_lines_held_beside_other_lines_come_out_in_the_order_logged
         ]
     finally:
         handler.bind(None)
+
+
+async def test_access_lines_held_when_the_format_changes_keep_the_format_they_were_logged_in(capsys):
+    handler = logs.StderrHandler()
+    handler.setFormatter(logs.TextFormatter())
+    args = ("10.0.0.1", "GET", "/a", 1, 1, 200, 1.0)
+    fields = {"request_id": "r", "method": "GET", "route": None, "path": "/a", "status": 200, "duration_ms": 1.0}
+    handler.bind(asyncio.get_running_loop())
+    try:
+        handler.handle_access(1e9, args, lambda: fields)
+        handler.setFormatter(logs.JsonFormatter())
+        handler.handle_access(1e9, args, lambda: fields)
+        await asyncio.sleep(0)
+        text, json_line = capsys.readouterr().err.splitlines()
+        assert text.endswith(logs.ACCESS_MESSAGE % args)
+        assert json.loads(json_line)["message"] == logs.ACCESS_MESSAGE % args
+    finally:
+        handler.bind(None)

@@ -23,10 +23,11 @@ from .middlewares import REQUEST_ID_KEY, route_template
 class AccessLogger(AbstractAccessLogger):
     """One INFO line per request on the logger aiohttp gives (``aiohttp.access``).
 
-    aiohttp makes one per connection. When the service's own handler takes
-    the lines with nothing on the way (:func:`ledger.logs.access_handler`),
-    each line goes to it without the making of a record; otherwise as a
-    record, through the logger.
+    aiohttp makes one per connection, which finds once where its lines go:
+    to the service's own handler, without the making of a record, when that
+    handler takes them with nothing on the way (:func:`ledger.logs.access_handler`);
+    otherwise as records, through the logger. Logging configured again
+    applies to the connections made after.
     """
 
     def __init__(self, logger: logging.Logger, log_format: str) -> None:

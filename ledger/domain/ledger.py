@@ -389,7 +389,7 @@ class Ledger:
             case TransferPosted() | TransferPending() | TransferReversed():
                 pending = isinstance(event, TransferPending)
                 timeout_seconds = event.timeout_seconds if isinstance(event, TransferPending) else None
-                debit, credit = self._move(event)
+                debit, credit = self._move(event, held=money.ZERO)
                 reverses = event.reverses if isinstance(event, TransferReversed) else None
                 if reverses is not None:
                     self._add_reversed(reverses, event.amount)
@@ -434,7 +434,7 @@ class Ledger:
         self,
         event: TransferPosted | TransferPending | TransferReversed | PendingDecided,
         *,
-        held: Decimal = money.ZERO,
+        held: Decimal,
     ) -> tuple[Balance, Balance]:
         """Move both sides of a transfer alike, as its event's class says
         (:mod:`ledger.domain.events`): its debit account's debits and its
