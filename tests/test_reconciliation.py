@@ -195,6 +195,19 @@ async def test_an_event_whose_data_cannot_be_read_is_named_and_repairs_nothing(c
     assert await ledger_snapshot(db) == before
 
 
+async def test_an_event_lacking_a_field_of_its_type_is_named(client, busy_ledger, db):
+    seq = await first_transfer_seq(db)
+    await tamper(db, "UPDATE events SET data = data - 'debit_account_id' WHERE seq = $1", seq)
+
+    report = await reconcile(client)
+
+    assert report["replay_error"] == (
+        f"event {seq} cannot be applied: its data is not a transfer_posted event:"
+        " Object missing required field `debit_account_id`"
+    )
+    assert report["ok"] is False
+
+
 async def projections(db):
     return await stored_rows(db, "accounts", "balances", "transfers", "entries")
 

@@ -99,7 +99,9 @@ async def sum_movements(conn: Conn, head: int) -> Movements:
     """The log up to seq ``head`` in ``conn``'s snapshot, summed (see the
     module's doc). Must run inside a transaction when its snapshot matters
     to the caller."""
-    rows = await conn.fetch(_SUMS, _MOVING, _HOLDS, _RELEASES, _POSTS, AccountCreated.type, head)
+    summed = await conn.fetch(_SUMS, _MOVING, _HOLDS, _RELEASES, _POSTS, AccountCreated.type, head)
+    # An event that names no account moves none; reading the chain names it.
+    rows = [r for r in summed if r["account_id"] is not None]
     balances = {r["account_id"]: Balance(*(r[c] for c in BALANCE_TOTALS)) for r in rows}
     currencies = {r["account_id"]: r["currency"] for r in rows if r["currency"] is not None}
     reversals = await conn.fetch(_REVERSALS, TransferReversed.type, head)
