@@ -22,6 +22,7 @@ from ..domain import money
 from ..domain.codes import InvalidField
 from ..domain.commands import MakeTransfer, OpenAccount, PostTransfer, ReverseTransfer, VoidTransfer
 from ..domain.model import AccountFlags
+from ..store.tables import MAX_BIGINT
 
 T = TypeVar("T")
 
@@ -43,8 +44,6 @@ AmountIn = Annotated[
         "and no more fractional digits than the accounts' scale.",
     ),
 ]
-#: PostgreSQL's bigint: a seq or a limit past it could not be looked up.
-MAX_BIGINT = 2**63 - 1
 
 #: The largest integer that every JSON parser reads back as itself (I-JSON,
 #: RFC 7493 section 2.2): 2**53 - 1.

@@ -19,7 +19,7 @@ from ..domain.events import RecordedEvent, event_from_data
 from ..domain.ledger import Entry, Ledger
 from .connection import Conn
 from .head import LogHead, read_head
-from .tables import EVENTS
+from .tables import EVENTS, MAX_BIGINT
 
 if TYPE_CHECKING:
     from .tree import Growth
@@ -28,8 +28,6 @@ if TYPE_CHECKING:
 LOG = EVENTS.select() + " ORDER BY seq"
 #: The events $1 to $2, in seq order.
 _RANGE = EVENTS.select() + " WHERE seq BETWEEN $1 AND $2 ORDER BY seq"
-#: The greatest seq a log can hold (a bigint).
-LAST_SEQ = 2**63 - 1
 #: Events checked between two reports of progress.
 PROGRESS_EVERY = 10_000
 
@@ -88,7 +86,7 @@ class ChainCheck:
         self.checked += 1
 
     async def read(
-        self, conn: Conn, lo: int = 1, hi: int = LAST_SEQ, *, every: Callable[[int], None] | None = None
+        self, conn: Conn, lo: int = 1, hi: int = MAX_BIGINT, *, every: Callable[[int], None] | None = None
     ) -> None:
         """Check the stored events ``lo`` to ``hi`` (default: all), in seq
         order, through a server-side cursor (memory does not grow with them):

@@ -42,6 +42,9 @@ class Table:
         return ", ".join(f"{f} {types.get(f) or self.types[f]}" for f in (fields or self.columns))
 
 
+#: PostgreSQL's bigint, which a seq is: nothing past it can be stored or looked up.
+MAX_BIGINT = 2**63 - 1
+
 #: The four totals of a balance, as ``balances`` and ``entries`` store them.
 BALANCE_TOTALS: tuple[str, ...] = Balance.__struct_fields__
 
