@@ -94,7 +94,15 @@ async def test_request_id_is_echoed_and_recorded_with_the_event(client, open_acc
 
 async def test_a_request_id_is_generated_when_none_is_sent(client):
     response = await client.get("/health/live")
-    assert uuid.UUID(response.headers["X-Request-ID"])
+    made = response.headers["X-Request-ID"]
+    assert str(uuid.UUID(made)) == made and uuid.UUID(made).version == 4
+
+
+async def test_generated_request_ids_are_all_different(client):
+    # More requests than the ids drawn at a time, so that a new draw is made.
+    made = [(await client.get("/health/live")).headers["X-Request-ID"] for _ in range(600)]
+    assert len(set(made)) == len(made)
+    assert {uuid.UUID(m).variant for m in made} == {uuid.RFC_4122}
 
 
 async def test_amounts_up_to_38_digits_stay_exact(client, open_account):

@@ -46,8 +46,10 @@ def find_token(tokens: tuple[Token, ...], secret: str) -> Token | None:
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     tokens = request.app[SETTINGS].tokens
+    if not tokens:
+        return await handler(request)
     scope = scope_of(request.method, request.path)
-    if not tokens or scope is None:
+    if scope is None:
         return await handler(request)
     scheme, _, secret = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
     token = find_token(tokens, secret.strip()) if scheme.lower() == "bearer" else None

@@ -9,6 +9,7 @@ import time
 
 import asyncpg
 from aiohttp import hdrs, web
+from prometheus_client import Counter, Histogram
 
 from .. import metrics
 from ..store.retry import CONNECTION_LOST
@@ -27,6 +28,23 @@ UNMATCHED = "unmatched"
 SAMPLE_INTERVAL = 1.0
 
 
+#: The request counter and duration histogram of each (method, route,
+#: status) seen: ``labels()`` checks its arguments and takes a lock on every
+#: call, where a request can afford one dict lookup. Bounded, as the labels are.
+_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+
+def _request_series(method: str, route: str, status: int) -> tuple[Counter, Histogram]:
+    key = (method, route, status)
+    found = _series.get(key)
+    if found is None:
+        found = _series[key] = (
+            metrics.HTTP_REQUESTS.labels(method, route, str(status)),
+            metrics.HTTP_REQUEST_DURATION.labels(method, route),
+        )
+    return found
+
+
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Count every request, by method, route template and the status it got,
@@ -42,9 +60,9 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         raise
     finally:
         method = request.method if request.method in _METHODS else "other"
-        route = route_template(request) or UNMATCHED
-        metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
-        metrics.HTTP_REQUEST_DURATION.labels(method, route).observe(time.perf_counter() - started)
+        requests, duration = _request_series(method, route_template(request) or UNMATCHED, status)
+        requests.inc()
+        duration.observe(time.perf_counter() - started)
 
 
 @routes.get("/metrics")
