@@ -107,6 +107,20 @@ async def test_a_row_naming_an_account_that_does_not_exist_is_refused(db, some_e
     assert await db.fetchrow(rows) == before
 
 
+async def test_a_row_naming_a_missing_account_is_refused_after_statements_that_passed(db, some_events):
+    # The check's plan is kept from statement to statement on a connection.
+    entry = (
+        "INSERT INTO entries (account_id, seq, transfer_id, type, side, amount, recorded_at)"
+        " VALUES ($1, $2, gen_random_uuid(), 'transfer_posted', 'debit', 1, now())"
+    )
+    account = await db.fetchval("SELECT id FROM accounts LIMIT 1")
+    for seq in (100, 101, 102):
+        await db.execute(entry, account, seq)
+    for _ in range(2):
+        with pytest.raises(asyncpg.ForeignKeyViolationError, match=f"entries.account_id names account {NOBODY}"):
+            await db.execute(entry, NOBODY, 103)
+
+
 @pytest.mark.parametrize(
     "statement",
     [

@@ -1,0 +1,84 @@
+"""Account references checked by static queries, planned once per connection.
+
+Revision ID: 0010
+Revises: 0009
+Create Date: 2026-12-06
+"""
+
+from alembic import context, op
+
+revision = "0010"
+down_revision = "0009"
+branch_labels = None
+depends_on = None
+
+#: Each table that names accounts, and the function that checks a
+#: statement's new rows of it: the columns are written into the query, so
+#: PL/pgSQL keeps its plan, where 0006's ``EXECUTE format(…)`` planned the
+#: check again after every statement (most of the check's time in an append
+#: of a few dozen transfers).
+_CHECKS = {
+    "balances": "account_id_exists",
+    "entries": "account_id_exists",
+    "transfers": "transfer_accounts_exist",
+}
+
+
+def upgrade() -> None:
+    op.execute(
+        """
+        CREATE FUNCTION account_id_exists() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE
+            missing uuid;
+        BEGIN
+            SELECT n.account_id INTO missing FROM new_rows AS n
+            WHERE NOT EXISTS (SELECT FROM accounts AS a WHERE a.id = n.account_id) LIMIT 1;
+            IF missing IS NOT NULL THEN
+                RAISE EXCEPTION '%.account_id names account %, which does not exist', TG_TABLE_NAME, missing
+                    USING ERRCODE = 'foreign_key_violation';
+            END IF;
+            RETURN NULL;
+        END $$
+        """
+    )
+    op.execute(
+        """
+        CREATE FUNCTION transfer_accounts_exist() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE
+            referencing text;
+            missing uuid;
+        BEGIN
+            SELECT r.referencing, r.id INTO referencing, missing
+            FROM new_rows AS n
+            CROSS JOIN LATERAL (
+                VALUES ('debit_account_id', n.debit_account_id), ('credit_account_id', n.credit_account_id)
+            ) AS r(referencing, id)
+            WHERE NOT EXISTS (SELECT FROM accounts AS a WHERE a.id = r.id) LIMIT 1;
+            IF missing IS NOT NULL THEN
+                RAISE EXCEPTION '%.% names account %, which does not exist', TG_TABLE_NAME, referencing, missing
+                    USING ERRCODE = 'foreign_key_violation';
+            END IF;
+            RETURN NULL;
+        END $$
+        """
+    )
+    for table, check in _CHECKS.items():
+        op.execute(f"DROP TRIGGER {table}_accounts_exist ON {table}")
+        op.execute(_trigger(table, f"{check}()"))
+    op.execute("DROP FUNCTION referenced_accounts_exist()")
+
+
+def downgrade() -> None:
+    context.script.get_revision("0006").module.upgrade()  # referenced_accounts_exist(), as 0006 left it
+    for table, columns in context.script.get_revision("0004").module._REFERENCES.items():
+        op.execute(f"DROP TRIGGER {table}_accounts_exist ON {table}")
+        op.execute(_trigger(table, f"referenced_accounts_exist({', '.join(repr(c) for c in columns)})"))
+    op.execute("DROP FUNCTION account_id_exists()")
+    op.execute("DROP FUNCTION transfer_accounts_exist()")
+
+
+def _trigger(table: str, call: str) -> str:
+    return (
+        f"CREATE TRIGGER {table}_accounts_exist AFTER INSERT ON {table} REFERENCING NEW TABLE AS new_rows "
+        f"FOR EACH STATEMENT EXECUTE FUNCTION {call}"
+    )
