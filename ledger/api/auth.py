@@ -45,9 +45,10 @@ def find_token(tokens: tuple[Token, ...], secret: str) -> Token | None:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse a request without a token that has the scope it needs. (The
+    app has it only when tokens are configured: see
+    :func:`ledger.api.app.create_app`.)"""
     tokens = request.app[SETTINGS].tokens
-    if not tokens:
-        return await handler(request)
     scope = scope_of(request.method, request.path)
     if scope is None:
         return await handler(request)
