@@ -323,6 +323,29 @@ async def test_many_followers_each_get_every_event_in_order_from_one_read_per_pa
         follower.close()
 
 
+async def test_without_followers_the_feed_keeps_up_with_the_head_from_notifications_alone(client, open_account, db):
+    # Each append's NOTIFY tells the head it left: with no one to hand pages
+    # to, the feed moves there without a query of its own.
+    feed = client.app[FEED]
+    a, b = await open_account(), await open_account()
+    last_query = "SELECT query_start FROM pg_stat_activity WHERE application_name = 'ledger-feed'"
+    await feed_at_head(feed, db)
+    before = await db.fetchval(last_query)
+    for _ in range(5):
+        assert (await client.post("/v1/transfers", json=transfer_body(a, b, "1.00"))).status == 201
+    await feed_at_head(feed, db)
+    assert await db.fetchval(last_query) == before
+
+
+async def feed_at_head(feed, db, timeout: float = 10.0) -> None:
+    """Wait until ``feed`` has taken in the head of the log."""
+    head = await db.fetchval("SELECT seq FROM ledger_head")
+    deadline = time.monotonic() + timeout
+    while feed.position != head:
+        assert time.monotonic() < deadline, f"the feed is at {feed.position}, the head at {head}"
+        await asyncio.sleep(0.01)
+
+
 async def test_a_follower_that_stops_reading_is_cut_off_and_the_others_go_on(
     client, open_account, aiohttp_client, settings, database_url
 ):

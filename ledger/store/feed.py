@@ -146,7 +146,7 @@ class Feed:
             unreachable = False
             try:
                 await self._skip(conn)
-                async with self._wakeups.subscribed(conn, self._woken.set):
+                async with self._wakeups.subscribed(conn, self._grown):
                     self._woken.set()  # what was appended while it was not listening
                     while True:
                         await self._woken.wait()
@@ -159,6 +159,15 @@ class Feed:
                 log.warning("the event feed lost its connection: %s", error)
             finally:
                 conn.terminate()
+
+    def _grown(self, head: int | None) -> None:
+        """The log grew to ``head``: read it, for the subscribers there are.
+        With none, :attr:`position` only moves there, and nothing is read:
+        not even the head, when the wake-up tells it (every append's does)."""
+        if self._subscriptions or head is None:
+            self._woken.set()
+        elif head > self.position:
+            self.position = head
 
     async def _skip(self, conn: asyncpg.Connection) -> None:
         """With no one to hand pages to, move :attr:`position` to the head,

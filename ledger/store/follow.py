@@ -28,24 +28,27 @@ from .retry import CONNECTION_LOST
 
 log = logging.getLogger(__name__)
 
-Wake = Callable[[], None]
+#: Called with the seq the head of the log moved to, or ``None`` when that
+#: is not known: the log may have grown.
+Wake = Callable[[int | None], None]
 
 _HEAD = "SELECT seq FROM ledger_head"
 
 
 class Wakeups(Protocol):
     def subscribed(self, conn: Conn, wake: Wake) -> contextlib.AbstractAsyncContextManager[None]:
-        """For the block, ``wake()`` is called whenever the log may have grown."""
+        """For the block, ``wake(head)`` is called whenever the log may have grown."""
         ...
 
 
 class Notifications:
-    """Wake-ups from the primary's NOTIFY, on the follower's own connection."""
+    """Wake-ups from the primary's NOTIFY, on the follower's own connection,
+    with the head each append left (its payload)."""
 
     @contextlib.asynccontextmanager
     async def subscribed(self, conn: Conn, wake: Wake) -> AsyncIterator[None]:
-        def notified(*_: object) -> None:
-            wake()
+        def notified(_conn: object, _pid: object, _channel: object, payload: object) -> None:
+            wake(int(payload) if isinstance(payload, str) and payload.isdigit() else None)
 
         await conn.add_listener(NOTIFY_CHANNEL, notified)
         try:
@@ -109,4 +112,4 @@ class HeadPoller:
         if head != self._last:
             self._last = head
             for wake in list(self._wakes):
-                wake()
+                wake(head)
