@@ -23,7 +23,7 @@ from ledger.domain.model import AccountFlags
 from ledger.store import copying as copying_module
 from ledger.store.connection import connect
 from ledger.store.retry import RetryPolicy
-from ledger.store.write_path import COPY_FROM, AppendRequest, Copy, HeadMoved, write
+from ledger.store.write_path import COPY_FROM, AppendRequest, Copy, Stale, write
 from ledger.store.writer import Writer
 from tests.conftest import (
     TABLE_KEYS,
@@ -170,7 +170,7 @@ async def test_a_copied_batch_decided_on_a_head_since_moved_writes_nothing(copyi
     await copying_writer.submit(opened())  # moves the head
     before = await ledger_snapshot(db)
 
-    assert isinstance(await write(db, copying_writer.seal(decided)), HeadMoved)
+    assert isinstance(await write(db, copying_writer.seal(decided)), Stale)
     assert await ledger_snapshot(db) == before
 
 

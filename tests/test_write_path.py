@@ -12,7 +12,7 @@ import pytest
 from ledger.api.keys import COALESCER, WRITER
 from ledger.domain.codes import Code
 from ledger.domain.commands import CloseAccount, Command, MakeTransfer, OpenAccount, PostTransfer, VoidTransfer
-from ledger.domain.ledger import Outcome, Recorded, Refused
+from ledger.domain.ledger import Existing, Outcome, Recorded, Refused
 from ledger.domain.model import AccountFlags
 from ledger.store import copying
 from ledger.store.coalescer import Coalescer
@@ -26,9 +26,9 @@ from ledger.store.write_path import (
     Committed,
     Copy,
     Decided,
-    HeadMoved,
     Pending,
     Sealed,
+    Stale,
     Statement,
     Unchanged,
     seal,
@@ -40,6 +40,7 @@ from tests.conftest import (
     assert_log_matches_projections,
     assert_no_flag_violated,
     kill_writer,
+    stored_rows,
     transfer_body,
     wait_for_blocked_backend,
 )
@@ -223,7 +224,7 @@ async def test_writing_a_batch_on_a_head_since_moved_writes_nothing_and_says_so(
 
     written = await write(db, sealed)
 
-    assert isinstance(written, HeadMoved) and written.sealed is sealed
+    assert isinstance(written, Stale) and written.sealed is sealed
     assert written.again().requests == sealed.requests
     assert await read_head(db) == head
 
@@ -346,6 +347,60 @@ async def test_a_batch_decided_after_one_never_recorded_is_decided_again(writer,
     assert isinstance(outcome, Recorded)
     assert await debits_and_credits(db, wallet) == (Decimal("5.00"), Decimal("10.00"))
     await assert_log_matches_projections(db)
+
+
+@pytest.mark.parametrize("copy_from", [COPY_FROM, 1], ids=["statement", "copy"])
+async def test_a_transfer_recorded_already_is_taken_for_new_outside_the_lock_and_the_write_finds_it_stale(
+    writer, db, wallet_and_shop, copy_from
+):
+    wallet, shop, _ = wallet_and_shop
+    paid = transfer(wallet, shop, "4.00")
+    await writer.submit(one_request(paid))
+    tables = ("events", "transfers", "entries", "balances", "merkle_subtrees")
+    before = (await stored_rows(db, *tables), await read_head(db))
+    decided = await writer.at_head()  # a ledger that does not hold it
+    await writer.decide(decided, one_request(transfer(shop, wallet, "1.00"), paid))
+    assert isinstance(decided.results[0][1], Recorded)  # taken for new: its id was not looked up
+
+    written = await write(db, seal(decided, copy_from=copy_from))
+
+    assert isinstance(written, Stale)
+    assert (await stored_rows(db, *tables), await read_head(db)) == before
+
+
+async def test_a_repeated_transfer_taken_for_new_is_decided_again_and_found_to_exist(writer, db, wallet_and_shop):
+    wallet, shop, _ = wallet_and_shop
+    paid = transfer(wallet, shop, "4.00")
+    await writer.submit(one_request(paid))
+    decided = await writer.at_head()
+    await writer.decide(decided, one_request(paid))
+
+    committed = await writer.append(seal(decided))
+
+    [[outcome]] = committed.results
+    assert isinstance(outcome, Existing) and outcome.subject.id == paid.id
+    assert writer.decided_again == 1
+    assert await debits_and_credits(db, wallet) == (Decimal("4.00"), Decimal("10.00"))
+    await assert_log_matches_projections(db)
+
+
+async def test_a_refusal_of_a_repeated_transfer_taken_for_new_is_decided_again(writer, db, wallet_and_shop):
+    # Repeated once the wallet can no longer pay it, a transfer taken for new
+    # would be refused; it was recorded, so the answer is that it exists.
+    wallet, shop, _ = wallet_and_shop
+    paid = transfer(wallet, shop, "10.00")
+    await writer.submit(one_request(paid))
+    decided = await writer.at_head()
+    await writer.decide(decided, one_request(paid))
+    assert isinstance(decided.results[0][0], Refused) and decided.refused_unseen == [paid.id]
+    sealed = seal(decided)
+    assert isinstance(sealed.rows, Unchanged)
+
+    committed = await writer.append(sealed)
+
+    [[outcome]] = committed.results
+    assert isinstance(outcome, Existing) and outcome.subject.id == paid.id
+    assert writer.decided_again == 1
 
 
 # -- the coalescer: batches decided and sealed while the append before is in flight

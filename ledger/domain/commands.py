@@ -94,11 +94,20 @@ def account_ids(command: Command) -> tuple[UUID, ...]:
     return ()
 
 
-def transfer_ids(command: Command) -> tuple[UUID, ...]:
-    """The transfers a command reads or creates. A reversal moves its
+def created_transfer(command: Command) -> UUID | None:
+    """The id of the transfer ``command`` would create, if it creates one:
+    new, unless the command repeats one already decided."""
+    return command.id if isinstance(command, (MakeTransfer, ReverseTransfer)) else None
+
+
+def transfer_ids(command: Command, *, created: bool = True) -> tuple[UUID, ...]:
+    """The transfers a command reads, and (with ``created``) the one it
+    would create (:func:`created_transfer`). A reversal moves its
     original's accounts (see :func:`account_ids`)."""
     if isinstance(command, (OpenAccount, CloseAccount)):
         return ()
-    if isinstance(command, ReverseTransfer):
-        return (command.id, command.original_id)
-    return (command.id,)
+    new = created_transfer(command)
+    if new is None:
+        return (command.id,)
+    read = (command.original_id,) if isinstance(command, ReverseTransfer) else ()
+    return (new, *read) if created else read

@@ -5,7 +5,7 @@ Every write goes through these states, in this order (docs/architecture.md,
 
     Pending ──decide──▶ Decided ──seal──▶ Sealed ──write──▶ Committed
        │                                    │
-       │                                    └─ HeadMoved: decided again, as Pending
+       │                                    └─ Stale: decided again, as Pending
        └──────────decide_under_lock──────────────────────▶ Committed
 
 - :class:`Pending`: requests taken from the queue, nothing decided. Appended
@@ -13,18 +13,20 @@ Every write goes through these states, in this order (docs/architecture.md,
   reads the head, loads, decides, seals and writes.
 - :class:`Decided`: every request has its outcomes, decided in order with
   the domain's :class:`Ledger` as of a known head of the log (its
-  :attr:`~Decided.basis`), outside any lock. More requests may be decided
-  into it until it is sealed.
+  :attr:`~Decided.basis`), outside any lock, taking the transfers it
+  creates for new (see :func:`load`). More requests may be decided into it
+  until it is sealed.
 - :class:`Sealed`: the events, hashes and rows that record it are fixed,
   and so is the head it leaves (:attr:`~Sealed.after`). Its rows are one of
   :class:`Statement`, :class:`Copy` or :class:`Unchanged`.
 - :class:`Committed`: the transaction that recorded it has committed.
 
 :func:`write` records a :class:`Sealed` batch only while the head of the log
-is still its basis, and writes nothing otherwise (:class:`HeadMoved`): the
-head's hash commits to every event before it, and its epoch moves whenever
-projections are rewritten outside an append, so an unmoved head means that
-nothing the decisions read has changed since. Statement rows are one
+is still its basis and no transfer it creates is recorded already, and
+writes nothing otherwise (:class:`Stale`): the head's hash commits to every
+event before it, and its epoch moves whenever projections are rewritten
+outside an append, so an unmoved head means that nothing the decisions read
+has changed since; the transfers' primary key refuses an id recorded before. Statement rows are one
 statement of data-modifying CTEs (events, hash-chained; projections, see
 :mod:`ledger.store.projections`; the head; a NOTIFY of it), which runs
 alone, a SERIALIZABLE transaction of its own: the head row's lock stands in
@@ -49,9 +51,9 @@ import asyncpg
 import msgspec
 
 from ..domain.chain import canonical, chained, event_bytes
-from ..domain.commands import Command, account_ids, transfer_ids
+from ..domain.commands import Command, account_ids, created_transfer, transfer_ids
 from ..domain.events import RecordedEvent
-from ..domain.ledger import Entry, Ledger, Outcome, Recorded
+from ..domain.ledger import Entry, Ledger, Outcome, Recorded, Refused
 from ..domain.merkle import Frontier, Node, leaf_hash
 from ..domain.model import Transfer
 from .copying import CopyText, event_line
@@ -123,6 +125,11 @@ class Decided:
         self.last_hash = basis.hash
         #: The events' Merkle leaf hashes, in order.
         self.leaves: list[bytes] = []
+        #: The transfers that refused commands would have created, which
+        #: the ledger did not hold: taken for new without a look (see
+        #: :func:`load`), the refusal is wrong if one was recorded already
+        #: (the command repeats it), so :func:`write` checks that none was.
+        self.refused_unseen: list[UUID] = []
         #: Set by :func:`seal`, after which nothing more is decided into it.
         self.sealed = False
 
@@ -186,18 +193,26 @@ class Decided:
         for r in requests:
             self.requests.append(r)
             if r.atomic:
-                outcomes = self._keep(self.ledger.decide_all(r.commands, now=now, metadata=r.metadata, atomic=True))
+                outcomes = self._keep(
+                    r.commands, self.ledger.decide_all(r.commands, now=now, metadata=r.metadata, atomic=True)
+                )
             else:
                 outcomes = []
                 for start in range(0, len(r.commands), SLICE):
                     if outcomes:
                         yield
                     commands = r.commands[start : start + SLICE]
-                    outcomes += self._keep(self.ledger.decide_all(commands, now=now, metadata=r.metadata))
+                    outcomes += self._keep(commands, self.ledger.decide_all(commands, now=now, metadata=r.metadata))
             self.results.append(outcomes)
 
-    def _keep(self, outcomes: list[Outcome]) -> list[Outcome]:
-        """Keep what ``outcomes`` (final) record, with their event rows."""
+    def _keep(self, commands: Sequence[Command], outcomes: list[Outcome]) -> list[Outcome]:
+        """Keep what ``outcomes`` (final, one per command) record, with their
+        event rows, and what their refusals took for new."""
+        for command, outcome in zip(commands, outcomes, strict=True):
+            if isinstance(outcome, Refused):
+                new = created_transfer(command)
+                if new is not None and new not in self.ledger.transfers:
+                    self.refused_unseen.append(new)
         recorded = [o for o in outcomes if isinstance(o, Recorded)]
         self.recorded += recorded
         self.last_hash = _add_event_rows(self.events, self.leaves, [o.record for o in recorded], self.last_hash)
@@ -256,9 +271,11 @@ class Sealed:
 
 
 @dataclass(frozen=True, slots=True)
-class HeadMoved:
-    """:func:`write` found the head of the log moved on from the batch's basis,
-    and wrote nothing: its requests must be decided again."""
+class Stale:
+    """:func:`write` found that the batch's decisions no longer stand, and
+    wrote nothing: the head of the log had moved on from its basis, or a
+    transfer the batch took for new was recorded already (a replay of one
+    its ledger did not hold). Its requests must be decided again."""
 
     sealed: Sealed
 
@@ -290,12 +307,20 @@ class Committed:
 # -- the transitions ----------------------------------------------------------
 
 
-async def load(conn: asyncpg.Connection, requests: Sequence[AppendRequest], ledger: Ledger) -> None:
+async def load(
+    conn: asyncpg.Connection, requests: Sequence[AppendRequest], ledger: Ledger, *, created: bool = True
+) -> None:
     """Add to ``ledger`` the transfers and accounts ``requests`` touch that it
     does not hold yet, as ``conn`` sees them: one query per table. (What
-    deciding needs first; see :meth:`Decided.deciding`.)"""
+    deciding needs first; see :meth:`Decided.deciding`.)
+
+    Without ``created``, the transfers the commands would create are not
+    looked for: the batch takes those it does not hold for new, and
+    :func:`write` finds it :class:`Stale` if one was recorded already. Most
+    such ids are new, so a batch decided outside the lock then reads
+    nothing unless it meets an account its ledger lacks."""
     commands = [c for r in requests for c in r.commands]
-    missing = [*{i for c in commands for i in transfer_ids(c) if i not in ledger.transfers}]
+    missing = [*{i for c in commands for i in transfer_ids(c, created=created) if i not in ledger.transfers}]
     transfers = [transfer_from_row(row) for row in await conn.fetch(_LOAD_TRANSFERS, missing)] if missing else []
     ledger.transfers.update((t.id, t) for t in transfers)
     # A decision on a transfer moves that transfer's accounts.
@@ -322,20 +347,31 @@ def seal(decided: Decided, *, copy_from: int = COPY_FROM) -> Sealed:
     return Sealed(decided, after, tree, Copy(rows, events, *rows.copy_text(), subtrees))
 
 
+def _basis_stands(p: Placeholders) -> str:
+    """The condition on the head row that the batch's decisions still
+    stand: the head is the one they were decided after, and none of the
+    transfers their refusals took for new is recorded."""
+    return (
+        f"seq = {p.one('bigint', 'basis_seq')} AND hash = {p.one('bytea', 'basis_hash')} "
+        f"AND epoch = {p.one('bigint', 'basis_epoch')} "
+        f"AND NOT EXISTS (SELECT FROM transfers WHERE id = ANY({p.array('uuid', 'refused_unseen')}))"
+    )
+
+
 def _move_head(p: Placeholders) -> str:
-    """Move the head, only from the one the batch was decided after. The row
-    lock makes a concurrent append wait for this one, or this one for it
-    (and then find the head moved, or fail to serialize)."""
+    """Move the head, only while the batch's basis stands. The row lock
+    makes a concurrent append wait for this one, or this one for it (and
+    then find the head moved, or fail to serialize)."""
     return (
         f"UPDATE ledger_head SET seq = {p.one('bigint', 'seq')}, hash = {p.one('bytea', 'hash')} "
-        f"WHERE seq = {p.one('bigint', 'basis_seq')} AND hash = {p.one('bytea', 'basis_hash')} "
-        f"AND epoch = {p.one('bigint', 'basis_epoch')} RETURNING seq"
+        f"WHERE {_basis_stands(p)} RETURNING seq"
     )
 
 
 _move = Placeholders()
 _MOVE_HEAD = _move_head(_move)
-_HEAD_IS = "SELECT 1 FROM ledger_head WHERE seq = $1 AND hash = $2 AND epoch = $3"
+_standing = Placeholders()
+_BASIS_STANDS = f"SELECT 1 FROM ledger_head WHERE {_basis_stands(_standing)}"
 _NOTIFY = "SELECT pg_notify($1, $2)"
 
 #: The events as JSON carry their hash as base64 text.
@@ -356,21 +392,25 @@ SELECT pg_notify({_write.one("text", "channel")}, {_write.one("text", "payload")
 """
 
 
-def _moved_head(sealed: Sealed) -> dict[str, Any]:
-    """The arguments of :func:`_move_head`: from ``sealed``'s basis to the head it leaves."""
-    basis = sealed.decided.basis
+def _basis(decided: Decided) -> dict[str, Any]:
+    """The arguments of :func:`_basis_stands` for ``decided``."""
+    basis = decided.basis
     return {
-        "seq": sealed.after.seq,
-        "hash": sealed.after.hash,
         "basis_seq": basis.seq,
         "basis_hash": basis.hash,
         "basis_epoch": basis.epoch,
+        "refused_unseen": decided.refused_unseen,
     }
 
 
-async def write(conn: asyncpg.Connection, sealed: Sealed) -> Committed | HeadMoved:
+def _moved_head(sealed: Sealed) -> dict[str, Any]:
+    """The arguments of :func:`_move_head`: from ``sealed``'s basis to the head it leaves."""
+    return {"seq": sealed.after.seq, "hash": sealed.after.hash, **_basis(sealed.decided)}
+
+
+async def write(conn: asyncpg.Connection, sealed: Sealed) -> Committed | Stale:
     """Record ``sealed`` (events, projections, the new head, NOTIFY) if the
-    head of the log is still its basis.
+    head of the log is still its basis and the transfers it creates are new.
 
     :class:`Statement` rows: one statement, outside a transaction a
     transaction of its own. :class:`Copy` rows: a transaction (or the one
@@ -378,10 +418,24 @@ async def write(conn: asyncpg.Connection, sealed: Sealed) -> Committed | HeadMov
     :class:`Unchanged`: only the head is checked. Committed once ``conn``'s
     transaction, if it is in one, commits.
     """
-    basis = sealed.decided.basis
+    try:
+        return await _record(conn, sealed)
+    except asyncpg.UniqueViolationError as error:
+        if error.constraint_name != TRANSFERS_KEY:
+            raise
+        # The statement (or the transaction) wrote nothing.
+        return Stale(sealed)
+
+
+#: The transfers' primary key, which refuses a transfer a batch took for new
+#: when it was recorded already (see :func:`load`).
+TRANSFERS_KEY = "transfers_pkey"
+
+
+async def _record(conn: asyncpg.Connection, sealed: Sealed) -> Committed | Stale:
     match sealed.rows:
         case Unchanged():
-            written = await conn.fetchval(_HEAD_IS, *basis) is not None
+            written = await conn.fetchval(_BASIS_STANDS, *_standing.arguments(_basis(sealed.decided))) is not None
         case Statement(projection=rows, events=events, subtrees=subtrees):
             arguments = {
                 **rows.arguments(),
@@ -400,7 +454,7 @@ async def write(conn: asyncpg.Connection, sealed: Sealed) -> Committed | HeadMov
                     await write_subtrees(conn, subtrees)
                     await rows.copy(conn, text=(transfers, entries))
                     await conn.execute(_NOTIFY, NOTIFY_CHANNEL, str(sealed.after.seq))
-    return Committed(sealed) if written else HeadMoved(sealed)
+    return Committed(sealed) if written else Stale(sealed)
 
 
 @contextlib.asynccontextmanager
@@ -429,8 +483,8 @@ async def decide_under_lock(
     await load(conn, pending.requests, decided.ledger)
     decided.decide(pending.requests, now=now)
     written = await write(conn, seal(decided, copy_from=copy_from))
-    if isinstance(written, HeadMoved):
-        raise RuntimeError("the head of the log moved under the append lock")
+    if isinstance(written, Stale):
+        raise RuntimeError("a batch decided under the append lock went stale")
     return written
 
 

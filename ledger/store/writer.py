@@ -32,9 +32,9 @@ from .write_path import (
     AppendRequest,
     Committed,
     Decided,
-    HeadMoved,
     Pending,
     Sealed,
+    Stale,
     decide_under_lock,
     load,
     seal,
@@ -113,8 +113,9 @@ class Writer:
         #: The head and tree of the log as this writer last left or read them:
         #: a frontier it need not read again while the head is still there.
         self._tip: tuple[LogHead, Frontier] | None = None
-        #: Sealed batches that were decided again under the lock, because the
-        #: head had moved on from the one they were decided after.
+        #: Sealed batches that were decided again under the lock, found
+        #: stale: the head had moved on from the one they were decided after,
+        #: or a transfer they took for new was recorded already.
         self.decided_again = 0
 
     async def append(self, batch: Sealed | Pending) -> Committed:
@@ -141,13 +142,15 @@ class Writer:
 
     async def decide(self, decided: Decided, requests: Sequence[AppendRequest]) -> None:
         """Decide ``requests`` into ``decided``, first reading what its ledger
-        lacks on the reading connection, outside any transaction. Nothing is
+        lacks on the reading connection, outside any transaction, but for
+        the transfers they create, taken for new until the write says
+        otherwise (see :func:`~ledger.store.write_path.load`). Nothing is
         written.
 
         The event loop gets a turn after each slice of commands, so that
         the append in flight keeps going out to the database and other
         requests are served while a large batch is decided."""
-        await self._read(load, requests, decided.ledger)
+        await self._read(load, requests, decided.ledger, created=False)
         for _ in decided.deciding(requests, now=self._clock()):
             await asyncio.sleep(0)
 
@@ -160,12 +163,12 @@ class Writer:
         self._tip = (committed.head, committed.sealed.tree)
         return _counted(committed, started)
 
-    async def _read(self, read: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """``read(connection, *args)`` on the reading connection, opened anew
-        if it was lost."""
+    async def _read(self, read: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """``read(connection, *args, **kwargs)`` on the reading connection,
+        opened anew if it was lost."""
         self._reader = reader = await self._connected(self._reader, READER_NAME, _KEYED)
         try:
-            return await read(reader, *args)
+            return await read(reader, *args, **kwargs)
         except CONNECTION_LOST:
             reader.terminate()
             raise
@@ -178,9 +181,9 @@ class Writer:
                 match await write(conn, batch):
                     case Committed() as committed:
                         return self._committed(committed, started)
-                    case HeadMoved() as moved:
+                    case Stale() as stale:
                         self.decided_again += 1
-                        batch = moved.again()
+                        batch = stale.again()
             async with _locked_transaction(conn):
                 committed = await decide_under_lock(conn, batch, now=self._clock(), copy_from=self._copy_from)
             return self._committed(committed, started)
