@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import random
@@ -149,6 +150,23 @@ def process_cpu_seconds(pid: int) -> float:
     own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     return own + sum(process_cpu_seconds(int(child)) for child in children)
+
+
+def postmaster_pid(dsn: str) -> int | None:
+    """The process of the PostgreSQL server at ``dsn``, whose CPU (with its
+    backends') :func:`process_cpu_seconds` gives; None if it runs on
+    another machine (or in another namespace)."""
+    import asyncpg
+
+    async def parent_of_backend() -> int | None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            stat = Path(f"/proc/{await conn.fetchval('SELECT pg_backend_pid()')}/stat")
+            return int(stat.read_text().rsplit(")", 1)[1].split()[1]) if stat.exists() else None
+        finally:
+            await conn.close()
+
+    return asyncio.run(parent_of_backend())
 
 
 def machine_ticks() -> tuple[int, int]:

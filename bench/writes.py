@@ -24,8 +24,9 @@ On one embedded PostgreSQL (synchronous_commit on), in one run:
   over the same two account distributions.
 
 Prints transfers (or reads) per second, p50 and p99 latency, non-2xx responses, the CPU of the
-service process, of the load generator and of the whole machine (busy share of
-all cores), and the ratio to the baseline: the textbook pattern, or the
+service process, of the load generator, of the whole machine (busy share of
+all cores) and of the database server with its backends (when it runs here),
+and the ratio to the baseline: the textbook pattern, or the
 access log switched off, the service without streams. Outside the access-log scenario the service runs
 with its access log off (``LEDGER_ACCESS_LOG=off``).
 """
@@ -57,6 +58,7 @@ from .common import (
     machine_ticks,
     new_writer,
     open_accounts,
+    postmaster_pid,
     print_table,
     process_cpu_seconds,
     service,
@@ -205,11 +207,17 @@ def measured(
     seconds: float,
     connections: int,
     items: int = 1,
+    server: int | None = None,
 ) -> Measured:
-    """Load ``path`` for ``seconds`` (GETs when ``bodies`` is ``None``)."""
+    """Load ``path`` for ``seconds`` (GETs when ``bodies`` is ``None``); with
+    ``server`` (the database server's pid, :func:`~bench.common.postmaster_pid`),
+    the CPU of the server and its backends too."""
     cpu, ticks = process_cpu_seconds(pid), machine_ticks()
+    database_cpu = process_cpu_seconds(server) if server is not None else 0.0
     result, wall = loadgen.run(url, path, bodies, connections=connections, seconds=seconds, items=items)
     cpu, ticks = process_cpu_seconds(pid) - cpu, [b - a for a, b in zip(ticks, machine_ticks())]
+    if server is not None:
+        database_cpu = process_cpu_seconds(server) - database_cpu
     rate = result.items / wall
     return Measured(
         rate,
@@ -222,11 +230,12 @@ def measured(
             f"{cpu / wall:.0%}",
             f"{result.cpu_seconds / wall:.0%}",
             f"{ticks[0] / ticks[1]:.0%}",
+            "" if server is None else f"{database_cpu / wall:.0%}",
         ],
     )
 
 
-def access_log_rows(dsn: str, pools: dict[str, list[str]], seconds: float) -> list[list[str]]:
+def access_log_rows(dsn: str, pools: dict[str, list[str]], seconds: float, server: int | None) -> list[list[str]]:
     """Single POSTs through the service in each of :data:`ACCESS_LOGS`, in
     :data:`ACCESS_LOG_ROUNDS` rounds, the order reversed every other round
     (the log grows as it runs, so what comes later is measured on more rows);
@@ -249,6 +258,7 @@ def access_log_rows(dsn: str, pools: dict[str, list[str]], seconds: float) -> li
                             functools.partial(transfer_bodies, pools[name]),
                             seconds=seconds,
                             connections=CONNECTIONS,
+                            server=server,
                         )
                         runs.setdefault((config, name), []).append(run)
                         rows.append([f"round {round + 1}, {config}, {name}", *run.row])
@@ -268,15 +278,14 @@ def access_log_rows(dsn: str, pools: dict[str, list[str]], seconds: float) -> li
                 f"{rate:,.0f}",
                 *[""] * 3,
                 f"{cpu * 1e6:.0f} µs/POST",
-                "",
-                "",
+                *[""] * 3,
                 f"rate {rate / base_rate:.2f}x, CPU/POST {cpu / base_cpu:.2f}x",
             ]
         )
     return rows
 
 
-def streams_rows(dsn: str, accounts: list[str], seconds: float) -> list[list[str]]:
+def streams_rows(dsn: str, accounts: list[str], seconds: float, server: int | None) -> list[list[str]]:
     """For each of :data:`STREAM_PACES`: single POSTs (uniform) alone, then
     while :data:`STREAMS` processes read the whole log over and over,
     alternating, twice each; the lines the streams got a second, the
@@ -302,6 +311,7 @@ def streams_rows(dsn: str, accounts: list[str], seconds: float) -> list[list[str
                         functools.partial(transfer_bodies, accounts),
                         seconds=seconds,
                         connections=CONNECTIONS,
+                        server=server,
                     )
                 finally:
                     streamed = sum(_stopped(reader) for reader in readers)
@@ -315,7 +325,7 @@ def streams_rows(dsn: str, accounts: list[str], seconds: float) -> list[list[str
             [
                 f"{pace}, median, single POSTs while {STREAMS} streams run",
                 f"{beside:,.0f}",
-                *[""] * 6,
+                *[""] * 7,
                 f"{beside / alone:.2f}x alone",
             ]
         )
@@ -349,6 +359,7 @@ def main() -> None:
     with database() as dsn:
         accounts = asyncio.run(make_accounts(dsn, args.accounts))
         pools = dict(zip(SINGLE_LOADS, (accounts, accounts[:4])))
+        server = postmaster_pid(dsn)
         with service(dsn, LEDGER_ACCESS_LOG="off") as (url, pid):
             for name in SINGLE_LOADS if "single" in args.scenarios else ():
                 service_rates[name], _, row = measured(
@@ -358,6 +369,7 @@ def main() -> None:
                     functools.partial(transfer_bodies, pools[name]),
                     seconds=args.seconds,
                     connections=CONNECTIONS,
+                    server=server,
                 )
                 rows.append([f"service, single POSTs, {name}", *row])
                 print("  " + " | ".join(rows[-1]), flush=True)
@@ -370,6 +382,7 @@ def main() -> None:
                     seconds=args.seconds,
                     connections=2,
                     items=BATCH,
+                    server=server,
                 )
                 rows.append([f"service, batches of {BATCH}", *row])
                 print("  " + " | ".join(rows[-1]), flush=True)
@@ -383,18 +396,25 @@ def main() -> None:
                         functools.partial(transfer_bodies, pools[name]),
                         seconds=args.seconds,
                         connections=CONNECTIONS,
+                        server=server,
                     )
                     rows.append([f"service, --workers {workers}, single POSTs, {name}", *row])
                     print("  " + " | ".join(rows[-1]), flush=True)
                 _, _, row = measured(
-                    url, pid, f"/v1/accounts/{accounts[0]}", None, seconds=args.seconds, connections=CONNECTIONS
+                    url,
+                    pid,
+                    f"/v1/accounts/{accounts[0]}",
+                    None,
+                    seconds=args.seconds,
+                    connections=CONNECTIONS,
+                    server=server,
                 )
                 rows.append([f"service, --workers {workers}, point reads (GET /v1/accounts/{{id}})", *row])
                 print("  " + " | ".join(rows[-1]), flush=True)
         if "access-log" in args.scenarios:
-            rows += access_log_rows(dsn, pools, args.seconds)
+            rows += access_log_rows(dsn, pools, args.seconds, server)
         if "streams" in args.scenarios:
-            rows += streams_rows(dsn, accounts, args.seconds)
+            rows += streams_rows(dsn, accounts, args.seconds, server)
         for name, count in (("uniform", args.accounts), ("hot (4 accounts)", 4)):
             if "textbook" not in args.scenarios:
                 break
@@ -412,15 +432,13 @@ def main() -> None:
                     "",
                     "",
                     f"{retries:,} retries",
-                    "",
-                    "",
-                    "",
+                    *[""] * 4,
                     ratio,
                 ]
             )
             print("  " + " | ".join(rows[-1]), flush=True)
     for row in rows:
-        row += [""] * (9 - len(row))
+        row += [""] * (10 - len(row))
     print_table(
         [
             "scenario",
@@ -431,6 +449,7 @@ def main() -> None:
             "service CPU",
             "generator CPU",
             "machine busy",
+            "database CPU",
             "ratio",
         ],
         rows,
