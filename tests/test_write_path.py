@@ -71,6 +71,14 @@ async def wallet_and_shop(writer: Writer) -> tuple[uuid.UUID, uuid.UUID, Committ
     return wallet, shop, committed
 
 
+async def decided_at_head(writer: Writer, *commands: Command) -> Decided:
+    """``commands`` decided outside the lock against the log as it stands,
+    from a ledger that holds nothing yet."""
+    decided = await writer.at_head()
+    await writer.decide(decided, one_request(*commands))
+    return decided
+
+
 async def decided_after(writer: Writer, previous: Sealed, *commands: Command, limit: int = 50_000) -> Decided:
     decided = Decided.after(previous, limit=limit)
     await writer.decide(decided, one_request(*commands))
@@ -358,8 +366,7 @@ async def test_a_transfer_recorded_already_is_taken_for_new_outside_the_lock_and
     await writer.submit(one_request(paid))
     tables = ("events", "transfers", "entries", "balances", "merkle_subtrees")
     before = (await stored_rows(db, *tables), await read_head(db))
-    decided = await writer.at_head()  # a ledger that does not hold it
-    await writer.decide(decided, one_request(transfer(shop, wallet, "1.00"), paid))
+    decided = await decided_at_head(writer, transfer(shop, wallet, "1.00"), paid)  # a ledger without it
     assert isinstance(decided.results[0][1], Recorded)  # taken for new: its id was not looked up
 
     written = await write(db, seal(decided, copy_from=copy_from))
@@ -372,8 +379,7 @@ async def test_a_repeated_transfer_taken_for_new_is_decided_again_and_found_to_e
     wallet, shop, _ = wallet_and_shop
     paid = transfer(wallet, shop, "4.00")
     await writer.submit(one_request(paid))
-    decided = await writer.at_head()
-    await writer.decide(decided, one_request(paid))
+    decided = await decided_at_head(writer, paid)
 
     committed = await writer.append(seal(decided))
 
@@ -390,8 +396,7 @@ async def test_a_refusal_of_a_repeated_transfer_taken_for_new_is_decided_again(w
     wallet, shop, _ = wallet_and_shop
     paid = transfer(wallet, shop, "10.00")
     await writer.submit(one_request(paid))
-    decided = await writer.at_head()
-    await writer.decide(decided, one_request(paid))
+    decided = await decided_at_head(writer, paid)
     assert isinstance(decided.results[0][0], Refused) and decided.refused_unseen == [paid.id]
     sealed = seal(decided)
     assert isinstance(sealed.rows, Unchanged)
