@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import sys
 import threading
 import time
@@ -133,19 +134,26 @@ _json_access = msgspec.json.Encoder()
 
 AccessFormatter = TextFormatter | JsonFormatter
 
+#: Writes (a pass of the loop's lines each) that may wait for the writing
+#: thread; past them the loop waits too, so that a reader that does not keep
+#: up holds the service back rather than grow its memory.
+_QUEUED_WRITES = 1024
+
 
 class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Lines to stderr, in the order they are logged.
 
     While an event loop is bound (:func:`batched_on`), a line below WARNING
-    logged on the loop's thread is held and written, together with the others
-    held in the same pass of the loop, by one write when that pass ends: an
-    access line then costs no system call of its own, and is out as soon as
-    the loop has finished what it was doing. Access lines are held as their
-    formatter's items and formatted together, when the next other line is
-    held or the lines are written. Any other line (a warning, an error, a
-    line from another thread, or with no loop bound) is written at once,
-    after whatever is held.
+    logged on the loop's thread is held, and the lines held in a pass of the
+    loop are handed together, when that pass ends, to a thread of the
+    handler's that writes them: an access line costs no system call of its
+    own, and a write that blocks (a full pipe, a busy disk) holds up that
+    thread, never the loop. Access lines are held as their formatter's items
+    and formatted together, when the next other line is held or the lines
+    are handed on. Any other line (a warning, an error, a line from another
+    thread) is written after whatever is held, and is out when logging it
+    returns; with no loop bound, every line is written at once.
+    :meth:`flush` returns once every line handed on is written.
     """
 
     def __init__(self) -> None:
@@ -155,6 +163,8 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._access: list[Any] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None
+        #: The writing thread's queue of text, while a loop is bound.
+        self._out: queue.Queue[str | None] | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -164,6 +174,7 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 self._held.append(line)
             else:
                 self._write(line)
+                self.flush()
         except RecursionError:
             raise
         except Exception:
@@ -181,6 +192,7 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
                     self._access.append(item)
                 else:
                     self._write(formatter.format_access_items([item]))
+                    self.flush()
             except Exception:
                 self.handleError(logging.makeLogRecord({"name": ACCESS_LOGGER, "msg": ACCESS_MESSAGE, "args": args}))
 
@@ -217,19 +229,53 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self._write("")
 
     def _write(self, line: str) -> None:
+        """Write ``line`` after the lines held: on the writing thread, if
+        there is one (the caller flushes, to wait for it), else at once."""
         self._format_access()
         if self._held:
             line = "".join(self._held) + line
             self._held.clear()
-        self.stream.write(line)
-        self.flush()
+        if not line:
+            return
+        if self._out is not None:
+            self._out.put(line)
+        else:
+            self.stream.write(line)
+            super().flush()
+
+    def flush(self) -> None:
+        """Return once every line handed to the writing thread is written."""
+        out = self._out
+        if out is not None:
+            out.join()
+        super().flush()
+
+    def _writing(self, out: queue.Queue[str | None]) -> None:
+        """The writing thread: write what is put on ``out`` until ``None``."""
+        while (text := out.get()) is not None:
+            try:
+                self.stream.write(text)
+                self.stream.flush()
+            except Exception:
+                self.handleError(logging.makeLogRecord({"msg": "writing the log failed"}))
+            finally:
+                out.task_done()
+        out.task_done()
 
     def bind(self, loop: asyncio.AbstractEventLoop | None) -> None:
-        """Hold lines for ``loop`` (on the calling thread), or for none."""
+        """Hold lines for ``loop`` (on the calling thread), with a thread
+        that writes them; or for none (every line held is written first)."""
         with self.lock:  # type: ignore[union-attr]
             self._write("")
+            out, self._out = self._out, None
+            if out is not None:
+                out.put(None)
+                out.join()
             self._loop = loop
             self._thread = threading.get_ident() if loop is not None else None
+            if loop is not None:
+                self._out = queue.Queue(maxsize=_QUEUED_WRITES)
+                threading.Thread(target=self._writing, args=(self._out,), name="ledger-log", daemon=True).start()
 
 
 @contextlib.contextmanager

@@ -1,8 +1,10 @@
 """The service's log as an operator reads it: text by default, JSON on request."""
 
 import asyncio
+import io
 import json
 import logging
+import threading
 import uuid
 
 import aiohttp
@@ -113,6 +115,7 @@ async def test_lines_held_for_a_pass_of_the_loop_come_out_in_order_and_before_a_
         logger.info("two")
         assert capsys.readouterr().err == ""  # held until this pass of the loop ends
         await asyncio.sleep(0)
+        handler.flush()  # written by the handler's thread
         assert capsys.readouterr().err == "INFO one\nINFO two\n"
         logger.info("three")
         logger.warning("four")
@@ -122,6 +125,39 @@ async def test_lines_held_for_a_pass_of_the_loop_come_out_in_order_and_before_a_
         assert capsys.readouterr().err == "INFO five\n"  # written when unbound
     finally:
         logger.removeHandler(handler)
+
+
+async def test_a_write_that_blocks_holds_up_the_handlers_thread_and_not_the_loop():
+    class Blocking(io.StringIO):
+        """A stream whose writes wait until released, as a full pipe does."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.released = threading.Event()
+
+        def write(self, text: str) -> int:
+            self.released.wait(10)
+            return super().write(text)
+
+    stream = Blocking()
+    handler = logs.StderrHandler()
+    handler.setStream(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.Logger("test.blocking")
+    logger.addHandler(handler)
+    handler.bind(asyncio.get_running_loop())
+    try:
+        logger.info("one")
+        await asyncio.sleep(0)  # the pass ends: "one" goes to the writing thread, whose write waits
+        logger.info("two")
+        await asyncio.sleep(0)  # and the loop goes on meanwhile
+        assert stream.getvalue() == ""
+        stream.released.set()
+        handler.flush()
+        assert stream.getvalue() == "one\ntwo\n"
+    finally:
+        stream.released.set()
+        handler.bind(None)
 
 
 @pytest.mark.parametrize("log_format", logs.FORMATS)
@@ -196,6 +232,7 @@ async def test_access_lines_held_beside_other_lines_come_out_in_the_order_logged
         handler.handle_access(1e9, second, dict)
         assert capsys.readouterr().err == ""  # held until this pass of the loop ends
         await asyncio.sleep(0)
+        handler.flush()
         lines = capsys.readouterr().err.splitlines()
         assert [line.split(": ", 1)[1] for line in lines] == [
             logs.ACCESS_MESSAGE % first,
@@ -217,6 +254,7 @@ async def test_access_lines_held_when_the_format_changes_keep_the_format_they_we
         handler.setFormatter(logs.JsonFormatter())
         handler.handle_access(1e9, args, lambda: fields)
         await asyncio.sleep(0)
+        handler.flush()
         text, json_line = capsys.readouterr().err.splitlines()
         assert text.endswith(logs.ACCESS_MESSAGE % args)
         assert json.loads(json_line)["message"] == logs.ACCESS_MESSAGE % args
