@@ -257,7 +257,9 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 self.stream.write(text)
                 self.stream.flush()
             except Exception:
-                self.handleError(logging.makeLogRecord({"msg": "writing the log failed"}))
+                # The thread must live on: the loop and flush() wait for it.
+                with contextlib.suppress(Exception):
+                    self.handleError(logging.makeLogRecord({"msg": "writing the log failed"}))
             finally:
                 out.task_done()
         out.task_done()

@@ -4,6 +4,7 @@ import asyncio
 import io
 import json
 import logging
+import sys
 import threading
 import uuid
 
@@ -157,6 +158,40 @@ async def test_a_write_that_blocks_holds_up_the_handlers_thread_and_not_the_loop
         assert stream.getvalue() == "one\ntwo\n"
     finally:
         stream.released.set()
+        handler.bind(None)
+
+
+async def test_the_writing_thread_outlives_a_write_that_fails_even_with_stderr_closed(monkeypatch):
+    class FailingOnce(io.StringIO):
+        """A stream whose first write fails."""
+
+        failed = False
+
+        def write(self, text: str) -> int:
+            if not self.failed:
+                self.failed = True
+                raise ValueError("I/O operation on closed file")
+            return super().write(text)
+
+    closed = io.StringIO()
+    closed.close()
+    monkeypatch.setattr(sys, "stderr", closed)  # where the failure would be reported
+    stream = FailingOnce()
+    handler = logs.StderrHandler()
+    handler.setStream(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.Logger("test.failing")
+    logger.addHandler(handler)
+    handler.bind(asyncio.get_running_loop())
+    try:
+        logger.info("lost")
+        await asyncio.sleep(0)
+        handler.flush()
+        logger.info("kept")
+        await asyncio.sleep(0)
+        handler.flush()  # returns: the thread is still there to write
+        assert stream.getvalue() == "kept\n"
+    finally:
         handler.bind(None)
 
 

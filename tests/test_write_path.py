@@ -520,6 +520,23 @@ async def test_a_ledger_carried_past_the_limit_keeps_what_the_append_in_flight_c
     await assert_log_matches_projections(db)
 
 
+async def test_the_batch_behind_one_found_stale_is_decided_under_the_lock_rather_than_written_stale(
+    started_coalescer, writer, db
+):
+    coalescer, coalescer_writer = started_coalescer()
+    a, b = uuid.uuid4(), uuid.uuid4()
+    paid = transfer(a, b, "1.00")
+    # Recorded by another writer: the coalescer's ledger does not hold it.
+    await writer.submit(one_request(*(OpenAccount(i, "USD", 2, AccountFlags(), {}) for i in (a, b)), paid))
+
+    outcomes = await submitted_behind_a_held_up_append(coalescer, db, [paid, transfer(a, b, "2.00")])
+
+    assert [type(o).__name__ for o in outcomes] == ["Existing", "Recorded"]
+    assert coalescer.decided_ahead == 1
+    assert coalescer_writer.decided_again == 1  # the repeat's batch; the one behind it went straight to the lock
+    await assert_log_matches_projections(db)
+
+
 async def test_a_full_batch_decided_ahead_is_sealed_with_its_copy_text_while_the_one_before_is_recorded(
     started_coalescer, writer, db, monkeypatch
 ):

@@ -81,6 +81,16 @@ class _InFlight:
     task: asyncio.Future[Committed]
 
 
+def _following(upcoming: _Next, previous: _InFlight, committed: Committed | None) -> _Next:
+    """``upcoming``, decided after ``previous`` as it was sealed, now that
+    ``previous`` has ended: as it is if ``previous`` was recorded as sealed;
+    else (it was decided again, or failed) pending, for what it was decided
+    after never became the head, and writing it would only find it stale."""
+    if (committed is not None and committed.sealed is previous.batch) or isinstance(upcoming.batch, Pending):
+        return upcoming
+    return _Next(upcoming.waiting, Pending(list(upcoming.batch.requests)))
+
+
 class Coalescer:
     """The write queue of a process, in front of its :class:`Writer`.
 
@@ -185,9 +195,10 @@ class Coalescer:
             while True:
                 if in_flight is not None and in_flight.task.done():
                     last = self._answer(in_flight)
-                    in_flight = None
                     if upcoming is not None:
-                        in_flight, upcoming = self._start(upcoming), None
+                        in_flight, upcoming = self._start(_following(upcoming, in_flight, last)), None
+                    else:
+                        in_flight = None
                     continue
                 if not self._queue:
                     if in_flight is None:

@@ -112,6 +112,8 @@ class Feed:
         self.position = 0
         #: Pages read, since start (one read serves every follower).
         self.reads = 0
+        #: Set while pages are read: :attr:`position` moves only with them.
+        self._reading = False
 
     def stop(self) -> None:
         """Wake every subscriber: the service is stopping."""
@@ -164,7 +166,7 @@ class Feed:
         """The log grew to ``head``: read it, for the subscribers there are.
         With none, :attr:`position` only moves there, and nothing is read:
         not even the head, when the wake-up tells it (every append's does)."""
-        if self._subscriptions or head is None:
+        if self._subscriptions or head is None or self._reading:
             self._woken.set()
         elif head > self.position:
             self.position = head
@@ -175,18 +177,23 @@ class Feed:
         saw, and must get every page after it)."""
         head = (await read_head(conn)).seq
         if not self._subscriptions:
-            self.position = head
+            self.position = max(self.position, head)
 
     async def _read(self, conn: asyncpg.Connection) -> None:
         """Hand out every page after :attr:`position`, one after another."""
-        while True:
-            row = await conn.fetchrow(EVENT_PAGE, self.position, PAGE)
-            assert row is not None  # an aggregate: always one row
-            self.reads += 1
-            if row["lines"]:
-                page = Page(self.position + 1, row["last_seq"], row["text"])
-                self.position = page.last
-                for subscription in self._subscriptions:
-                    subscription._hand(page)
-            if row["lines"] < PAGE:
-                return
+        self._reading = True
+        try:
+            while True:
+                after = self.position
+                row = await conn.fetchrow(EVENT_PAGE, after, PAGE)
+                assert row is not None  # an aggregate: always one row
+                self.reads += 1
+                if row["lines"]:
+                    page = Page(after + 1, row["last_seq"], row["text"])
+                    self.position = page.last
+                    for subscription in self._subscriptions:
+                        subscription._hand(page)
+                if row["lines"] < PAGE:
+                    return
+        finally:
+            self._reading = False

@@ -415,13 +415,15 @@ async def write(conn: asyncpg.Connection, sealed: Sealed) -> Committed | Stale:
     :class:`Statement` rows: one statement, outside a transaction a
     transaction of its own. :class:`Copy` rows: a transaction (or the one
     ``conn`` is in) that moves the head first, then COPYs the rows.
-    :class:`Unchanged`: only the head is checked. Committed once ``conn``'s
+    :class:`Unchanged`: only the basis is checked. Committed once ``conn``'s
     transaction, if it is in one, commits.
     """
     try:
         return await _record(conn, sealed)
     except asyncpg.UniqueViolationError as error:
-        if error.constraint_name != TRANSFERS_KEY:
+        # Under the lock (in the caller's transaction) everything was
+        # looked up: a transfer recorded twice there is a fault to raise.
+        if error.constraint_name != TRANSFERS_KEY or conn.is_in_transaction():
             raise
         # The statement (or the transaction) wrote nothing.
         return Stale(sealed)
