@@ -1,12 +1,14 @@
 """The service's log as an operator reads it: text by default, JSON on request."""
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
 import sys
 import threading
 import uuid
+from collections.abc import Iterator
 
 import aiohttp
 import pytest
@@ -141,24 +143,18 @@ async def test_a_write_that_blocks_holds_up_the_handlers_thread_and_not_the_loop
             return super().write(text)
 
     stream = Blocking()
-    handler = logs.StderrHandler()
-    handler.setStream(stream)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger = logging.Logger("test.blocking")
-    logger.addHandler(handler)
-    handler.bind(asyncio.get_running_loop())
-    try:
-        logger.info("one")
-        await asyncio.sleep(0)  # the pass ends: "one" goes to the writing thread, whose write waits
-        logger.info("two")
-        await asyncio.sleep(0)  # and the loop goes on meanwhile
-        assert stream.getvalue() == ""
-        stream.released.set()
-        handler.flush()
-        assert stream.getvalue() == "one\ntwo\n"
-    finally:
-        stream.released.set()
-        handler.bind(None)
+    with bound_to(stream) as (handler, logger):
+        try:
+            logger.info("one")
+            await asyncio.sleep(0)  # the pass ends: "one" goes to the writing thread, whose write waits
+            logger.info("two")
+            await asyncio.sleep(0)  # and the loop goes on meanwhile
+            assert stream.getvalue() == ""
+            stream.released.set()
+            handler.flush()
+            assert stream.getvalue() == "one\ntwo\n"
+        finally:
+            stream.released.set()
 
 
 async def test_the_writing_thread_outlives_a_write_that_fails_even_with_stderr_closed(monkeypatch):
@@ -177,13 +173,7 @@ async def test_the_writing_thread_outlives_a_write_that_fails_even_with_stderr_c
     closed.close()
     monkeypatch.setattr(sys, "stderr", closed)  # where the failure would be reported
     stream = FailingOnce()
-    handler = logs.StderrHandler()
-    handler.setStream(stream)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger = logging.Logger("test.failing")
-    logger.addHandler(handler)
-    handler.bind(asyncio.get_running_loop())
-    try:
+    with bound_to(stream) as (handler, logger):
         logger.info("lost")
         await asyncio.sleep(0)
         handler.flush()
@@ -191,6 +181,20 @@ async def test_the_writing_thread_outlives_a_write_that_fails_even_with_stderr_c
         await asyncio.sleep(0)
         handler.flush()  # returns: the thread is still there to write
         assert stream.getvalue() == "kept\n"
+
+
+@contextlib.contextmanager
+def bound_to(stream: io.StringIO) -> Iterator[tuple[logs.StderrHandler, logging.Logger]]:
+    """A logger of its own whose lines (the message alone) go to ``stream``
+    through a :class:`logs.StderrHandler` bound to the running loop."""
+    handler = logs.StderrHandler()
+    handler.setStream(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.Logger(f"test.{id(stream)}")
+    logger.addHandler(handler)
+    handler.bind(asyncio.get_running_loop())
+    try:
+        yield handler, logger
     finally:
         handler.bind(None)
 
