@@ -173,8 +173,7 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 self._format_access()
                 self._held.append(line)
             else:
-                self._write(line)
-                self.flush()
+                self._write_now(line)
         except RecursionError:
             raise
         except Exception:
@@ -191,8 +190,7 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 if self._holds(logging.INFO):
                     self._access.append(item)
                 else:
-                    self._write(formatter.format_access_items([item]))
-                    self.flush()
+                    self._write_now(formatter.format_access_items([item]))
             except Exception:
                 self.handleError(logging.makeLogRecord({"name": ACCESS_LOGGER, "msg": ACCESS_MESSAGE, "args": args}))
 
@@ -229,8 +227,8 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self._write("")
 
     def _write(self, line: str) -> None:
-        """Write ``line`` after the lines held: on the writing thread, if
-        there is one (the caller flushes, to wait for it), else at once."""
+        """Write ``line`` after the lines held: handed to the writing thread,
+        if there is one, else to the stream (see :meth:`_write_now`)."""
         self._format_access()
         if self._held:
             line = "".join(self._held) + line
@@ -241,7 +239,11 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self._out.put(line)
         else:
             self.stream.write(line)
-            super().flush()
+
+    def _write_now(self, line: str) -> None:
+        """:meth:`_write` ``line``, and return once it is out."""
+        self._write(line)
+        self.flush()
 
     def flush(self) -> None:
         """Return once every line handed to the writing thread is written."""
@@ -268,7 +270,7 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         """Hold lines for ``loop`` (on the calling thread), with a thread
         that writes them; or for none (every line held is written first)."""
         with self.lock:  # type: ignore[union-attr]
-            self._write("")
+            self._write_now("")
             out, self._out = self._out, None
             if out is not None:
                 out.put(None)
