@@ -24,35 +24,25 @@ _CHECKS = {
 }
 
 
-def upgrade() -> None:
-    op.execute(
-        """
-        CREATE FUNCTION account_id_exists() RETURNS trigger LANGUAGE plpgsql AS $$
-        DECLARE
-            missing uuid;
-        BEGIN
-            SELECT n.account_id INTO missing FROM new_rows AS n
-            WHERE NOT EXISTS (SELECT FROM accounts AS a WHERE a.id = n.account_id) LIMIT 1;
-            IF missing IS NOT NULL THEN
-                RAISE EXCEPTION '%.account_id names account %, which does not exist', TG_TABLE_NAME, missing
-                    USING ERRCODE = 'foreign_key_violation';
-            END IF;
-            RETURN NULL;
-        END $$
-        """
-    )
-    op.execute(
-        """
-        CREATE FUNCTION transfer_accounts_exist() RETURNS trigger LANGUAGE plpgsql AS $$
+def _references() -> dict[str, tuple[str, ...]]:
+    """Each table that names accounts, and the columns that do (0004's)."""
+    references: dict[str, tuple[str, ...]] = context.script.get_revision("0004").module._REFERENCES
+    return references
+
+
+def _check(name: str, columns: tuple[str, ...]) -> str:
+    """The trigger function ``name``: the first of ``columns`` of a
+    statement's new rows that names a missing account is refused, with the
+    same error as 0006's."""
+    named = ", ".join(f"('{c}', n.{c})" for c in columns)
+    return f"""
+        CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
         DECLARE
             referencing text;
             missing uuid;
         BEGIN
             SELECT r.referencing, r.id INTO referencing, missing
-            FROM new_rows AS n
-            CROSS JOIN LATERAL (
-                VALUES ('debit_account_id', n.debit_account_id), ('credit_account_id', n.credit_account_id)
-            ) AS r(referencing, id)
+            FROM new_rows AS n CROSS JOIN LATERAL (VALUES {named}) AS r(referencing, id)
             WHERE NOT EXISTS (SELECT FROM accounts AS a WHERE a.id = r.id) LIMIT 1;
             IF missing IS NOT NULL THEN
                 RAISE EXCEPTION '%.% names account %, which does not exist', TG_TABLE_NAME, referencing, missing
@@ -61,7 +51,13 @@ def upgrade() -> None:
             RETURN NULL;
         END $$
         """
-    )
+
+
+def upgrade() -> None:
+    references = _references()
+    for name in dict.fromkeys(_CHECKS.values()):
+        [columns] = {references[table] for table, check in _CHECKS.items() if check == name}
+        op.execute(_check(name, columns))
     for table, check in _CHECKS.items():
         op.execute(f"DROP TRIGGER {table}_accounts_exist ON {table}")
         op.execute(_trigger(table, f"{check}()"))
@@ -70,11 +66,11 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     context.script.get_revision("0006").module.upgrade()  # referenced_accounts_exist(), as 0006 left it
-    for table, columns in context.script.get_revision("0004").module._REFERENCES.items():
+    for table, columns in _references().items():
         op.execute(f"DROP TRIGGER {table}_accounts_exist ON {table}")
         op.execute(_trigger(table, f"referenced_accounts_exist({', '.join(repr(c) for c in columns)})"))
-    op.execute("DROP FUNCTION account_id_exists()")
-    op.execute("DROP FUNCTION transfer_accounts_exist()")
+    for name in dict.fromkeys(_CHECKS.values()):
+        op.execute(f"DROP FUNCTION {name}()")
 
 
 def _trigger(table: str, call: str) -> str:

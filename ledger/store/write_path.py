@@ -26,7 +26,8 @@ is still its basis and no transfer it creates is recorded already, and
 writes nothing otherwise (:class:`Stale`): the head's hash commits to every
 event before it, and its epoch moves whenever projections are rewritten
 outside an append, so an unmoved head means that nothing the decisions read
-has changed since; the transfers' primary key refuses an id recorded before. Statement rows are one
+has changed since; the transfers' primary key refuses an id recorded
+before. Statement rows are one
 statement of data-modifying CTEs (events, hash-chained; projections, see
 :mod:`ledger.store.projections`; the head; a NOTIFY of it), which runs
 alone, a SERIALIZABLE transaction of its own: the head row's lock stands in
