@@ -148,6 +148,20 @@ async def test_a_ledger_carried_past_its_limit_keeps_only_what_the_batch_before_
     assert after.basis == sealed.after
 
 
+async def test_a_ledger_carried_past_its_limit_of_transfers_keeps_every_account_it_holds(writer, wallet_and_shop):
+    wallet, shop, _ = wallet_and_shop
+    bystander = uuid.uuid4()
+    opened = await writer.append(Pending(one_request(OpenAccount(bystander, "USD", 2, AccountFlags(), {}))))
+    earlier = seal(await decided_after(writer, opened.sealed, *(transfer(shop, wallet, "1.00") for _ in range(3))))
+    last = transfer(shop, wallet, "1.00")
+    sealed = seal(await decided_after(writer, earlier, last))
+
+    after = Decided.after(sealed, limit=3)  # 4 transfers held, 3 accounts
+
+    assert set(after.ledger.transfers) == {last.id}
+    assert set(after.ledger.accounts) == {bystander, wallet, shop}
+
+
 # -- write --------------------------------------------------------------------
 
 

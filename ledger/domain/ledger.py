@@ -119,11 +119,6 @@ class Ledger:
         # before the group first changed it (None: it did not exist).
         self._undo: _Undo | None = None
 
-    @property
-    def size(self) -> int:
-        """Accounts and transfers held."""
-        return len(self.accounts) + len(self.transfers)
-
     # -- deciding ---------------------------------------------------------
 
     def decide(self, command: Command, *, now: datetime, metadata: dict[str, Any]) -> Outcome:

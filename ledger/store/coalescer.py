@@ -13,8 +13,8 @@ transitions are :mod:`ledger.store.write_path`'s); with nothing in flight,
 against the log as it stands. A batch is written as decided only if the head
 is still the one it was decided after, and decided again under the lock
 otherwise. The ledger carried from batch to batch is dropped whenever the
-queue runs dry, and past :data:`CHAIN_LIMIT` accounts and transfers it is
-cut down to what the append in flight changed. docs/architecture.md, "The
+queue runs dry, and past :data:`CHAIN_LIMIT` transfers (or accounts) those
+are cut down to what the append in flight changed. docs/architecture.md, "The
 write path", walks through it.
 
 Decisions stay per command and in queue order (the append decides each
@@ -48,9 +48,9 @@ log = logging.getLogger(__name__)
 #: Commands in one append at most (the batch endpoint's limit).
 MAX_COMMANDS = 8190
 
-#: Accounts and transfers a ledger carried from append to append may hold
-#: before it is cut down to what the last append changed (bounds memory under
-#: endless load).
+#: Accounts, and transfers, a ledger carried from append to append may hold
+#: before those are cut down to what the last append changed (bounds memory
+#: under endless load).
 CHAIN_LIMIT = 50_000
 
 
@@ -96,7 +96,7 @@ class Coalescer:
 
     ``max_queued`` commands may wait at once; an append carries at most
     ``max_commands``; a ledger carried from append to append is cut down past
-    ``chain_limit`` accounts and transfers.
+    ``chain_limit`` accounts or ``chain_limit`` transfers.
     """
 
     def __init__(
