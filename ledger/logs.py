@@ -137,7 +137,11 @@ AccessFormatter = TextFormatter | JsonFormatter
 #: Writes (a pass of the loop's lines each) that may wait for the writing
 #: thread; past them the loop waits too, so that a reader that does not keep
 #: up holds the service back rather than grow its memory.
-_QUEUED_WRITES = 1024
+QUEUED_WRITES = 1024
+
+#: What the writing thread is handed: text to write, an event to set once
+#: everything handed before it is written, or None to end.
+_Handed = str | threading.Event | None
 
 
 class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -163,8 +167,13 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._access: list[Any] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None
-        #: The writing thread's queue of text, while a loop is bound.
-        self._out: queue.Queue[str | None] | None = None
+        #: The writing thread and its queue, while a loop is bound.
+        self._writer: threading.Thread | None = None
+        self._out: queue.SimpleQueue[_Handed] | None = None
+        #: Texts handed to the writing thread (counted under the handler's
+        #: lock), and of those, written (counted by that thread alone).
+        self._handed = 0
+        self._written = 0
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -237,6 +246,9 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
             return
         if self._out is not None:
             self._out.put(line)
+            self._handed += 1
+            if self._handed - self._written > QUEUED_WRITES:
+                self._wait_written(self._out)
         else:
             self.stream.write(line)
 
@@ -249,37 +261,47 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         """Return once every line handed to the writing thread is written."""
         out = self._out
         if out is not None:
-            out.join()
+            self._wait_written(out)
         super().flush()
 
-    def _writing(self, out: queue.Queue[str | None]) -> None:
+    @staticmethod
+    def _wait_written(out: queue.SimpleQueue[_Handed]) -> None:
+        """Return once the writing thread has written what was put on ``out``."""
+        written = threading.Event()
+        out.put(written)
+        written.wait()
+
+    def _writing(self, out: queue.SimpleQueue[_Handed]) -> None:
         """The writing thread: write what is put on ``out`` until ``None``."""
-        while (text := out.get()) is not None:
+        while (handed := out.get()) is not None:
+            if isinstance(handed, threading.Event):
+                handed.set()
+                continue
             try:
-                self.stream.write(text)
+                self.stream.write(handed)
                 self.stream.flush()
             except Exception:
                 # The thread must live on: the loop and flush() wait for it.
                 with contextlib.suppress(Exception):
                     self.handleError(logging.makeLogRecord({"msg": "writing the log failed"}))
             finally:
-                out.task_done()
-        out.task_done()
+                self._written += 1
 
     def bind(self, loop: asyncio.AbstractEventLoop | None) -> None:
         """Hold lines for ``loop`` (on the calling thread), with a thread
         that writes them; or for none (every line held is written first)."""
         with self.lock:  # type: ignore[union-attr]
             self._write_now("")
-            out, self._out = self._out, None
-            if out is not None:
+            out, writer, self._out, self._writer = self._out, self._writer, None, None
+            if out is not None and writer is not None:
                 out.put(None)
-                out.join()
+                writer.join()
             self._loop = loop
             self._thread = threading.get_ident() if loop is not None else None
             if loop is not None:
-                self._out = queue.Queue(maxsize=_QUEUED_WRITES)
-                threading.Thread(target=self._writing, args=(self._out,), name="ledger-log", daemon=True).start()
+                self._out = out = queue.SimpleQueue()
+                self._writer = threading.Thread(target=self._writing, args=(out,), name="ledger-log", daemon=True)
+                self._writer.start()
 
 
 @contextlib.contextmanager

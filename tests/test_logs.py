@@ -130,18 +130,19 @@ async def test_lines_held_for_a_pass_of_the_loop_come_out_in_order_and_before_a_
         logger.removeHandler(handler)
 
 
+class Blocking(io.StringIO):
+    """A stream whose writes wait until released, as a full pipe does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.released.wait(10)
+        return super().write(text)
+
+
 async def test_a_write_that_blocks_holds_up_the_handlers_thread_and_not_the_loop():
-    class Blocking(io.StringIO):
-        """A stream whose writes wait until released, as a full pipe does."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.released = threading.Event()
-
-        def write(self, text: str) -> int:
-            self.released.wait(10)
-            return super().write(text)
-
     stream = Blocking()
     with bound_to(stream) as (handler, logger):
         try:
@@ -155,6 +156,24 @@ async def test_a_write_that_blocks_holds_up_the_handlers_thread_and_not_the_loop
             assert stream.getvalue() == "one\ntwo\n"
         finally:
             stream.released.set()
+
+
+async def test_past_the_writes_that_may_wait_the_loop_waits_for_the_writing_thread():
+    stream = Blocking()
+    with bound_to(stream) as (handler, logger):
+        try:
+            for n in range(logs.QUEUED_WRITES):  # a write a pass; the first waits in the stream
+                logger.info(str(n))
+                await asyncio.sleep(0)
+            assert stream.getvalue() == ""  # the loop went on meanwhile
+            threading.Timer(0.05, stream.released.set).start()
+            logger.info("one too many")
+            await asyncio.sleep(0)  # hands it on, and waits for the thread to catch up
+            assert stream.released.is_set()
+        finally:
+            stream.released.set()
+        handler.flush()
+        assert stream.getvalue().splitlines() == [*map(str, range(logs.QUEUED_WRITES)), "one too many"]
 
 
 async def test_the_writing_thread_outlives_a_write_that_fails_even_with_stderr_closed(monkeypatch):
