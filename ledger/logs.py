@@ -259,10 +259,11 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def flush(self) -> None:
         """Return once every line handed to the writing thread is written."""
-        out = self._out
-        if out is not None:
-            self._wait_written(out)
-        super().flush()
+        with self.lock:  # type: ignore[union-attr]  # so that bind() does not stop the thread meanwhile
+            out = self._out
+            if out is not None:
+                self._wait_written(out)
+            super().flush()
 
     @staticmethod
     def _wait_written(out: queue.SimpleQueue[_Handed]) -> None:

@@ -162,6 +162,23 @@ async def test_a_ledger_carried_past_its_limit_of_transfers_keeps_every_account_
     assert set(after.ledger.accounts) == {bystander, wallet, shop}
 
 
+async def test_a_pending_transfer_carried_past_the_limit_of_accounts_is_posted_with_its_accounts_read_again(
+    writer, wallet_and_shop
+):
+    wallet, shop, _ = wallet_and_shop
+    held = MakeTransfer(uuid.uuid4(), shop, wallet, Decimal("3.00"), "USD", None, {}, pending=True)
+    recorded = await writer.append(Pending(one_request(held)))
+    opened = [OpenAccount(uuid.uuid4(), "USD", 2, AccountFlags(), {}) for _ in range(2)]
+    sealed = seal(await decided_after(writer, recorded.sealed, *opened))
+
+    after = Decided.after(sealed, limit=3)  # 4 accounts held: cut down to the two just opened
+    await writer.decide(after, one_request(PostTransfer(held.id)))
+
+    [[posted]] = after.results
+    assert isinstance(posted, Recorded)
+    assert after.ledger.accounts[wallet].balance.credits_posted == Decimal("13.00")  # 10.00, then the 3.00 posted
+
+
 # -- write --------------------------------------------------------------------
 
 

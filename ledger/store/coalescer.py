@@ -13,9 +13,9 @@ transitions are :mod:`ledger.store.write_path`'s); with nothing in flight,
 against the log as it stands. A batch is written as decided only if the head
 is still the one it was decided after, and decided again under the lock
 otherwise. The ledger carried from batch to batch is dropped whenever the
-queue runs dry, and past :data:`CHAIN_LIMIT` transfers (or accounts) those
-are cut down to what the append in flight changed. docs/architecture.md, "The
-write path", walks through it.
+queue runs dry, and past :data:`CHAIN_LIMIT` transfers or accounts it is cut
+down to what the append in flight changed (the accounts all stay while they
+are within it). docs/architecture.md, "The write path", walks through it.
 
 Decisions stay per command and in queue order (the append decides each
 request's commands in order, atomic requests all-or-nothing), so a refused
@@ -48,9 +48,9 @@ log = logging.getLogger(__name__)
 #: Commands in one append at most (the batch endpoint's limit).
 MAX_COMMANDS = 8190
 
-#: Accounts, and transfers, a ledger carried from append to append may hold
-#: before those are cut down to what the last append changed (bounds memory
-#: under endless load).
+#: Transfers, and accounts, a ledger carried from append to append may hold
+#: before it is cut down to what the last append changed, the accounts only
+#: if they are past it too (bounds memory under endless load).
 CHAIN_LIMIT = 50_000
 
 

@@ -42,10 +42,10 @@ reads and writes inside the transaction it is given.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -56,7 +56,7 @@ from ..domain.commands import Command, account_ids, created_transfer, transfer_i
 from ..domain.events import RecordedEvent
 from ..domain.ledger import Entry, Ledger, Outcome, Recorded, Refused
 from ..domain.merkle import Frontier, Node, leaf_hash
-from ..domain.model import Account, Transfer
+from ..domain.model import Transfer
 from .copying import CopyText, event_line
 from .head import NOTIFY_CHANNEL, LogHead
 from .projections import Projection, projection, projection_ctes
@@ -78,8 +78,6 @@ SLICE = 64
 #: their figures"). Both write the same rows (tests/test_copy.py).
 COPY_FROM = 1024
 
-_Held = TypeVar("_Held", Account, Transfer)
-
 
 @dataclass(frozen=True, slots=True)
 class AppendRequest:
@@ -89,11 +87,6 @@ class AppendRequest:
     atomic: bool = False
     #: Stored with each event it causes: who asked (request id, token name).
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-def _kept(held: dict[UUID, _Held], changed: set[UUID], limit: int) -> Iterable[_Held]:
-    """All of ``held`` if it is at most ``limit``; else those in ``changed``."""
-    return held.values() if len(held) <= limit else [held[i] for i in changed]
 
 
 # -- the states ---------------------------------------------------------------
@@ -152,20 +145,23 @@ class Decided:
         """Nothing decided yet, as if ``previous`` were recorded.
 
         It shares ``previous``'s ledger, which it moves on, while that holds
-        at most ``limit`` accounts and at most ``limit`` transfers; past
-        that, of the kind past it only those ``previous`` changed are kept,
-        and the rest are loaded again (see :func:`load`). That is sound only
-        if every append before ``previous`` is recorded: then what
-        ``previous`` changed is all that a reading connection may not see
-        yet. (Transfers pass the limit first, a new one with every request;
-        the accounts in use stay, rather than be read again after every cut.)
+        at most ``limit`` transfers and at most ``limit`` accounts; past
+        that, only the transfers ``previous`` changed are kept, and of the
+        accounts, all while they are at most ``limit``, else only those
+        ``previous`` changed (a transfer kept needs its two accounts, which
+        ``previous`` changed with it); the rest are loaded again (see
+        :func:`load`). That is sound only if every append before ``previous``
+        is recorded: then what ``previous`` changed is all that a reading
+        connection may not see yet, and an account kept was moved by every
+        batch of the chain since it was read, each written only on the head
+        it was decided after.
         """
         ledger = previous.decided.ledger
         if len(ledger.accounts) > limit or len(ledger.transfers) > limit:
             accounts, transfers = previous.decided.changed()
             ledger = Ledger(
-                _kept(ledger.accounts, accounts, limit),
-                _kept(ledger.transfers, transfers, limit),
+                ledger.accounts.values() if len(ledger.accounts) <= limit else [ledger.accounts[i] for i in accounts],
+                [ledger.transfers[i] for i in transfers],
                 last_seq=ledger.last_seq,
             )
         return cls(ledger, previous.after, previous.tree)
