@@ -121,6 +121,31 @@ async def test_a_row_naming_a_missing_account_is_refused_after_statements_that_p
             await db.execute(entry, NOBODY, 103)
 
 
+async def test_a_rows_accounts_are_checked_by_key_whatever_the_number_of_accounts(db):
+    # The check's cost follows the rows a statement writes, never the
+    # number of accounts: it looks each named account up, and reads no
+    # other. (A plan that hashed the whole table, kept for the connection,
+    # was once chosen for a few dozen rows among ten thousand accounts.)
+    accounts = [uuid.uuid4() for _ in range(20_000)]
+    await db.execute(
+        "INSERT INTO accounts (id, currency, scale, debits_must_not_exceed_credits, credits_must_not_exceed_debits,"
+        " metadata, closed, seq, created_at) SELECT id, 'USD', 2, false, false, '{}', false, 100 + n, now()"
+        " FROM unnest($1::uuid[]) WITH ORDINALITY AS a(id, n)",
+        accounts,
+    )
+    transfers = (
+        "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, currency, metadata, pending, status,"
+        " seq, created_at) SELECT gen_random_uuid(), d, c, 1, 'USD', '{}', false, 'posted', 100000 + n + $3, now()"
+        " FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS t(d, c, n)"
+    )
+    async with db.transaction():
+        for statement in range(8):  # past the statements after which a plan is kept
+            await db.execute(transfers, accounts[:64], accounts[-64:], statement * 64)
+        scans = await db.fetchrow("SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'accounts'")
+    assert scans["seq_scan"] == 0
+    assert scans["idx_scan"] >= 8 * 128
+
+
 @pytest.mark.parametrize(
     "statement",
     [
