@@ -197,6 +197,13 @@ async def test_what_a_row_names_cannot_be_taken_away(db, some_events, statement)
     assert await db.fetch("SELECT * FROM entries ORDER BY account_id, seq") == before
 
 
+async def test_the_events_are_indexed_by_seq_alone(db):
+    # Every index on the log is written by every append; nothing reads the
+    # events but by seq (see migration 0012).
+    indexes = await db.fetch("SELECT indexname FROM pg_indexes WHERE tablename = 'events'")
+    assert [i["indexname"] for i in indexes] == ["events_pkey"]
+
+
 async def test_balances_keep_room_on_each_page_for_their_updates(db):
     # Half-empty pages let an updated balance stay on its page (see migration 0005).
     options = await db.fetchval("SELECT reloptions FROM pg_class WHERE oid = 'balances'::regclass")
