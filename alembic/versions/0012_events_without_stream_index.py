@@ -15,9 +15,9 @@ depends_on = None
 #: 0001's index of the events by (stream_id, seq). Nothing looks an event
 #: up by its stream: history is read from the entries and the transfers, and
 #: reconciliation's one join on ``stream_id`` (a release to the event that
-#: held) is a hash join over the whole log. Its keys are random, so every
-#: append wrote into pages spread over an index as large as the log, and
-#: the database's cost per transfer grew with the log.
+#: held) is a hash join over the whole log. Every append wrote it, one
+#: entry per event at a random place in an index as large as the log, for
+#: no reader.
 _INDEX = "events_stream_id_seq"
 
 
