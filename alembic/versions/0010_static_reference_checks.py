@@ -30,20 +30,29 @@ def _references() -> dict[str, tuple[str, ...]]:
     return references
 
 
-def _check(name: str, columns: tuple[str, ...]) -> str:
+#: The new rows' named accounts that ``accounts`` lacks, as this migration
+#: finds them (after ``FROM new_rows AS n CROSS JOIN LATERAL … AS r(referencing, id)``).
+_MISSING = "WHERE NOT EXISTS (SELECT FROM accounts AS a WHERE a.id = r.id)"
+
+
+def _check(
+    name: str, columns: tuple[str, ...], *, missing: str = _MISSING, settings: str = "", create: str = "CREATE"
+) -> str:
     """The trigger function ``name``: the first of ``columns`` of a
-    statement's new rows that names a missing account is refused, with the
-    same error as 0006's."""
+    statement's new rows that names a missing account (found by the SQL
+    ``missing``) is refused, with the same error as 0006's. ``settings``
+    (such as ``SET x = y``) hold while the function runs; ``create`` is
+    ``CREATE`` or ``CREATE OR REPLACE``."""
     named = ", ".join(f"('{c}', n.{c})" for c in columns)
     return f"""
-        CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+        {create} FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql {settings} AS $$
         DECLARE
             referencing text;
             missing uuid;
         BEGIN
             SELECT r.referencing, r.id INTO referencing, missing
             FROM new_rows AS n CROSS JOIN LATERAL (VALUES {named}) AS r(referencing, id)
-            WHERE NOT EXISTS (SELECT FROM accounts AS a WHERE a.id = r.id) LIMIT 1;
+            {missing} LIMIT 1;
             IF missing IS NOT NULL THEN
                 RAISE EXCEPTION '%.% names account %, which does not exist', TG_TABLE_NAME, referencing, missing
                     USING ERRCODE = 'foreign_key_violation';
@@ -53,10 +62,18 @@ def _check(name: str, columns: tuple[str, ...]) -> str:
         """
 
 
-def upgrade() -> None:
+def _each_check() -> dict[str, tuple[str, ...]]:
+    """Each check function, and the columns it reads (one set of columns
+    for every table that a function checks)."""
     references = _references()
+    each = {}
     for name in dict.fromkeys(_CHECKS.values()):
-        [columns] = {references[table] for table, check in _CHECKS.items() if check == name}
+        [each[name]] = {references[table] for table, check in _CHECKS.items() if check == name}
+    return each
+
+
+def upgrade() -> None:
+    for name, columns in _each_check().items():
         op.execute(_check(name, columns))
     for table, check in _CHECKS.items():
         op.execute(f"DROP TRIGGER {table}_accounts_exist ON {table}")
