@@ -210,6 +210,10 @@ async def until_refused(url: str, timeout: float = 30.0) -> None:
                     pass
             except aiohttp.ClientConnectorError:
                 return
+            except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
+                # Taken into the backlog of a socket being closed: it closes,
+                # and the next connection is refused.
+                pass
             assert asyncio.get_running_loop().time() < deadline, "the service kept listening"
             await asyncio.sleep(0.01)
 
