@@ -93,6 +93,15 @@ def service(dsn: str, log: Path | None = None, **env: str) -> Iterator[tuple[str
 
     Its log (stderr) is appended to the file ``log``, as a supervisor that
     captures a service's output would keep it, or discarded if ``None``."""
+    with served(ledger_command("serve"), log, LEDGER_DATABASE_URL=dsn, **env) as (url, pid):
+        yield url, pid
+
+
+@contextlib.contextmanager
+def served(command: list[str], log: Path | None = None, **env: str) -> Iterator[tuple[str, int]]:
+    """``command`` as a process of its own, serving on the port it is given
+    in ``LEDGER_PORT``: its URL and pid, once ``GET /health/ready`` answers.
+    Its stderr goes to ``log`` as :func:`service`'s does."""
     import socket
     import urllib.request
 
@@ -101,8 +110,8 @@ def service(dsn: str, log: Path | None = None, **env: str) -> Iterator[tuple[str
         port = s.getsockname()[1]
     with open(log, "ab") if log is not None else contextlib.nullcontext(subprocess.DEVNULL) as stderr:
         process = subprocess.Popen(
-            ledger_command("serve"),
-            env={**os.environ, "LEDGER_DATABASE_URL": dsn, "LEDGER_PORT": str(port), **env},
+            command,
+            env={**os.environ, "LEDGER_PORT": str(port), **env},
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )
@@ -115,7 +124,7 @@ def service(dsn: str, log: Path | None = None, **env: str) -> Iterator[tuple[str
                 break
             except OSError:
                 if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the service did not start") from None
+                    raise RuntimeError(f"{' '.join(command)} did not start") from None
                 time.sleep(0.1)
         yield url, process.pid
     finally:

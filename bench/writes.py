@@ -13,7 +13,8 @@ On one embedded PostgreSQL (synchronous_commit on), in one run:
 - the access log's cost (the "access-log" scenario), in four rounds: ``ledger serve`` with
   its access log off, then on in the default text format, then on in JSON
   (``LEDGER_LOG_FORMAT=json``), each taking the same single-transfer POSTs,
-  its log appended to a file as a supervisor would keep it;
+  its log appended to a file as a supervisor would keep it; each round first
+  measures the floor under them, aiohttp alone (:mod:`bench.floor`);
 - writes beside streams (the "streams" scenario): single-transfer POSTs alone,
   then while 4 processes read the whole log over and over, twice each,
   with the streams' default pacing (writes first) and then with it off
@@ -61,6 +62,7 @@ from .common import (
     postmaster_pid,
     print_table,
     process_cpu_seconds,
+    served,
     service,
 )
 
@@ -97,6 +99,8 @@ ACCESS_LOGS = {
     "access log on, JSON": {"LEDGER_LOG_FORMAT": "json"},
 }
 ACCESS_LOG_ROUNDS = 4
+#: The access-log scenario's floor: aiohttp alone (:mod:`bench.floor`), once a round.
+FLOOR = "aiohttp alone (the floor), uniform"
 
 
 def transfer_bodies(accounts: list[str], seed: int) -> loadgen.BodyFactory:
@@ -241,11 +245,27 @@ def access_log_rows(dsn: str, pools: dict[str, list[str]], seconds: float, serve
     (the log grows as it runs, so what comes later is measured on more rows);
     then, per configuration, the median rate and the median service CPU per
     POST, each with its ratio to the baseline's (the CPU, which the machine's
-    other tenants disturb less than the rate, says what the log costs)."""
+    other tenants disturb less than the rate, says what the log costs) and
+    its share of the floor's rate: aiohttp alone, measured first in each
+    round, which says how fast this machine is in this run."""
     rows = []
     runs: dict[tuple[str, str], list[Measured]] = {}
+    floor: list[Measured] = []
     with tempfile.TemporaryDirectory(prefix="ledger-bench-logs-") as tmp:
         for round in range(ACCESS_LOG_ROUNDS):
+            with served([sys.executable, "-m", "bench.floor"]) as (url, pid):
+                floor.append(
+                    measured(
+                        url,
+                        pid,
+                        "/v1/transfers",
+                        functools.partial(transfer_bodies, pools[SINGLE_LOADS[0]]),
+                        seconds=seconds,
+                        connections=CONNECTIONS,
+                    )
+                )
+            rows.append([f"round {round + 1}, {FLOOR}", *floor[-1].row])
+            print("  " + " | ".join(rows[-1]), flush=True)
             configs = list(ACCESS_LOGS.items())
             for config, env in configs if round % 2 == 0 else reversed(configs):
                 log = Path(tmp) / f"{config}.log"
@@ -266,6 +286,15 @@ def access_log_rows(dsn: str, pools: dict[str, list[str]], seconds: float, serve
         for config in ACCESS_LOGS:
             with (Path(tmp) / f"{config}.log").open("rb") as lines:
                 print(f"  ({config}: {sum(1 for _ in lines):,} log lines)", flush=True)
+    floor_rate = statistics.median(r.rate for r in floor)
+    rows.append(
+        [
+            f"median, {FLOOR}",
+            f"{floor_rate:,.0f}",
+            *[""] * 3,
+            f"{statistics.median(r.cpu_per_item for r in floor) * 1e6:.0f} µs/POST",
+        ]
+    )
     baseline = next(iter(ACCESS_LOGS))
     for (config, name), measured_runs in runs.items():
         rate = statistics.median(r.rate for r in measured_runs)
@@ -279,7 +308,7 @@ def access_log_rows(dsn: str, pools: dict[str, list[str]], seconds: float, serve
                 *[""] * 3,
                 f"{cpu * 1e6:.0f} µs/POST",
                 *[""] * 3,
-                f"rate {rate / base_rate:.2f}x, CPU/POST {cpu / base_cpu:.2f}x",
+                f"rate {rate / base_rate:.2f}x, CPU/POST {cpu / base_cpu:.2f}x; {rate / floor_rate:.0%} of the floor",
             ]
         )
     return rows
