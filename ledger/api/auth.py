@@ -24,6 +24,14 @@ _OPEN_PREFIXES = ("/health/",)
 _OPEN_PATHS = frozenset({"/openapi.json"})
 
 
+def caller(request: web.Request) -> Token | None:
+    """The token ``request`` was let in with; None for an open endpoint, and
+    for every request when no tokens are configured."""
+    # Asked only of a service with tokens: a request's get() of a key it
+    # lacks raises and catches a KeyError, on every write.
+    return request.get(TOKEN_KEY) if request.app[SETTINGS].tokens else None
+
+
 def scope_of(method: str, path: str) -> str | None:
     """The scope a request to ``path`` needs; None: it needs no token."""
     if path.startswith(_OPEN_PREFIXES) or path in _OPEN_PATHS:

@@ -11,7 +11,7 @@ from ..domain.codes import LedgerError
 from ..domain.commands import Command
 from ..domain.ledger import Existing, Outcome, Recorded, Refused
 from ..store.write_path import AppendRequest
-from .auth import TOKEN_KEY
+from .auth import caller
 from .keys import COALESCER
 from .middlewares import request_id
 
@@ -20,7 +20,7 @@ def event_metadata(request: web.Request) -> dict[str, Any]:
     """What the log records about who caused an event: the request id, and
     the calling token's name when authentication is on."""
     metadata: dict[str, Any] = {"request_id": request_id(request)}
-    token = request.get(TOKEN_KEY)
+    token = caller(request)
     if token is not None:
         metadata["token"] = token.name
     return metadata
