@@ -7,6 +7,7 @@ its complaint becomes a 422 ``invalid_field`` naming the field's path
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -122,12 +123,18 @@ def respond(
     headers: dict[str, str] | None = None,
 ) -> web.Response:
     """``payload`` encoded as the request's ``Accept`` asks (MessagePack, else JSON)."""
-    accept = request.headers.get(hdrs.ACCEPT, "")
-    if any(media.split(";")[0].strip() in _MSGPACK_TYPES for media in accept.split(",")):
+    if _accepts_msgpack(request.headers.get(hdrs.ACCEPT, "")):
         body, content_type = _msgpack_encoder.encode(payload), MSGPACK
     else:
         body, content_type = _json_encoder.encode(payload), JSON
     return web.Response(body=body, status=status, content_type=content_type, headers=headers)
+
+
+@functools.lru_cache(maxsize=256)
+def _accepts_msgpack(accept: str) -> bool:
+    """Whether an ``Accept`` header names MessagePack. Remembered: a client
+    sends the same header with every request."""
+    return any(media.split(";")[0].strip() in _MSGPACK_TYPES for media in accept.split(","))
 
 
 def error_response(request: web.Request, error: LedgerError, headers: dict[str, str] | None = None) -> web.Response:
