@@ -35,7 +35,7 @@ class AccessLogger(AbstractAccessLogger):
         self._handler = access_handler(logger)
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        duration_ms = round(time * 1000, 3)
+        duration_ms = time * 1000
         status = response.status
         args: AccessArgs = (request.remote, request.method, request.raw_path, *request.version, status, duration_ms)
 
@@ -46,7 +46,7 @@ class AccessLogger(AbstractAccessLogger):
                 "route": route_template(request),
                 "path": request.path,
                 "status": status,
-                "duration_ms": duration_ms,
+                "duration_ms": round(duration_ms, 3),
             }
 
         if self._handler is not None:
