@@ -38,8 +38,6 @@ bench-writes: $(STAMP)
 bench-workers: $(STAMP)
 	$(BIN)/python -m bench.writes --scenarios workers $(BENCH_ARGS)
 
-# Single-transfer POSTs with the access log off, on (text), and on (JSON); and alone,
-# then beside four full-log streams (bench-writes --scenarios streams).
 # A page of GET /v1/transfers at 10k transfers and at 1M.
 bench-queries: $(STAMP)
 	$(BIN)/python -m bench.queries $(BENCH_ARGS)
@@ -60,6 +58,8 @@ bench-followers: $(STAMP)
 bench-ab: $(STAMP)
 	$(BIN)/python -m bench.ab $(BASE) $(BENCH_ARGS)
 
+# Single-transfer POSTs with the access log off, on (text), and on (JSON), each round
+# after aiohttp alone (bench/floor.py). (Writes beside full-log streams: bench-writes --scenarios streams.)
 bench-http: $(STAMP)
 	$(BIN)/python -m bench.writes --scenarios access-log $(BENCH_ARGS)
 

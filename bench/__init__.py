@@ -1,1 +1,2 @@
-"""Benchmarks: each module is runnable (``python -m bench.<name>``) and prints its figures."""
+"""Benchmarks: each is a module runnable as ``python -m bench.<name>`` that prints its figures
+(``common``, ``loadgen`` and ``floor``, the floor under the service, are their parts)."""

@@ -89,10 +89,8 @@ def run_measured(args: list[str], env: dict[str, str]) -> tuple[subprocess.Compl
 
 @contextlib.contextmanager
 def service(dsn: str, log: Path | None = None, **env: str) -> Iterator[tuple[str, int]]:
-    """``ledger serve`` on ``dsn`` as a process of its own: its URL and pid.
-
-    Its log (stderr) is appended to the file ``log``, as a supervisor that
-    captures a service's output would keep it, or discarded if ``None``."""
+    """``ledger serve`` on ``dsn`` as a process of its own: its URL and pid
+    (see :func:`served`)."""
     with served(ledger_command("serve"), log, LEDGER_DATABASE_URL=dsn, **env) as (url, pid):
         yield url, pid
 
@@ -100,8 +98,11 @@ def service(dsn: str, log: Path | None = None, **env: str) -> Iterator[tuple[str
 @contextlib.contextmanager
 def served(command: list[str], log: Path | None = None, **env: str) -> Iterator[tuple[str, int]]:
     """``command`` as a process of its own, serving on the port it is given
-    in ``LEDGER_PORT``: its URL and pid, once ``GET /health/ready`` answers.
-    Its stderr goes to ``log`` as :func:`service`'s does."""
+    in ``LEDGER_PORT``: its URL and pid, once ``GET /health/ready`` answers;
+    terminated (killed, if it has not ended a minute later) when the block ends.
+
+    Its stderr is appended to the file ``log``, as a supervisor that
+    captures a service's output would keep it, or discarded if ``None``."""
     import socket
     import urllib.request
 
@@ -129,7 +130,11 @@ def served(command: list[str], log: Path | None = None, **env: str) -> Iterator[
         yield url, process.pid
     finally:
         process.terminate()
-        process.wait(timeout=60)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def peak_rss_mib(pid: int) -> int:

@@ -1,17 +1,18 @@
 """aiohttp alone: the floor under the service's single-transfer POSTs.
 
-    python -m bench.floor          # serves on LEDGER_PORT (default 8080)
+    python -m bench.floor          # serves on LEDGER_HOST:LEDGER_PORT, as ledger serve
 
 One route takes ``POST /v1/transfers``, reads the body and answers 201 with
 a transfer as the service encodes it (the same bytes for every request);
-``GET /health/ready`` answers 200. It runs as ``ledger serve`` does (uvloop
-when installed, no access log), so that what the service spends beyond it
-is the ledger's own: decoding, deciding, writing, logging and metrics.
+``GET /health/ready`` answers 200. It runs as one worker of ``ledger serve``
+does, through the same code (its socket on LEDGER_HOST, the event loop
+``LEDGER_UVLOOP`` asks for, the garbage collector's thresholds), without an
+access log, so that what the service spends beyond it is the ledger's own:
+decoding, deciding, writing, logging, metrics and the request id.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -19,10 +20,13 @@ from decimal import Decimal
 import msgspec
 from aiohttp import web
 
+from ledger import serving
 from ledger.api.responses import transfer_out
+from ledger.config import Settings
 from ledger.domain.model import Transfer, TransferStatus
 
-#: What the service answers a new transfer with, byte for byte in size.
+#: What the service answers a new transfer with (its size, but for the
+#: digits of ``seq``).
 ANSWER = msgspec.json.encode(
     transfer_out(
         Transfer(
@@ -60,13 +64,11 @@ def create_app() -> web.Application:
 
 
 def main() -> None:
-    try:
-        import uvloop
-    except ImportError:
-        loop = None
-    else:
-        loop = uvloop.new_event_loop()
-    web.run_app(create_app(), port=int(os.environ.get("LEDGER_PORT", "8080")), access_log=None, print=None, loop=loop)
+    settings = Settings.from_env()
+    [sock] = serving.bind(settings.host, settings.port, 1)
+    serving.tune_garbage_collector()
+    loop = serving.loop_factory(settings)()
+    web.run_app(create_app(), sock=sock, access_log=None, print=None, loop=loop)
 
 
 if __name__ == "__main__":

@@ -151,8 +151,8 @@ def _run_here(settings: Settings, sock: socket.socket) -> int:
 
 def _run_worker(settings: Settings, sock: socket.socket, ready: Callable[[], None]) -> None:
     """Serve the app on ``sock`` until SIGTERM or SIGINT; ``ready()`` once it serves."""
-    _tune_garbage_collector()
-    with asyncio.Runner(loop_factory=_loop_factory(settings)) as runner:
+    tune_garbage_collector()
+    with asyncio.Runner(loop_factory=loop_factory(settings)) as runner:
         runner.run(_serve_app(settings, sock, ready))
 
 
@@ -335,7 +335,7 @@ def _metrics_directory() -> Iterator[str]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop]:
+def loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop]:
     """uvloop's event loop, unless it is switched off or not installed."""
     if settings.uvloop:
         try:
@@ -350,7 +350,7 @@ def _loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop]
     return asyncio.new_event_loop
 
 
-def _tune_garbage_collector() -> None:
+def tune_garbage_collector() -> None:
     """Collect cycles after 200,000 allocations rather than CPython's 700.
 
     An append of a few thousand transfers keeps a few hundred thousand
