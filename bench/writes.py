@@ -239,6 +239,20 @@ def measured(
     )
 
 
+def single_posts(url: str, pid: int, accounts: list[str], *, seconds: float, server: int | None = None) -> Measured:
+    """:func:`measured` single-transfer POSTs between ``accounts`` from
+    :data:`CONNECTIONS` connections: the load every single-POST figure takes."""
+    return measured(
+        url,
+        pid,
+        "/v1/transfers",
+        functools.partial(transfer_bodies, accounts),
+        seconds=seconds,
+        connections=CONNECTIONS,
+        server=server,
+    )
+
+
 def access_log_rows(dsn: str, pools: dict[str, list[str]], seconds: float, server: int | None) -> list[list[str]]:
     """Single POSTs through the service in each of :data:`ACCESS_LOGS`, in
     :data:`ACCESS_LOG_ROUNDS` rounds, the order reversed every other round
@@ -254,16 +268,7 @@ def access_log_rows(dsn: str, pools: dict[str, list[str]], seconds: float, serve
     with tempfile.TemporaryDirectory(prefix="ledger-bench-logs-") as tmp:
         for round in range(ACCESS_LOG_ROUNDS):
             with served([sys.executable, "-m", "bench.floor"]) as (url, pid):
-                floor.append(
-                    measured(
-                        url,
-                        pid,
-                        "/v1/transfers",
-                        functools.partial(transfer_bodies, pools[SINGLE_LOADS[0]]),
-                        seconds=seconds,
-                        connections=CONNECTIONS,
-                    )
-                )
+                floor.append(single_posts(url, pid, pools[SINGLE_LOADS[0]], seconds=seconds))
             rows.append([f"round {round + 1}, {FLOOR}", *floor[-1].row])
             print("  " + " | ".join(rows[-1]), flush=True)
             configs = list(ACCESS_LOGS.items())
@@ -271,15 +276,7 @@ def access_log_rows(dsn: str, pools: dict[str, list[str]], seconds: float, serve
                 log = Path(tmp) / f"{config}.log"
                 with service(dsn, log=log, **env) as (url, pid):
                     for name in SINGLE_LOADS:
-                        run = measured(
-                            url,
-                            pid,
-                            "/v1/transfers",
-                            functools.partial(transfer_bodies, pools[name]),
-                            seconds=seconds,
-                            connections=CONNECTIONS,
-                            server=server,
-                        )
+                        run = single_posts(url, pid, pools[name], seconds=seconds, server=server)
                         runs.setdefault((config, name), []).append(run)
                         rows.append([f"round {round + 1}, {config}, {name}", *run.row])
                         print("  " + " | ".join(rows[-1]), flush=True)
@@ -333,15 +330,7 @@ def streams_rows(dsn: str, accounts: list[str], seconds: float, server: int | No
                     for _ in range(STREAMS if streaming else 0)
                 ]
                 try:
-                    rate, _, row = measured(
-                        url,
-                        pid,
-                        "/v1/transfers",
-                        functools.partial(transfer_bodies, accounts),
-                        seconds=seconds,
-                        connections=CONNECTIONS,
-                        server=server,
-                    )
+                    rate, _, row = single_posts(url, pid, accounts, seconds=seconds, server=server)
                 finally:
                     streamed = sum(_stopped(reader) for reader in readers)
                 rates[streaming].append(rate)
@@ -391,15 +380,7 @@ def main() -> None:
         server = postmaster_pid(dsn)
         with service(dsn, LEDGER_ACCESS_LOG="off") as (url, pid):
             for name in SINGLE_LOADS if "single" in args.scenarios else ():
-                service_rates[name], _, row = measured(
-                    url,
-                    pid,
-                    "/v1/transfers",
-                    functools.partial(transfer_bodies, pools[name]),
-                    seconds=args.seconds,
-                    connections=CONNECTIONS,
-                    server=server,
-                )
+                service_rates[name], _, row = single_posts(url, pid, pools[name], seconds=args.seconds, server=server)
                 rows.append([f"service, single POSTs, {name}", *row])
                 print("  " + " | ".join(rows[-1]), flush=True)
             if "batches" in args.scenarios:
@@ -418,15 +399,7 @@ def main() -> None:
         for workers in WORKER_COUNTS if "workers" in args.scenarios else ():
             with service(dsn, LEDGER_ACCESS_LOG="off", LEDGER_WORKERS=str(workers)) as (url, pid):
                 for name in SINGLE_LOADS:
-                    _, _, row = measured(
-                        url,
-                        pid,
-                        "/v1/transfers",
-                        functools.partial(transfer_bodies, pools[name]),
-                        seconds=args.seconds,
-                        connections=CONNECTIONS,
-                        server=server,
-                    )
+                    _, _, row = single_posts(url, pid, pools[name], seconds=args.seconds, server=server)
                     rows.append([f"service, --workers {workers}, single POSTs, {name}", *row])
                     print("  " + " | ".join(rows[-1]), flush=True)
                 _, _, row = measured(
