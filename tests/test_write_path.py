@@ -582,3 +582,75 @@ async def test_a_full_batch_decided_ahead_is_sealed_with_its_copy_text_while_the
     assert coalescer.sealed_ahead >= 1
     assert copying_writer.decided_again == 0
     await assert_log_matches_projections(db)
+
+
+# -- the coalescer after its queue ran dry: the ledger kept while the head stands
+
+
+async def last_statement_read(db) -> str:
+    """The statement the writer's reading connection ran last."""
+    return await db.fetchval(
+        "SELECT query FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1",
+        READER_NAME,
+    )
+
+
+async def opened_wallet_and_shop(coalescer: Coalescer) -> tuple[uuid.UUID, uuid.UUID]:
+    """Through ``coalescer``: a wallet that may not go below zero, paid 10.00 by a shop."""
+    wallet, shop = uuid.uuid4(), uuid.uuid4()
+    await coalescer.submit(
+        one_request(
+            OpenAccount(wallet, "USD", 2, AccountFlags(debits_must_not_exceed_credits=True), {}),
+            OpenAccount(shop, "USD", 2, AccountFlags(), {}),
+            transfer(shop, wallet, "10.00"),
+        )
+    )
+    return wallet, shop
+
+
+async def test_a_write_after_the_queue_ran_dry_reads_only_the_head_while_nothing_was_recorded_since(
+    started_coalescer, db
+):
+    coalescer, coalescer_writer = started_coalescer()
+    wallet, shop = await opened_wallet_and_shop(coalescer)
+
+    [[paid]] = await coalescer.submit(one_request(transfer(wallet, shop, "4.00")))
+
+    assert isinstance(paid, Recorded)
+    assert await last_statement_read(db) == "SELECT seq, hash, epoch FROM ledger_head"  # no account read again
+    assert coalescer_writer.decided_again == 0
+    assert await debits_and_credits(db, wallet) == (Decimal("4.00"), Decimal("10.00"))
+    await assert_log_matches_projections(db)
+
+
+async def test_a_write_after_another_process_appended_meanwhile_is_decided_on_the_log_as_it_stands(
+    started_coalescer, writer, db
+):
+    coalescer, coalescer_writer = started_coalescer()
+    wallet, shop = await opened_wallet_and_shop(coalescer)
+    [[spent]] = await writer.submit(one_request(transfer(wallet, shop, "8.00")))  # another process's append
+    assert isinstance(spent, Recorded)
+
+    [[refused]] = await coalescer.submit(one_request(transfer(wallet, shop, "4.00")))
+
+    # Decided on the wallet as the other append left it, not as the coalescer last saw it.
+    assert isinstance(refused, Refused) and refused.code == Code.EXCEEDS_CREDITS
+    assert coalescer_writer.decided_again == 0
+    assert await debits_and_credits(db, wallet) == (Decimal("8.00"), Decimal("10.00"))
+    await assert_no_flag_violated(db)
+    await assert_log_matches_projections(db)
+
+
+@pytest.mark.parametrize("rewrite", [repair, rebuild], ids=["repair", "rebuild"])
+async def test_a_write_after_projections_were_rewritten_meanwhile_reads_them_again(rewrite, started_coalescer, db):
+    coalescer, coalescer_writer = started_coalescer()
+    wallet, shop = await opened_wallet_and_shop(coalescer)
+    await db.execute("UPDATE balances SET credits_posted = 1000 WHERE account_id = $1", wallet)
+    await rewrite(db)  # puts the log's 10.00 back, and moves the epoch
+
+    [[paid]] = await coalescer.submit(one_request(transfer(wallet, shop, "4.00")))
+
+    assert isinstance(paid, Recorded)
+    assert "FROM accounts" in await last_statement_read(db)
+    assert coalescer_writer.decided_again == 0
+    await assert_log_matches_projections(db)

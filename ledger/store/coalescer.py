@@ -12,10 +12,12 @@ what that append leaves, and sealed ahead once full (its states and
 transitions are :mod:`ledger.store.write_path`'s); with nothing in flight,
 against the log as it stands. A batch is written as decided only if the head
 is still the one it was decided after, and decided again under the lock
-otherwise. The ledger carried from batch to batch is dropped whenever the
-queue runs dry, and past :data:`CHAIN_LIMIT` transfers or accounts it is cut
-down to what the append in flight changed (the accounts all stay while they
-are within it). docs/architecture.md, "The write path", walks through it.
+otherwise. The ledger carried from batch to batch is kept while the queue
+runs dry, and carried on after only if the head of the log is still the one
+the last append left (see :meth:`Coalescer._begin`); past :data:`CHAIN_LIMIT`
+transfers or accounts it is cut down to what the append in flight changed
+(the accounts all stay while they are within it). docs/architecture.md,
+"The write path", walks through it.
 
 Decisions stay per command and in queue order (the append decides each
 request's commands in order, atomic requests all-or-nothing), so a refused
@@ -191,6 +193,7 @@ class Coalescer:
         in_flight: _InFlight | None = None
         upcoming: _Next | None = None  # after ``in_flight``, if any; waits for it
         last: Committed | None = None  # while busy, the last append: what ``upcoming`` may follow
+        rested: Committed | None = None  # the last append when the queue ran dry, until the next begins
         try:
             while True:
                 if in_flight is not None and in_flight.task.done():
@@ -202,14 +205,16 @@ class Coalescer:
                     continue
                 if not self._queue:
                     if in_flight is None:
-                        last = None  # idle: the next append reads everything afresh
+                        # Idle: what comes next may follow ``last`` only
+                        # if nothing is recorded meanwhile (see _begin).
+                        rested, last = last, None
                         self._idle.set()
                         if self._closing:
                             return
                     await self._wait()
                     continue
                 if upcoming is None:
-                    upcoming = await self._begin(in_flight, last)
+                    upcoming, rested = await self._begin(in_flight, last, rested), None
                     if upcoming is None:  # what the append in flight leaves is known once it commits
                         await self._wait()
                         continue
@@ -244,12 +249,19 @@ class Coalescer:
                 await asyncio.wait((in_flight.task,))
                 self._answer(in_flight)
 
-    async def _begin(self, in_flight: _InFlight | None, last: Committed | None) -> _Next | None:
+    async def _begin(
+        self, in_flight: _InFlight | None, last: Committed | None, rested: Committed | None
+    ) -> _Next | None:
         """The next append, nothing taken into it yet: decided after the append
         in flight if that one was sealed, else after the last one; with none
         of either, against the log as it stands (or, if it cannot be read,
-        pending). None while the append in flight is pending: what it leaves
-        is known only once it commits."""
+        pending), carrying on the ledger of the append the queue ``rested``
+        after if the head is still the one that append left. None while the
+        append in flight is pending: what it leaves is known only once it
+        commits.
+
+        ``last`` and ``rested`` must be committed appends after which nothing
+        has been decided: a batch decided after one moves its ledger on."""
         if in_flight is not None:
             if not isinstance(in_flight.batch, Sealed):
                 return None
@@ -258,10 +270,15 @@ class Coalescer:
         if last is not None:  # and everything before it is recorded
             return _Next([], Decided.after(last.sealed, limit=self._chain_limit))
         try:
-            return _Next([], await self._writer.at_head())
+            decided = await self._writer.at_head()
         except Exception:
             log.warning("reading the head of the log failed; deciding under the lock", exc_info=True)
             return _Next([], Pending())
+        if rested is not None and decided.basis == rested.head:
+            # Nothing recorded, no projection rewritten since (the epoch is
+            # in the head): what that append's ledger holds is still so.
+            return _Next([], Decided.after(rested.sealed, limit=self._chain_limit))
+        return _Next([], decided)
 
     async def _decide(self, batch: Pending | Decided | Sealed, requests: list[AppendRequest]) -> Pending | Decided:
         """``batch`` with ``requests`` taken into it: decided outside the lock
