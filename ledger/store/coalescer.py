@@ -193,7 +193,7 @@ class Coalescer:
         in_flight: _InFlight | None = None
         upcoming: _Next | None = None  # after ``in_flight``, if any; waits for it
         last: Committed | None = None  # while busy, the last append: what ``upcoming`` may follow
-        rested: Committed | None = None  # the last append when the queue ran dry, until the next begins
+        rested: Decided | None = None  # when the queue ran dry, what would follow the last append
         try:
             while True:
                 if in_flight is not None and in_flight.task.done():
@@ -205,9 +205,10 @@ class Coalescer:
                     continue
                 if not self._queue:
                     if in_flight is None:
-                        # Idle: what comes next may follow ``last`` only
-                        # if nothing is recorded meanwhile (see _begin).
-                        rested, last = last, None
+                        if last is not None:
+                            # Idle: what comes next may follow it only if
+                            # nothing is recorded meanwhile (see _begin).
+                            rested, last = Decided.after(last.sealed, limit=self._chain_limit), None
                         self._idle.set()
                         if self._closing:
                             return
@@ -249,19 +250,18 @@ class Coalescer:
                 await asyncio.wait((in_flight.task,))
                 self._answer(in_flight)
 
-    async def _begin(
-        self, in_flight: _InFlight | None, last: Committed | None, rested: Committed | None
-    ) -> _Next | None:
+    async def _begin(self, in_flight: _InFlight | None, last: Committed | None, rested: Decided | None) -> _Next | None:
         """The next append, nothing taken into it yet: decided after the append
         in flight if that one was sealed, else after the last one; with none
         of either, against the log as it stands (or, if it cannot be read,
-        pending), carrying on the ledger of the append the queue ``rested``
-        after if the head is still the one that append left. None while the
+        pending), or ``rested`` (nothing decided yet, after the append the
+        queue ran dry after) if the head is still its basis. None while the
         append in flight is pending: what it leaves is known only once it
         commits.
 
-        ``last`` and ``rested`` must be committed appends after which nothing
-        has been decided: a batch decided after one moves its ledger on."""
+        ``last`` must be a committed append after which nothing has been
+        decided (a batch decided after one moves its ledger on), and
+        ``rested`` made after one such."""
         if in_flight is not None:
             if not isinstance(in_flight.batch, Sealed):
                 return None
@@ -274,10 +274,10 @@ class Coalescer:
         except Exception:
             log.warning("reading the head of the log failed; deciding under the lock", exc_info=True)
             return _Next([], Pending())
-        if rested is not None and decided.basis == rested.head:
+        if rested is not None and decided.basis == rested.basis:
             # Nothing recorded, no projection rewritten since (the epoch is
-            # in the head): what that append's ledger holds is still so.
-            return _Next([], Decided.after(rested.sealed, limit=self._chain_limit))
+            # in the head): what its ledger holds is still so.
+            return _Next([], rested)
         return _Next([], decided)
 
     async def _decide(self, batch: Pending | Decided | Sealed, requests: list[AppendRequest]) -> Pending | Decided:
