@@ -54,21 +54,27 @@ def one_request(*commands: Command) -> list[AppendRequest]:
     return [AppendRequest(list(commands))]
 
 
+def opening_wallet_and_shop(paid: str = "10.00") -> tuple[uuid.UUID, uuid.UUID, list[AppendRequest]]:
+    """The ids of a wallet that may not go below zero and of a shop, and the
+    request that opens both and has the shop pay the wallet ``paid``."""
+    wallet, shop = uuid.uuid4(), uuid.uuid4()
+    return (
+        wallet,
+        shop,
+        one_request(
+            OpenAccount(wallet, "USD", 2, AccountFlags(debits_must_not_exceed_credits=True), {}),
+            OpenAccount(shop, "USD", 2, AccountFlags(), {}),
+            transfer(shop, wallet, paid),
+        ),
+    )
+
+
 @pytest.fixture
 async def wallet_and_shop(writer: Writer) -> tuple[uuid.UUID, uuid.UUID, Committed]:
     """A wallet that may not go below zero, paid 10.00 by a shop; and the
     append that recorded it, for the next batch to be decided after."""
-    wallet, shop = uuid.uuid4(), uuid.uuid4()
-    committed = await writer.append(
-        Pending(
-            one_request(
-                OpenAccount(wallet, "USD", 2, AccountFlags(debits_must_not_exceed_credits=True), {}),
-                OpenAccount(shop, "USD", 2, AccountFlags(), {}),
-                transfer(shop, wallet, "10.00"),
-            )
-        )
-    )
-    return wallet, shop, committed
+    wallet, shop, opening = opening_wallet_and_shop()
+    return wallet, shop, await writer.append(Pending(opening))
 
 
 async def decided_at_head(writer: Writer, *commands: Command) -> Decided:
@@ -532,14 +538,8 @@ async def test_a_ledger_carried_past_the_limit_keeps_what_the_append_in_flight_c
     # Cut down before every batch: each is decided on what the append in
     # flight left the wallet (not yet in the database) and the rest read afresh.
     coalescer, _ = started_coalescer(chain_limit=0)
-    wallet, shop = uuid.uuid4(), uuid.uuid4()
-    await writer.submit(
-        one_request(
-            OpenAccount(wallet, "USD", 2, AccountFlags(debits_must_not_exceed_credits=True), {}),
-            OpenAccount(shop, "USD", 2, AccountFlags(), {}),
-            transfer(shop, wallet, "5.00"),
-        )
-    )
+    wallet, shop, opening = opening_wallet_and_shop("5.00")
+    await writer.submit(opening)
 
     outcomes = await submitted_behind_a_held_up_append(
         coalescer, db, [transfer(wallet, shop, "1.00") for _ in range(11)]
@@ -595,24 +595,12 @@ async def last_statement_read(db) -> str:
     )
 
 
-async def opened_wallet_and_shop(coalescer: Coalescer) -> tuple[uuid.UUID, uuid.UUID]:
-    """Through ``coalescer``: a wallet that may not go below zero, paid 10.00 by a shop."""
-    wallet, shop = uuid.uuid4(), uuid.uuid4()
-    await coalescer.submit(
-        one_request(
-            OpenAccount(wallet, "USD", 2, AccountFlags(debits_must_not_exceed_credits=True), {}),
-            OpenAccount(shop, "USD", 2, AccountFlags(), {}),
-            transfer(shop, wallet, "10.00"),
-        )
-    )
-    return wallet, shop
-
-
 async def test_a_write_after_the_queue_ran_dry_reads_only_the_head_while_nothing_was_recorded_since(
     started_coalescer, db
 ):
     coalescer, coalescer_writer = started_coalescer()
-    wallet, shop = await opened_wallet_and_shop(coalescer)
+    wallet, shop, opening = opening_wallet_and_shop()
+    await coalescer.submit(opening)
 
     [[paid]] = await coalescer.submit(one_request(transfer(wallet, shop, "4.00")))
 
@@ -627,7 +615,8 @@ async def test_a_write_after_another_process_appended_meanwhile_is_decided_on_th
     started_coalescer, writer, db
 ):
     coalescer, coalescer_writer = started_coalescer()
-    wallet, shop = await opened_wallet_and_shop(coalescer)
+    wallet, shop, opening = opening_wallet_and_shop()
+    await coalescer.submit(opening)
     [[spent]] = await writer.submit(one_request(transfer(wallet, shop, "8.00")))  # another process's append
     assert isinstance(spent, Recorded)
 
@@ -644,7 +633,8 @@ async def test_a_write_after_another_process_appended_meanwhile_is_decided_on_th
 @pytest.mark.parametrize("rewrite", [repair, rebuild], ids=["repair", "rebuild"])
 async def test_a_write_after_projections_were_rewritten_meanwhile_reads_them_again(rewrite, started_coalescer, db):
     coalescer, coalescer_writer = started_coalescer()
-    wallet, shop = await opened_wallet_and_shop(coalescer)
+    wallet, shop, opening = opening_wallet_and_shop()
+    await coalescer.submit(opening)
     await db.execute("UPDATE balances SET credits_posted = 1000 WHERE account_id = $1", wallet)
     await rewrite(db)  # puts the log's 10.00 back, and moves the epoch
 
