@@ -204,6 +204,13 @@ class Measured(NamedTuple):
     row: list[str]
 
 
+def shown(rows: list[list[str]], row: list[str]) -> None:
+    """Add ``row`` to the table's ``rows`` and print it at once: a run takes
+    minutes, and its rounds show as they end."""
+    rows.append(row)
+    print("  " + " | ".join(row), flush=True)
+
+
 def measured(
     url: str,
     pid: int,
@@ -273,8 +280,7 @@ def access_log_rows(dsn: str, pools: dict[str, list[str]], seconds: float, serve
         for round in range(ACCESS_LOG_ROUNDS):
             with served([sys.executable, "-m", "bench.floor"]) as (url, pid):
                 floor.append(single_posts(url, pid, pools[SINGLE_LOADS[0]], seconds=seconds))
-            rows.append([f"round {round + 1}, {FLOOR}", *floor[-1].row])
-            print("  " + " | ".join(rows[-1]), flush=True)
+            shown(rows, [f"round {round + 1}, {FLOOR}", *floor[-1].row])
             configs = list(ACCESS_LOGS.items())
             for config, env in configs if round % 2 == 0 else reversed(configs):
                 log = Path(tmp) / f"{config}.log"
@@ -282,8 +288,7 @@ def access_log_rows(dsn: str, pools: dict[str, list[str]], seconds: float, serve
                     for name in SINGLE_LOADS:
                         run = single_posts(url, pid, pools[name], seconds=seconds, server=server)
                         runs.setdefault((config, name), []).append(run)
-                        rows.append([f"round {round + 1}, {config}, {name}", *run.row])
-                        print("  " + " | ".join(rows[-1]), flush=True)
+                        shown(rows, [f"round {round + 1}, {config}, {name}", *run.row])
         for config in ACCESS_LOGS:
             with (Path(tmp) / f"{config}.log").open("rb") as lines:
                 print(f"  ({config}: {sum(1 for _ in lines):,} log lines)", flush=True)
@@ -340,8 +345,7 @@ def streams_rows(dsn: str, accounts: list[str], seconds: float, server: int | No
                 rates[streaming].append(rate)
                 name = f"{STREAMS} full-log streams running" if streaming else "no stream"
                 got = f"streams got {streamed / (time.perf_counter() - started):,.0f} lines/s" if streaming else ""
-                rows.append([f"{pace}, single POSTs, uniform, {name}", *row, got])
-                print("  " + " | ".join(rows[-1]), flush=True)
+                shown(rows, [f"{pace}, single POSTs, uniform, {name}", *row, got])
         alone, beside = statistics.median(rates[False]), statistics.median(rates[True])
         rows.append(
             [
@@ -385,8 +389,7 @@ def main() -> None:
         with service(dsn, LEDGER_ACCESS_LOG="off") as (url, pid):
             for name in SINGLE_LOADS if "single" in args.scenarios else ():
                 service_rates[name], _, row = single_posts(url, pid, pools[name], seconds=args.seconds, server=server)
-                rows.append([f"service, single POSTs, {name}", *row])
-                print("  " + " | ".join(rows[-1]), flush=True)
+                shown(rows, [f"service, single POSTs, {name}", *row])
             if "batches" in args.scenarios:
                 _, _, row = measured(
                     url,
@@ -398,14 +401,12 @@ def main() -> None:
                     items=BATCH,
                     server=server,
                 )
-                rows.append([f"service, batches of {BATCH}", *row])
-                print("  " + " | ".join(rows[-1]), flush=True)
+                shown(rows, [f"service, batches of {BATCH}", *row])
         for workers in WORKER_COUNTS if "workers" in args.scenarios else ():
             with service(dsn, LEDGER_ACCESS_LOG="off", LEDGER_WORKERS=str(workers)) as (url, pid):
                 for name in SINGLE_LOADS:
                     _, _, row = single_posts(url, pid, pools[name], seconds=args.seconds, server=server)
-                    rows.append([f"service, --workers {workers}, single POSTs, {name}", *row])
-                    print("  " + " | ".join(rows[-1]), flush=True)
+                    shown(rows, [f"service, --workers {workers}, single POSTs, {name}", *row])
                 _, _, row = measured(
                     url,
                     pid,
@@ -415,8 +416,7 @@ def main() -> None:
                     connections=CONNECTIONS,
                     server=server,
                 )
-                rows.append([f"service, --workers {workers}, point reads (GET /v1/accounts/{{id}})", *row])
-                print("  " + " | ".join(rows[-1]), flush=True)
+                shown(rows, [f"service, --workers {workers}, point reads (GET /v1/accounts/{{id}})", *row])
         if "access-log" in args.scenarios:
             rows += access_log_rows(dsn, pools, args.seconds, server)
         if "streams" in args.scenarios:
@@ -431,7 +431,8 @@ def main() -> None:
                 ratio = f"{done} committed"
             else:
                 ratio = f"{service_rates[name] / rate:.1f}x textbook" if name in service_rates else ""
-            rows.append(
+            shown(
+                rows,
                 [
                     f"textbook, 1 SERIALIZABLE tx per transfer, {name}",
                     f"{rate:,.0f}",
@@ -440,9 +441,8 @@ def main() -> None:
                     f"{retries:,} retries",
                     *[""] * 4,
                     ratio,
-                ]
+                ],
             )
-            print("  " + " | ".join(rows[-1]), flush=True)
     for row in rows:
         row += [""] * (10 - len(row))
     print_table(
