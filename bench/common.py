@@ -166,6 +166,18 @@ def process_cpu_seconds(pid: int) -> float:
     return own + sum(process_cpu_seconds(int(child)) for child in children)
 
 
+def process_waiting_seconds(pid: int) -> float:
+    """Time the main thread of a live process, and of each of its live
+    children (the event loops of ``ledger serve --workers N``), has spent
+    ready to run but waiting for a CPU so far (``schedstat``): what the
+    machine's other work (the database, the generator, other tenants) took
+    from it. Of the time a process's event loop was not busy, this is what
+    it waited for a CPU; the rest it had nothing to do."""
+    waited = int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return waited + sum(process_waiting_seconds(int(child)) for child in children)
+
+
 def postmaster_pid(dsn: str) -> int | None:
     """The process of the PostgreSQL server at ``dsn``, whose CPU (with its
     backends') :func:`process_cpu_seconds` gives; None if it runs on

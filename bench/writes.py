@@ -26,9 +26,11 @@ On one embedded PostgreSQL (synchronous_commit on), in one run:
 
 Every single-POST figure is taken after :data:`WARM_UP` seconds of the same
 load, not measured. Prints transfers (or reads) per second, p50 and p99
-latency, non-2xx responses, the CPU of the service process, of the load
-generator, of the whole machine (busy share of all cores) and of the
-database server with its backends (when it runs here), and the ratio to the
+latency, non-2xx responses, the CPU of the service process and the time its
+event loop waited for a CPU (ready to run while other processes held both
+cores), the CPU of the load generator, of the whole machine (busy share of
+all cores) and of the database server with its backends (when it runs
+here), and the ratio to the
 baseline: the textbook pattern, or the access log switched off, the service
 without streams. Outside the access-log scenario the service runs with its
 access log off (``LEDGER_ACCESS_LOG=off``).
@@ -64,6 +66,7 @@ from .common import (
     postmaster_pid,
     print_table,
     process_cpu_seconds,
+    process_waiting_seconds,
     served,
     service,
 )
@@ -225,10 +228,11 @@ def measured(
     """Load ``path`` for ``seconds`` (GETs when ``bodies`` is ``None``); with
     ``server`` (the database server's pid, :func:`~bench.common.postmaster_pid`),
     the CPU of the server and its backends too."""
-    cpu, ticks = process_cpu_seconds(pid), machine_ticks()
+    cpu, waited, ticks = process_cpu_seconds(pid), process_waiting_seconds(pid), machine_ticks()
     database_cpu = process_cpu_seconds(server) if server is not None else 0.0
     result, wall = loadgen.run(url, path, bodies, connections=connections, seconds=seconds, items=items)
     cpu, ticks = process_cpu_seconds(pid) - cpu, [b - a for a, b in zip(ticks, machine_ticks())]
+    waited = process_waiting_seconds(pid) - waited
     if server is not None:
         database_cpu = process_cpu_seconds(server) - database_cpu
     rate = result.items / wall
@@ -241,6 +245,7 @@ def measured(
             f"{loadgen.percentile(result.latencies, 0.99) * 1000:.1f}",
             str(sum(n for status, n in result.statuses.items() if status >= 300)),
             f"{cpu / wall:.0%}",
+            f"{waited / wall:.0%}",
             f"{result.cpu_seconds / wall:.0%}",
             f"{ticks[0] / ticks[1]:.0%}",
             "" if server is None else f"{database_cpu / wall:.0%}",
@@ -313,7 +318,7 @@ def access_log_rows(dsn: str, pools: dict[str, list[str]], seconds: float, serve
                 f"{rate:,.0f}",
                 *[""] * 3,
                 f"{cpu * 1e6:.0f} µs/POST",
-                *[""] * 3,
+                *[""] * 4,
                 f"rate {rate / base_rate:.2f}x, CPU/POST {cpu / base_cpu:.2f}x; {rate / floor_rate:.0%} of the floor",
             ]
         )
@@ -351,7 +356,7 @@ def streams_rows(dsn: str, accounts: list[str], seconds: float, server: int | No
             [
                 f"{pace}, median, single POSTs while {STREAMS} streams run",
                 f"{beside:,.0f}",
-                *[""] * 7,
+                *[""] * 8,
                 f"{beside / alone:.2f}x alone",
             ]
         )
@@ -439,12 +444,12 @@ def main() -> None:
                     "",
                     "",
                     f"{retries:,} retries",
-                    *[""] * 4,
+                    *[""] * 5,
                     ratio,
                 ],
             )
     for row in rows:
-        row += [""] * (10 - len(row))
+        row += [""] * (11 - len(row))
     print_table(
         [
             "scenario",
@@ -453,6 +458,7 @@ def main() -> None:
             "p99 (ms)",
             "non-2xx",
             "service CPU",
+            "event loop waiting for a CPU",
             "generator CPU",
             "machine busy",
             "database CPU",
