@@ -28,12 +28,11 @@ Every single-POST figure is taken after :data:`WARM_UP` seconds of the same
 load, not measured. Prints transfers (or reads) per second, p50 and p99
 latency, non-2xx responses, the CPU of the service process and the time its
 event loop waited for a CPU (ready to run while other processes held both
-cores), the CPU of the load generator, of the whole machine (busy share of
-all cores) and of the database server with its backends (when it runs
-here), and the ratio to the
-baseline: the textbook pattern, or the access log switched off, the service
-without streams. Outside the access-log scenario the service runs with its
-access log off (``LEDGER_ACCESS_LOG=off``).
+cores), the CPU of the load generator, of the whole machine (busy share of all
+cores) and of the database server with its backends (when it runs here), and
+the ratio to the baseline: the textbook pattern, or the access log switched
+off, the service without streams. Outside the access-log scenario the service
+runs with its access log off (``LEDGER_ACCESS_LOG=off``).
 """
 
 from __future__ import annotations
