@@ -67,6 +67,15 @@ async def test_a_json_access_line_carries_the_request_id_the_service_made(servic
     assert [line["status"] for line in access_lines(lines)] == [200, 415]
 
 
+async def test_a_json_access_line_times_its_request_to_the_microsecond(service):
+    # Not by the event loop's clock: uvloop's keeps whole milliseconds.
+    lines, _ = await json_log(service, *[("GET", "/health/live", {})] * 20)
+    durations = [line["duration_ms"] for line in access_lines(lines)]
+    assert len(durations) == 20
+    assert all(duration > 0 for duration in durations), durations
+    assert any(duration != int(duration) for duration in durations), durations
+
+
 async def test_a_request_no_route_takes_is_logged_without_a_route(service):
     lines, [response] = await json_log(service, ("GET", "/no/such/thing", {}))
     [line] = access_lines(lines)

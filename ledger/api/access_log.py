@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from ..logs import ACCESS_MESSAGE, AccessArgs, access_handler
-from .middlewares import REQUEST_ID_KEY, route_template
+from .middlewares import REQUEST_ID_KEY, route_template, seconds_since_started
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -35,7 +35,7 @@ class AccessLogger(AbstractAccessLogger):
         self._handler = access_handler(logger)
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        duration_ms = time * 1000
+        duration_ms = seconds_since_started(request, otherwise=time) * 1000
         status = response.status
         args: AccessArgs = (request.remote, request.method, request.raw_path, *request.version, status, duration_ms)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -19,6 +20,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 REQUEST_ID = "X-Request-ID"
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
+#: When the service began a request, on :func:`time.perf_counter`'s clock:
+#: the start of what its metrics and its access line time. (aiohttp's own
+#: start is on the event loop's clock, which uvloop keeps to the millisecond.)
+REQUEST_STARTED_KEY = web.RequestKey("request_started", float)
 # A caller's id is echoed only if it is short printable ASCII: it goes into
 # logs, headers and the event log.
 _VALID_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
@@ -33,6 +38,14 @@ _HTTP_CODES = {
 
 def request_id(request: web.Request) -> str:
     return request[REQUEST_ID_KEY]
+
+
+def seconds_since_started(request: web.BaseRequest, otherwise: float) -> float:
+    """Seconds since the service began ``request`` (:data:`REQUEST_STARTED_KEY`);
+    ``otherwise`` for a request refused before any middleware saw it (one
+    aiohttp could not parse)."""
+    started = request.get(REQUEST_STARTED_KEY)
+    return otherwise if started is None else time.perf_counter() - started
 
 
 #: The hex digit of a version-4 UUID's variant (``10xx``), by the random digit it replaces.

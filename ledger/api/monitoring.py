@@ -14,7 +14,7 @@ from prometheus_client import Counter, Histogram
 from .. import metrics
 from ..store.retry import CONNECTION_LOST
 from .keys import POOL, STREAM_POOL
-from .middlewares import Handler, route_template
+from .middlewares import REQUEST_STARTED_KEY, Handler, route_template
 from .openapi import documented
 
 routes = web.RouteTableDef()
@@ -48,8 +48,9 @@ def _request_series(method: str, route: str, status: int) -> tuple[Counter, Hist
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Count every request, by method, route template and the status it got,
-    and time it (a stream until its last line)."""
-    started = time.perf_counter()
+    and time it (a stream until its last line). The first middleware: where
+    a request's time starts (:data:`REQUEST_STARTED_KEY`)."""
+    request[REQUEST_STARTED_KEY] = started = time.perf_counter()
     status = 500
     try:
         response = await handler(request)
