@@ -118,14 +118,21 @@ async def _schema_problem(dsn: str) -> str | None:
 
 def bind(host: str, port: int, count: int) -> list[socket.socket]:
     """``count`` listening TCP sockets on ``host:port`` (port 0: one the
-    kernel picks, the same for all), sharing it through ``SO_REUSEPORT``."""
+    kernel picks, the same for all), sharing it through ``SO_REUSEPORT``.
+
+    A port some other process listens on is refused, however many sockets:
+    ``SO_REUSEPORT`` would let these join another service's own (its
+    workers'), and the kernel would split the clients between the two."""
     sockets: list[socket.socket] = []
     try:
+        if count > 1:
+            # Alone first: the bind fails if anyone holds the port.
+            with _listening_socket(host) as alone:
+                alone.bind((host, port))
+                port = alone.getsockname()[1]
         for _ in range(count):
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock = _listening_socket(host)
             sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if count > 1:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((host, port))
@@ -136,6 +143,12 @@ def bind(host: str, port: int, count: int) -> list[socket.socket]:
             sock.close()
         raise StartupError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
     return sockets
+
+
+def _listening_socket(host: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    return sock
 
 
 def url_of(sock: socket.socket) -> str:

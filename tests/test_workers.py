@@ -5,6 +5,7 @@ import os
 import random
 import re
 import signal
+import sys
 import uuid
 from typing import Any
 
@@ -145,6 +146,26 @@ async def test_a_worker_that_dies_is_logged_and_stops_the_service_with_status_1(
     assert await served.stopped() == 1, served.log
     assert re.search(rf"worker \d \(pid {victim}\) killed by SIGKILL; stopping the service", served.log), served.log
     assert not process_exists(other)
+
+
+async def test_a_second_service_with_workers_cannot_take_the_port_of_one_that_serves(service, database_url):
+    served = await service("--workers", WORKERS, LEDGER_DATABASE_URL=database_url)
+    pids = await worker_pids(served.url)
+    port = served.url.rsplit(":", 1)[1]
+    env = {**os.environ, "LEDGER_PORT": port, "LEDGER_DATABASE_URL": database_url}
+    second = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ledger.cli", "serve", "--workers", WORKERS, env=env, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        _, log = await asyncio.wait_for(second.communicate(), 60)
+    finally:
+        if second.returncode is None:  # it serves: stop it, workers and all
+            second.terminate()
+            await second.wait()
+    assert second.returncode == 2, log.decode()
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in log.decode()
+    assert await worker_pids(served.url) == pids
+    assert await served.stop() == 0, served.log
 
 
 async def test_workers_share_the_one_embedded_postgres_that_the_parent_runs(service):
