@@ -65,6 +65,12 @@ def parse_tokens(raw: str) -> tuple[Token, ...]:
     names = [t.name for t in tokens]
     if len(set(names)) != len(names):
         raise ConfigError("LEDGER_TOKENS names must be unique")
+    # A caller is known by its secret alone: two entries with one secret
+    # would make whoever holds it both, with whichever scopes came last.
+    by_secret: dict[str, str] = {}
+    for token in tokens:
+        if (other := by_secret.setdefault(token.secret, token.name)) != token.name:
+            raise ConfigError(f"LEDGER_TOKENS entries {other!r} and {token.name!r} have the same secret")
     return tuple(tokens)
 
 

@@ -118,6 +118,12 @@ def test_malformed_tokens_setting_is_refused(raw):
         parse_tokens(raw)
 
 
+def test_two_tokens_with_the_same_secret_are_refused_without_saying_it():
+    with pytest.raises(ConfigError, match="'payments' and 'ops' have the same secret") as refused:
+        parse_tokens("payments:shared-secret:read;ops:shared-secret:admin")
+    assert "shared-secret" not in str(refused.value)
+
+
 def test_a_secret_may_contain_colons():
     [token] = parse_tokens("ops:a:b:c:admin")
     assert (token.name, token.secret, token.scopes) == ("ops", "a:b:c", frozenset({"admin"}))
