@@ -84,6 +84,19 @@ async def test_a_request_no_route_takes_is_logged_without_a_route(service):
     assert line["path"] == "/no/such/thing"
 
 
+async def test_a_request_the_service_cannot_parse_gets_a_json_access_line_without_a_route(service):
+    served = await service(LEDGER_LOG_FORMAT="json")
+    host, port = served.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET / HTTP/9.9\r\nHost: x\r\n\r\n")
+    assert (await reader.readline()).split()[1] == b"400"
+    writer.close()
+    assert await served.stop() == 0, served.log
+    lines = [json.loads(line) for line in served.lines if line.strip()]
+    [refused] = [line for line in access_lines(lines) if line["status"] == 400]
+    assert refused["route"] is None
+
+
 async def test_text_is_the_default_log_format(service):
     served = await service()
     assert await served.stop() == 0

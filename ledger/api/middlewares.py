@@ -82,7 +82,12 @@ new_request_id = RequestIds()
 def route_template(request: web.BaseRequest) -> str | None:
     """The template of the route that took ``request`` (``/v1/transfers/{id}``),
     if one did: a label with few values, unlike the path."""
-    match_info = getattr(request, "match_info", None)
+    try:
+        match_info = request.match_info  # type: ignore[attr-defined]  # a web.Request's
+    except (AttributeError, AssertionError):
+        # A low-level request has none; aiohttp asserts that a request
+        # refused before routing (one it could not parse) has none yet.
+        return None
     resource = getattr(getattr(match_info, "route", None), "resource", None)
     return resource.canonical if resource is not None else None
 
