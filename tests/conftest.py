@@ -448,6 +448,26 @@ async def service(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Servi
             await served.process.wait()
 
 
+@pytest.fixture
+async def database_not_answering(service, tmp_path: Path) -> AsyncIterator[ServiceProcess]:
+    """A service on an embedded PostgreSQL of its own that has stopped
+    answering without closing a connection: the server and every backend
+    stopped (SIGSTOP), as a hung host or a full disk leaves it; resumed, and
+    the service stopped, at the end."""
+    served = await service()
+    postmaster = int((tmp_path / "data" / "postmaster.pid").read_text().split()[0])
+    children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+    frozen = [postmaster, *map(int, children)]
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield served
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    assert await served.stop() == 0, served.log
+
+
 def process_exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)

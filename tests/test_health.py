@@ -2,6 +2,7 @@
 
 import os
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -37,3 +38,13 @@ async def empty_database(server_dsn):
 async def test_start_up_refuses_a_schema_not_at_head(empty_database, aiohttp_client):
     with pytest.raises(StartupError, match="run `ledger migrate`"):
         await aiohttp_client(create_app(Settings(database_url=empty_database)))
+
+
+async def test_ready_is_503_in_seconds_when_the_database_stops_answering(database_not_answering):
+    served = database_not_answering
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+        async with session.get(f"{served.url}/health/ready") as response:
+            assert response.status == 503
+            body = await response.json()
+    assert body["status"] == "unavailable"
+    assert body["reason"] == "database unreachable: no answer within 2 s"

@@ -157,3 +157,12 @@ async def test_metrics_are_summed_over_every_worker(service, tmp_path):
         del session
     assert await served.stop() == 0, served.log
     assert not list(tmp_path.glob("ledger-metrics-*")), "the metrics directory outlived the service"
+
+
+async def test_metrics_answer_while_the_database_stops_answering(database_not_answering):
+    served = database_not_answering
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+        async with session.get(f"{served.url}/metrics") as response:
+            assert response.status == 200
+            names = {family.name for family in text_string_to_metric_families(await response.text())}
+    assert "ledger_event_log_head_seq" in names

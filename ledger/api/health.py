@@ -9,6 +9,7 @@ import asyncpg
 from aiohttp import web
 
 from ..store import migrations, replica
+from ..store.connection import Conn, read_within
 from ..store.head import read_head
 from ..store.retry import CONNECTION_LOST
 from . import codec
@@ -17,6 +18,10 @@ from .openapi import documented
 from .responses import Live, Ready
 
 routes = web.RouteTableDef()
+
+#: Seconds a probe of the database (readiness, the head a scrape reports)
+#: waits for a connection, and as long for its answer.
+PROBE_WAIT = 2.0
 
 
 @routes.get("/health/live")
@@ -52,13 +57,12 @@ async def ready(request: web.Request) -> web.Response:
         "streams_open": request.app[STREAMS].count,
     }
     try:
-        async with pool.acquire(timeout=2) as conn:
-            revision = await migrations.current_revision(conn)
-            database["head_seq"] = (await read_head(conn)).seq
+        revision, database["head_seq"] = await read_within(pool, PROBE_WAIT, _revision_and_head)
     except CONNECTION_LOST + (TimeoutError,) as error:
+        why = str(error) or f"no answer within {PROBE_WAIT:g} s"
         return codec.respond(
             request,
-            Ready(status="unavailable", reason=f"database unreachable: {error}", database=database),
+            Ready(status="unavailable", reason=f"database unreachable: {why}", database=database),
             status=503,
         )
     database["schema_revision"] = revision
@@ -78,6 +82,10 @@ async def ready(request: web.Request) -> web.Response:
             status=503,
         )
     return codec.respond(request, Ready(status="ok", database=database))
+
+
+async def _revision_and_head(conn: Conn) -> tuple[str | None, int]:
+    return await migrations.current_revision(conn), (await read_head(conn)).seq
 
 
 async def _replica(dsn: str, primary_head: int) -> dict[str, object]:

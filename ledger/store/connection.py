@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import asyncpg
 import msgspec
@@ -14,6 +16,8 @@ if TYPE_CHECKING:
 
 #: A connection of its own, or one a pool lends: what a read runs on.
 Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+
+T = TypeVar("T")
 
 _json_encoder = msgspec.json.Encoder()
 _json_decoder = msgspec.json.Decoder()
@@ -85,3 +89,21 @@ async def create_pool(dsn: str, *, min_size: int, max_size: int) -> asyncpg.Pool
     return await asyncpg.create_pool(
         dsn, min_size=min_size, max_size=max_size, init=init_connection, reset=_keep_session
     )
+
+
+async def read_within(pool: asyncpg.Pool, seconds: float, read: Callable[[Conn], Awaitable[T]]) -> T:
+    """``read(connection)`` on a connection of ``pool``, given up with
+    :class:`TimeoutError` after ``seconds`` waiting for the connection or as
+    long reading: what a probe of the database (readiness, a scrape) waits
+    for at most, however the database fails. A connection whose read is given
+    up is closed, not pooled again: a server that does not answer may not
+    answer the cancellation either."""
+    conn = await pool.acquire(timeout=seconds)
+    try:
+        async with asyncio.timeout(seconds):
+            return await read(conn)
+    except TimeoutError:
+        conn.terminate()
+        raise
+    finally:
+        await pool.release(conn)
