@@ -17,15 +17,28 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
 #: Where the workers of one service write their values, when there are several.
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
-#: This process's metrics (exposed as they are when there are no workers).
+#: This process's metrics (exposed as they are when there are no workers),
+#: with prometheus-client's own of the process (``process_*``) and the
+#: interpreter (``python_*``), which have no sum over workers.
 REGISTRY = CollectorRegistry(auto_describe=True)
+REGISTRY.register(PROCESS_COLLECTOR)
+REGISTRY.register(PLATFORM_COLLECTOR)
+REGISTRY.register(GC_COLLECTOR)
 
 #: Append transactions hold 1 to 8190 commands.
 _BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8190)

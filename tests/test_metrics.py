@@ -54,6 +54,13 @@ async def test_metrics_are_prometheus_text_with_every_documented_metric(client, 
     assert {name: types.get(name) for name in DOCUMENTED} == DOCUMENTED
 
 
+async def test_one_worker_also_exposes_the_process_and_interpreter_metrics(client):
+    types = (await scrape(client)).types
+    assert types.get("process_cpu_seconds") == "counter"
+    assert types.get("process_resident_memory_bytes") == "gauge"
+    assert types.get("python_info") == "gauge"
+
+
 async def test_37_transfers_are_37_requests_on_the_transfers_route(client, open_account):
     a, b = await open_account(), await open_account()
     before = await scrape(client)
