@@ -8,12 +8,13 @@ import contextlib
 import dataclasses
 import ipaddress
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from . import logs
-from .config import ConfigError, Settings
+from .config import ConfigError, Settings, log_format_of
 
 if TYPE_CHECKING:
     import asyncpg
@@ -251,13 +252,13 @@ def main(argv: list[str] | None = None) -> int:
         return verifier.main(args.rest)
     logs.configure()
     try:
+        logs.configure(log_format_of(os.environ))
         settings = Settings.from_env()
         if args.command == "serve" and args.workers is not None:
             settings = settings.with_workers(args.workers)
     except ConfigError as error:
         log.error("%s", error)
         return 2
-    logs.configure(settings.log_format)
     if args.command == "reconcile":
         return _reconcile(settings, args.repair)
     if args.command == "export":

@@ -50,6 +50,17 @@ class Token:
         return scope in self.scopes or "admin" in self.scopes
 
 
+def log_format_of(env: Mapping[str, str]) -> LogFormat:
+    """``LEDGER_LOG_FORMAT``: ``text`` (the default) or ``json``. Read on its
+    own too, before the other settings, so that a complaint about any of
+    them is logged in the format asked for."""
+    log_format = env.get("LEDGER_LOG_FORMAT") or "text"
+    for known in FORMATS:
+        if log_format == known:
+            return known
+    raise ConfigError(f"LEDGER_LOG_FORMAT must be text or json, got {log_format!r}")
+
+
 def parse_tokens(raw: str) -> tuple[Token, ...]:
     """``name:secret:scopes`` entries separated by ``;``, scopes by ``,``."""
     tokens = []
@@ -165,17 +176,13 @@ class Settings:
                 raise ConfigError(f"{name} must be a PostgreSQL URL (postgresql://…), got {_redacted(raw)!r}")
             return raw
 
-        log_format = env.get("LEDGER_LOG_FORMAT") or "text"
-        if log_format not in FORMATS:
-            raise ConfigError(f"LEDGER_LOG_FORMAT must be text or json, got {log_format!r}")
-
         log_origin = env.get("LEDGER_LOG_ORIGIN") or "ledger"
         if not valid_name(log_origin):
             raise ConfigError(f"LEDGER_LOG_ORIGIN must be a name without spaces or '+', got {log_origin!r}")
         key_file = env.get("LEDGER_SIGNING_KEY_FILE")
 
         return cls(
-            log_format=log_format,
+            log_format=log_format_of(env),
             log_origin=log_origin,
             signing_key_file=Path(key_file) if key_file else None,
             database_url=dsn("LEDGER_DATABASE_URL"),

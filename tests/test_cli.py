@@ -1,6 +1,7 @@
 """`ledger serve` on its embedded PostgreSQL, as a user runs it."""
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -91,3 +92,15 @@ def test_bad_configuration_is_one_line_and_status_2(tmp_path, args, settings, co
     assert complaint in line
     assert "Traceback" not in done.stderr
     assert "secret" not in done.stderr
+
+
+def test_a_bad_setting_is_one_json_line_when_json_is_asked_for(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    env.update(LEDGER_DATA_DIR=str(tmp_path / "data"), LEDGER_LOG_FORMAT="json", LEDGER_PORT="abc")
+    done = subprocess.run(
+        [sys.executable, "-m", "ledger.cli", "serve"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.splitlines()
+    logged = json.loads(line)
+    assert (logged["level"], logged["message"]) == ("ERROR", "LEDGER_PORT must be an integer, got 'abc'")
