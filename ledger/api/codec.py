@@ -7,6 +7,7 @@ its complaint becomes a 422 ``invalid_field`` naming the field's path
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 from collections.abc import Callable
@@ -132,9 +133,25 @@ def respond(
 
 @functools.lru_cache(maxsize=256)
 def _accepts_msgpack(accept: str) -> bool:
-    """Whether an ``Accept`` header names MessagePack. Remembered: a client
-    sends the same header with every request."""
-    return any(media.split(";")[0].strip() in _MSGPACK_TYPES for media in accept.split(","))
+    """Whether an ``Accept`` header asks for MessagePack: names it (any
+    case), with a weight above 0 and no lower than JSON's (``application/json``,
+    ``application/*`` or ``*/*``; a weight that is not a number counts as 1).
+    JSON is the answer otherwise. Remembered: a client sends the same header
+    with every request."""
+    msgpack = json = 0.0
+    for media_range in accept.split(","):
+        media, *parameters = (part.strip().lower() for part in media_range.split(";"))
+        weight = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip() == "q":
+                with contextlib.suppress(ValueError):
+                    weight = float(value)
+        if media in _MSGPACK_TYPES:
+            msgpack = max(msgpack, weight)
+        elif media in (JSON, "application/*", "*/*"):
+            json = max(json, weight)
+    return msgpack > 0 and msgpack >= json
 
 
 def error_response(request: web.Request, error: LedgerError, headers: dict[str, str] | None = None) -> web.Response:
