@@ -97,6 +97,21 @@ async def test_a_request_the_service_cannot_parse_gets_a_json_access_line_withou
     assert refused["route"] is None
 
 
+async def test_a_request_the_service_cannot_parse_is_a_warning_without_a_traceback(service):
+    served = await service(LEDGER_LOG_FORMAT="json")
+    host, port = served.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET / HTTP/9.9\r\nHost: x\r\n\r\n")
+    await reader.readline()
+    writer.close()
+    assert await served.stop() == 0, served.log
+    lines = [json.loads(line) for line in served.lines if line.strip()]
+    [warning] = [line for line in lines if line["logger"] == "aiohttp.server"]
+    assert warning["level"] == "WARNING"
+    assert "HTTP/9.9" in warning["message"]
+    assert "exc_info" not in warning
+
+
 async def test_text_is_the_default_log_format(service):
     served = await service()
     assert await served.stop() == 0
