@@ -39,6 +39,19 @@ def access_lines(lines: list[dict]) -> list[dict]:
     return [line for line in lines if line["logger"] == "aiohttp.access"]
 
 
+async def json_log_of_unparsable_request(service) -> list[dict]:
+    """Serve with ``LEDGER_LOG_FORMAT=json``, send a request that is not HTTP
+    the service can parse (it is answered 400), stop; every log line parsed."""
+    served = await service(LEDGER_LOG_FORMAT="json")
+    host, port = served.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET / HTTP/9.9\r\nHost: x\r\n\r\n")
+    assert (await reader.readline()).split()[1] == b"400"
+    writer.close()
+    assert await served.stop() == 0, served.log
+    return [json.loads(line) for line in served.lines if line.strip()]
+
+
 async def test_every_json_log_line_is_an_object_with_ts_level_logger_and_message(service):
     lines, _ = await json_log(service, ("GET", "/health/live", {}))
     for line in lines:
@@ -85,27 +98,13 @@ async def test_a_request_no_route_takes_is_logged_without_a_route(service):
 
 
 async def test_a_request_the_service_cannot_parse_gets_a_json_access_line_without_a_route(service):
-    served = await service(LEDGER_LOG_FORMAT="json")
-    host, port = served.url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(b"GET / HTTP/9.9\r\nHost: x\r\n\r\n")
-    assert (await reader.readline()).split()[1] == b"400"
-    writer.close()
-    assert await served.stop() == 0, served.log
-    lines = [json.loads(line) for line in served.lines if line.strip()]
+    lines = await json_log_of_unparsable_request(service)
     [refused] = [line for line in access_lines(lines) if line["status"] == 400]
     assert refused["route"] is None
 
 
 async def test_a_request_the_service_cannot_parse_is_a_warning_without_a_traceback(service):
-    served = await service(LEDGER_LOG_FORMAT="json")
-    host, port = served.url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(b"GET / HTTP/9.9\r\nHost: x\r\n\r\n")
-    await reader.readline()
-    writer.close()
-    assert await served.stop() == 0, served.log
-    lines = [json.loads(line) for line in served.lines if line.strip()]
+    lines = await json_log_of_unparsable_request(service)
     [warning] = [line for line in lines if line["logger"] == "aiohttp.server"]
     assert warning["level"] == "WARNING"
     assert "HTTP/9.9" in warning["message"]
