@@ -122,7 +122,8 @@ def bind(host: str, port: int, count: int) -> list[socket.socket]:
 
     A port some other process listens on is refused, however many sockets:
     ``SO_REUSEPORT`` would let these join another service's own (its
-    workers'), and the kernel would split the clients between the two."""
+    workers'), and the kernel would split the clients between the two. (Two
+    services that bind the same port at the same moment can both pass.)"""
     sockets: list[socket.socket] = []
     try:
         if count > 1:

@@ -449,23 +449,25 @@ async def service(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Servi
 
 
 @pytest.fixture
-async def database_not_answering(service, tmp_path: Path) -> AsyncIterator[ServiceProcess]:
-    """A service on an embedded PostgreSQL of its own that has stopped
-    answering without closing a connection: the server and every backend
-    stopped (SIGSTOP), as a hung host or a full disk leaves it; resumed, and
-    the service stopped, at the end."""
-    served = await service()
-    postmaster = int((tmp_path / "data" / "postmaster.pid").read_text().split()[0])
-    children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
-    frozen = [postmaster, *map(int, children)]
+def freeze_database(service, tmp_path: Path) -> Iterator[Callable[[], None]]:
+    """``freeze()``: the database of the service this test started (on an
+    embedded PostgreSQL of its own) stops answering without closing a
+    connection, as a hung host leaves it: the server stopped (SIGSTOP), then
+    every backend it had. Resumed at the end, before the service is stopped."""
+    frozen: list[int] = []
+
+    def freeze() -> None:
+        postmaster = int((tmp_path / "data" / "postmaster.pid").read_text().split()[0])
+        os.kill(postmaster, signal.SIGSTOP)  # first: it forks no backend after
+        frozen.append(postmaster)
+        for child in Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split():
+            os.kill(int(child), signal.SIGSTOP)
+            frozen.append(int(child))
+
+    yield freeze
     for pid in frozen:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        yield served
-    finally:
-        for pid in frozen:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
-    assert await served.stop() == 0, served.log
 
 
 def process_exists(pid: int) -> bool:

@@ -15,6 +15,9 @@ import pytest
         ("application/msgpack;q=0, application/json", "application/json"),
         ("application/json, application/msgpack;q=0.5", "application/json"),
         ("application/msgpack;q=0.5, */*", "application/json"),
+        ("application/json;q=0.5, application/msgpack;q=0.8, */*", "application/msgpack"),
+        ("application/*;q=0.9, application/json;q=0.1, application/msgpack;q=0.5", "application/msgpack"),
+        ("application/msgpack;q=7, application/json;q=0.9", "application/msgpack"),
         ("text/html", "application/json"),
     ],
 )

@@ -40,8 +40,9 @@ async def test_start_up_refuses_a_schema_not_at_head(empty_database, aiohttp_cli
         await aiohttp_client(create_app(Settings(database_url=empty_database)))
 
 
-async def test_ready_is_503_in_seconds_when_the_database_stops_answering(database_not_answering):
-    served = database_not_answering
+async def test_ready_is_503_in_seconds_when_the_database_stops_answering(service, freeze_database):
+    served = await service()
+    freeze_database()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
         async with session.get(f"{served.url}/health/ready") as response:
             assert response.status == 503

@@ -131,14 +131,19 @@ def respond(
     return web.Response(body=body, status=status, content_type=content_type, headers=headers)
 
 
+#: The media ranges that take in JSON, the most specific first.
+_JSON_RANGES = (JSON, "application/*", "*/*")
+
+
 @functools.lru_cache(maxsize=256)
 def _accepts_msgpack(accept: str) -> bool:
     """Whether an ``Accept`` header asks for MessagePack: names it (any
-    case), with a weight above 0 and no lower than JSON's (``application/json``,
-    ``application/*`` or ``*/*``; a weight that is not a number counts as 1).
-    JSON is the answer otherwise. Remembered: a client sends the same header
-    with every request."""
-    msgpack = json = 0.0
+    case) with a weight above 0 and no lower than JSON's, which is the weight
+    of the most specific range that takes in JSON (``application/json``, else
+    ``application/*``, else ``*/*``; RFC 9110, 12.5.1). A weight that is not
+    a number from 0 to 1 counts as 1. JSON is the answer otherwise.
+    Remembered: a client sends the same header with every request."""
+    weights: dict[str, float] = {}
     for media_range in accept.split(","):
         media, *parameters = (part.strip().lower() for part in media_range.split(";"))
         weight = 1.0
@@ -146,11 +151,11 @@ def _accepts_msgpack(accept: str) -> bool:
             name, _, value = parameter.partition("=")
             if name.strip() == "q":
                 with contextlib.suppress(ValueError):
-                    weight = float(value)
-        if media in _MSGPACK_TYPES:
-            msgpack = max(msgpack, weight)
-        elif media in (JSON, "application/*", "*/*"):
-            json = max(json, weight)
+                    if 0 <= (given := float(value)) <= 1:
+                        weight = given
+        weights[media] = max(weights.get(media, 0.0), weight)
+    msgpack = max(weights.get(media, 0.0) for media in _MSGPACK_TYPES)
+    json = next((weights[media] for media in _JSON_RANGES if media in weights), 0.0)
     return msgpack > 0 and msgpack >= json
 
 

@@ -9,7 +9,7 @@ import asyncpg
 from aiohttp import web
 
 from ..store import migrations, replica
-from ..store.connection import Conn, read_within
+from ..store.connection import PROBE_WAIT, Conn, read_within
 from ..store.head import read_head
 from ..store.retry import CONNECTION_LOST
 from . import codec
@@ -18,10 +18,6 @@ from .openapi import documented
 from .responses import Live, Ready
 
 routes = web.RouteTableDef()
-
-#: Seconds a probe of the database (readiness, the head a scrape reports)
-#: waits for a connection, and as long for its answer.
-PROBE_WAIT = 2.0
 
 
 @routes.get("/health/live")

@@ -12,10 +12,9 @@ from aiohttp import hdrs, web
 from prometheus_client import Counter, Histogram
 
 from .. import metrics
-from ..store.connection import read_within
+from ..store.connection import PROBE_WAIT, read_within
 from ..store.head import read_head
 from ..store.retry import CONNECTION_LOST
-from .health import PROBE_WAIT
 from .keys import POOL, STREAM_POOL
 from .middlewares import REQUEST_STARTED_KEY, Handler, route_template
 from .openapi import documented

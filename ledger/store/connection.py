@@ -91,6 +91,11 @@ async def create_pool(dsn: str, *, min_size: int, max_size: int) -> asyncpg.Pool
     )
 
 
+#: Seconds a probe of the database (readiness, the head a scrape reports)
+#: waits for a connection, and as long for its answer (:func:`read_within`).
+PROBE_WAIT = 2.0
+
+
 async def read_within(pool: asyncpg.Pool, seconds: float, read: Callable[[Conn], Awaitable[T]]) -> T:
     """``read(connection)`` on a connection of ``pool``, given up with
     :class:`TimeoutError` after ``seconds`` waiting for the connection or as

@@ -35,6 +35,8 @@ async def read_state(dsn: str, *, timeout: float = 2.0) -> ReplicaState:
     try:
         row = await conn.fetchrow(_STATE, timeout=timeout)
     finally:
-        await conn.close()
+        # Bounded too: a replica that stopped answering may not answer the
+        # cancellation of a read given up on (asyncpg then aborts).
+        await conn.close(timeout=timeout)
     assert row is not None  # the query returns one row
     return ReplicaState(row["standby"], row["head_seq"], row["replay_lag_seconds"])
