@@ -141,14 +141,15 @@ def _import(settings: Settings, path: str) -> int:
     return 0
 
 
-def _openapi(settings: Settings) -> int:
-    """Print the OpenAPI document that ``GET /openapi.json`` serves."""
+def _openapi() -> int:
+    """Print the OpenAPI document that ``GET /openapi.json`` serves, which is
+    the same whatever the settings: none is read, so that none can stop it."""
     import msgspec
 
     from .api.app import create_app
     from .api.openapi import document
 
-    encoded = msgspec.json.encode(document(create_app(settings)))
+    encoded = msgspec.json.encode(document(create_app(Settings())))
     sys.stdout.write(msgspec.json.format(encoded, indent=2).decode() + "\n")
     return 0
 
@@ -250,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         from . import verify as verifier
 
         return verifier.main(args.rest)
+    if args.command == "openapi":
+        return _openapi()
     logs.configure()
     try:
         logs.configure(log_format_of(os.environ))
@@ -267,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         return _import(settings, args.file)
     if args.command == "keygen":
         return _keygen(settings, args.path)
-    run = {"serve": _serve, "migrate": _migrate, "rebuild-projections": _rebuild, "openapi": _openapi}[args.command]
+    run = {"serve": _serve, "migrate": _migrate, "rebuild-projections": _rebuild}[args.command]
     return run(settings)
 
 

@@ -1,6 +1,7 @@
 """``GET /openapi.json``: every route, described from the structs that carry its bodies."""
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -77,6 +78,15 @@ def test_ledger_openapi_prints_the_served_document(served):
     printed = subprocess.run(
         [sys.executable, "-m", "ledger.cli", "openapi"], capture_output=True, text=True, check=True, timeout=60
     )
+    assert json.loads(printed.stdout) == served
+
+
+def test_ledger_openapi_reads_no_setting(served):
+    env = {**os.environ, "LEDGER_PORT": "not-a-port", "LEDGER_TOKENS": "malformed"}
+    printed = subprocess.run(
+        [sys.executable, "-m", "ledger.cli", "openapi"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert printed.returncode == 0, printed.stderr
     assert json.loads(printed.stdout) == served
 
 
