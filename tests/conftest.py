@@ -449,14 +449,18 @@ async def service(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Servi
 
 
 @pytest.fixture
-def freeze_database(service, tmp_path: Path) -> Iterator[Callable[[], None]]:
-    """``freeze()``: the database of the service this test started (on an
-    embedded PostgreSQL of its own) stops answering without closing a
-    connection, as a hung host leaves it: the server stopped (SIGSTOP), then
-    every backend it had. Resumed at the end, before the service is stopped."""
+async def freeze_database(service, tmp_path: Path) -> AsyncIterator[Callable[[ServiceProcess], None]]:
+    """``freeze(served)``: the database of ``served``, a service this test
+    started (with ``service``, torn down after this) on an embedded
+    PostgreSQL of its own, stops answering without closing a connection, as
+    a hung host leaves it: the server stopped (SIGSTOP), then every backend
+    it had. At the end it is resumed and the service stopped, which stops
+    its PostgreSQL."""
     frozen: list[int] = []
+    stopping: list[ServiceProcess] = []
 
-    def freeze() -> None:
+    def freeze(served: ServiceProcess) -> None:
+        stopping.append(served)
         postmaster = int((tmp_path / "data" / "postmaster.pid").read_text().split()[0])
         os.kill(postmaster, signal.SIGSTOP)  # first: it forks no backend after
         frozen.append(postmaster)
@@ -468,6 +472,8 @@ def freeze_database(service, tmp_path: Path) -> Iterator[Callable[[], None]]:
     for pid in frozen:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
+    for served in stopping:
+        assert await served.stop() == 0, served.log
 
 
 def process_exists(pid: int) -> bool:

@@ -42,7 +42,7 @@ async def test_start_up_refuses_a_schema_not_at_head(empty_database, aiohttp_cli
 
 async def test_ready_is_503_in_seconds_when_the_database_stops_answering(service, freeze_database):
     served = await service()
-    freeze_database()
+    freeze_database(served)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
         async with session.get(f"{served.url}/health/ready") as response:
             assert response.status == 503

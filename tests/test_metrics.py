@@ -171,7 +171,7 @@ async def test_metrics_answer_while_the_database_stops_answering(service, freeze
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
         async with session.post(f"{served.url}/v1/accounts", json={"currency": "USD", "scale": 2}) as response:
             assert response.status == 201
-        freeze_database()
+        freeze_database(served)
         async with session.get(f"{served.url}/metrics") as response:
             assert response.status == 200
             after = Scrape(await response.text())
