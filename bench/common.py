@@ -157,25 +157,32 @@ def reset_peak_rss(pid: int) -> None:
     Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
+def _with_descendants(pid: int) -> Iterator[int]:
+    """A live process and its live descendants (the workers of ``ledger
+    serve --workers N``, a server's backends)."""
+    yield pid
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        yield from _with_descendants(int(child))
+
+
 def process_cpu_seconds(pid: int) -> float:
-    """User and system CPU a live process and its live children (the
-    workers of ``ledger serve --workers N``) have used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return own + sum(process_cpu_seconds(int(child)) for child in children)
+    """User and system CPU a live process and its live descendants have used so far."""
+    ticks = 0
+    for each in _with_descendants(pid):
+        fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def process_waiting_seconds(pid: int) -> float:
     """Time the main thread of a live process, and of each of its live
-    children (the event loops of ``ledger serve --workers N``), has spent
+    descendants (the event loops of ``ledger serve --workers N``), has spent
     ready to run but waiting for a CPU so far (``schedstat``): what the
     machine's other work (the database, the generator, other tenants) took
     from it. Of the time a process's event loop was not busy, this is what
     it waited for a CPU; the rest it had nothing to do."""
-    waited = int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return waited + sum(process_waiting_seconds(int(child)) for child in children)
+    waited = sum(int(Path(f"/proc/{each}/schedstat").read_text().split()[1]) for each in _with_descendants(pid))
+    return waited / 1e9
 
 
 def postmaster_pid(dsn: str) -> int | None:
