@@ -52,6 +52,16 @@ async def test_same_id_different_fields_is_409_and_changes_nothing(client, db):
     assert await ledger_snapshot(db) == before
 
 
+async def test_same_id_with_metadata_false_then_0_is_409(client, db):
+    body = {"id": str(uuid.uuid4()), "currency": "USD", "scale": 2, "metadata": {"vip": False}}
+    await client.post("/v1/accounts", json=body)
+
+    response = await client.post("/v1/accounts", json={**body, "metadata": {"vip": 0}})
+
+    assert response.status == 409
+    assert (await response.json())["error"]["code"] == "exists_with_different_fields"
+
+
 async def test_unknown_account_is_404(client):
     response = await client.get(f"/v1/accounts/{uuid.uuid4()}")
     assert response.status == 404

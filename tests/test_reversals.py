@@ -158,6 +158,30 @@ async def test_a_reversal_id_that_is_another_transfer_is_a_conflict(client, pay)
     assert (response.status, await error_code(response)) == (409, "exists_with_different_fields")
 
 
+async def test_a_reversal_replayed_with_metadata_true_for_1_is_a_conflict(client, pay):
+    original = await pay("10.00")
+    body = {"id": str(uuid.uuid4()), "metadata": {"x": 1}}
+    await client.post(f"/v1/transfers/{original['id']}/reverse", json=body)
+
+    response = await client.post(f"/v1/transfers/{original['id']}/reverse", json={**body, "metadata": {"x": True}})
+
+    assert (response.status, await error_code(response)) == (409, "exists_with_different_fields")
+
+
+async def test_a_transfer_posted_with_a_reversals_id_is_a_conflict(client, shop_and_customer, pay, db):
+    shop, customer = shop_and_customer
+    original = await pay("10.00")
+    reversal = await (await reverse(client, original, "4.00")).json()
+    before = await ledger_snapshot(db)
+
+    # The reversal's own fields, as a plain transfer: it names no original.
+    response = await client.post("/v1/transfers", json={**transfer_body(customer, shop, "4.00"), "id": reversal["id"]})
+
+    assert (response.status, await error_code(response)) == (409, "exists_with_different_fields")
+    assert "reverses" in (await response.json())["error"]["message"]
+    assert await ledger_snapshot(db) == before
+
+
 async def test_only_a_posted_transfer_can_be_reversed(client, pay, db):
     held = await pay("10.00", pending=True)
     voided = await pay("5.00", pending=True)

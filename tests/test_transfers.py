@@ -2,6 +2,8 @@
 
 import uuid
 
+import pytest
+
 from tests.conftest import assert_log_matches_projections, balance, ledger_snapshot, transfer_body
 
 
@@ -57,6 +59,27 @@ async def test_replay_with_different_fields_is_409_and_changes_nothing(client, o
     error = (await response.json())["error"]
     assert error["code"] == "exists_with_different_fields"
     assert "amount" in error["message"]
+    assert await ledger_snapshot(db) == before
+
+
+@pytest.mark.parametrize(
+    ("stored", "given"),
+    [({"refunded": 1}, {"refunded": True}), ({"flag": False}, {"flag": 0}), ({"a": [{"b": True}]}, {"a": [{"b": 1}]})],
+    ids=["1 then true", "false then 0", "nested true then 1"],
+)
+async def test_a_replay_whose_metadata_differs_as_json_booleans_and_numbers_is_409(
+    client, open_account, db, stored, given
+):
+    a, b = await open_account(), await open_account()
+    body = transfer_body(a, b, "5.00", metadata=stored)
+    await client.post("/v1/transfers", json=body)
+    before = await ledger_snapshot(db)
+
+    response = await client.post("/v1/transfers", json={**body, "metadata": given})
+
+    assert response.status == 409
+    error = (await response.json())["error"]
+    assert (error["code"], "metadata" in error["message"]) == ("exists_with_different_fields", True)
     assert await ledger_snapshot(db) == before
 
 

@@ -224,6 +224,7 @@ class Ledger:
                 "metadata",
                 "pending",
                 "timeout_seconds",
+                "reverses",
             )
             if differing:
                 return _exists_with_different_fields("transfer", c.id, differing)
@@ -273,7 +274,7 @@ class Ledger:
             # it was recorded: only an amount given is compared.
             fields = ["reverses", "code", "metadata"] + (["amount"] if c.amount is not None else [])
             given = {"reverses": c.original_id, "code": c.code, "metadata": c.metadata, "amount": c.amount}
-            differing = [f for f in fields if getattr(existing, f) != given[f]]
+            differing = [f for f in fields if not _same(getattr(existing, f), given[f])]
             if differing:
                 return _exists_with_different_fields("transfer", c.id, differing)
             return Existing(existing)
@@ -590,8 +591,21 @@ def _check_limits(debit: Account, credit: Account, amount: Decimal) -> Refused |
 
 def _differing(stored: object, given: object, *fields: str) -> list[str]:
     """The ``fields`` whose values differ between what is stored and what a
-    command repeating it gives."""
-    return [name for name in fields if getattr(stored, name) != getattr(given, name)]
+    command repeating it gives (a field the command lacks is None in it)."""
+    return [name for name in fields if not _same(getattr(stored, name), getattr(given, name, None))]
+
+
+def _same(stored: object, given: object) -> bool:
+    """Whether a stored value and a repeated command's are the same value,
+    told apart as JSON tells them: ``true`` is not ``1`` and ``false`` is not
+    ``0``, at any depth of metadata, though Python's ``==`` says they are."""
+    if isinstance(stored, bool) or isinstance(given, bool):
+        return type(stored) is type(given) and stored == given
+    if isinstance(stored, dict) and isinstance(given, dict):
+        return stored.keys() == given.keys() and all(_same(value, given[key]) for key, value in stored.items())
+    if isinstance(stored, list) and isinstance(given, list):
+        return len(stored) == len(given) and all(map(_same, stored, given))
+    return stored == given
 
 
 def _exists_with_different_fields(kind: str, id_: UUID, fields: list[str]) -> Refused:
