@@ -1,13 +1,18 @@
 """Bad input of every kind gets its documented error and changes nothing."""
 
+import asyncio
 import uuid
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
+import aiohttp
 import msgspec
 import pytest
 
 from ledger.api.app import create_app
 from ledger.config import Settings
 from tests.conftest import ledger_snapshot, transfer_body
+from tests.test_metrics import Scrape
 
 MISSING = str(uuid.uuid4())
 
@@ -39,6 +44,31 @@ def raw(data: bytes, content_type: str = "application/json"):
 
 def account(**fields):
     return lambda acc: {"json": {"currency": "USD", "scale": 2, **fields}}
+
+
+def msgpack_transfer(**override):
+    """A transfer from a to b in MessagePack, which can carry values JSON has no word for."""
+
+    def build(acc):
+        body = {**transfer_body(acc["a"], acc["b"], "1.00"), **override}
+        return {"data": msgspec.msgpack.encode(body), "headers": {"Content-Type": "application/msgpack"}}
+
+    return build
+
+
+def encoded(coding: str):
+    """An account body, plain, declared as in the content coding ``coding``."""
+    return lambda acc: {
+        "data": b'{"currency": "USD", "scale": 2}',
+        "headers": {"Content-Type": "application/json", "Content-Encoding": coding},
+    }
+
+
+def nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
 
 
 # (method, path, request, status, code, field)
@@ -149,6 +179,70 @@ CASES = {
         "POST",
         "/v1/transfers",
         transfer(metadata={"note": "a\x00b"}),
+        422,
+        "invalid_field",
+        "metadata.note",
+    ),
+    "NUL in a metadata key": (
+        "POST",
+        "/v1/transfers",
+        transfer(metadata={"a": {"b\x00": 1}}),
+        422,
+        "invalid_field",
+        "metadata.a",
+    ),
+    "a MessagePack extension in metadata": (
+        "POST",
+        "/v1/transfers",
+        msgpack_transfer(metadata={"x": msgspec.msgpack.Ext(1, b"")}),
+        422,
+        "invalid_field",
+        "metadata.x",
+    ),
+    "MessagePack binary in metadata": (
+        "POST",
+        "/v1/transfers",
+        msgpack_transfer(metadata={"x": [b"\x01"]}),
+        422,
+        "invalid_field",
+        "metadata.x[0]",
+    ),
+    "a MessagePack timestamp in metadata": (
+        "POST",
+        "/v1/transfers",
+        msgpack_transfer(metadata={"at": datetime(2026, 1, 1, tzinfo=UTC)}),
+        422,
+        "invalid_field",
+        "metadata.at",
+    ),
+    "a MessagePack integer key in metadata": (
+        "POST",
+        "/v1/transfers",
+        msgpack_transfer(metadata={"x": {1: "one"}}),
+        422,
+        "invalid_field",
+        "metadata.x",
+    ),
+    "metadata nested 33 deep": (
+        "POST",
+        "/v1/transfers",
+        transfer(metadata={"a": nested(32)}),
+        422,
+        "invalid_field",
+        "metadata.a" + "[0]" * 31,
+    ),
+    "a body nested deeper than a decoder can go": (
+        "POST",
+        "/v1/accounts",
+        raw(b'{"currency": "USD", "scale": 2, "metadata": {"a": ' + b"[" * 5000 + b"]" * 5000 + b"}}"),
+        400,
+        "malformed_body",
+        None,
+    ),
+    "a number out of range, in metadata": (
+        "POST",
+        "/v1/accounts",
+        raw(b'{"currency": "USD", "scale": 2, "metadata": {"limits": {"daily": 1e400}}}'),
         422,
         "invalid_field",
         "metadata",
@@ -318,6 +412,17 @@ CASES = {
         "unsupported_media_type",
         None,
     ),
+    "a content coding aiohttp does not undo": (
+        "POST",
+        "/v1/accounts",
+        encoded("compress"),
+        415,
+        "unsupported_media_type",
+        None,
+    ),
+    "an unknown content coding": ("POST", "/v1/accounts", encoded("foo"), 415, "unsupported_media_type", None),
+    "a plain body declared gzip": ("POST", "/v1/accounts", encoded("gzip"), 400, "malformed_body", None),
+    "a plain body declared deflate": ("POST", "/v1/accounts", encoded("deflate"), 400, "malformed_body", None),
     "unknown endpoint": ("GET", "/v1/nothing-here", lambda acc: {}, 404, "not_found", None),
     "wrong method": ("DELETE", "/v1/transfers", lambda acc: {}, 405, "method_not_allowed", None),
 }
@@ -353,3 +458,39 @@ async def test_body_over_the_size_limit_is_413(database_url, db, aiohttp_client)
     assert response.status == 413
     assert (await response.json())["error"]["code"] == "body_too_large"
     assert await ledger_snapshot(db) == before
+
+
+async def test_metadata_may_hold_the_text_of_a_json_escape(client, accounts):
+    # A backslash and "u0000": six characters, none of them a NUL.
+    body = transfer(metadata={"path": "C:\\u0000dir"})(accounts)["json"]
+
+    response = await client.post("/v1/transfers", json=body)
+
+    assert response.status == 201, await response.text()
+    assert (await response.json())["metadata"] == {"path": "C:\\u0000dir"}
+
+
+async def test_a_client_gone_before_its_body_ended_is_a_400_not_an_unreachable_database(service):
+    # `ledger serve` itself: aiohttp's test server cancels the handler of a
+    # request whose client went away, where the service lets it finish.
+    served = await service()
+    host, port = urlsplit(served.url).hostname, urlsplit(served.url).port
+    _, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        b"POST /v1/accounts HTTP/1.1\r\nHost: ledger\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 100\r\n\r\n{"currency"'
+    )
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+    route = {"method": "POST", "route": "/v1/accounts"}
+
+    async with aiohttp.ClientSession() as session, asyncio.timeout(30):
+        while True:  # until the service has answered it
+            async with session.get(f"{served.url}/metrics") as response:
+                metrics = Scrape(await response.text())
+            if metrics("ledger_http_requests_total", **route, status="400") == 1:
+                break
+
+    assert metrics("ledger_http_requests_total", **route, status="503") == 0
+    assert "database unreachable" not in served.log

@@ -29,6 +29,10 @@ _MSGPACK_TYPES = frozenset({MSGPACK, "application/x-msgpack", "application/vnd.m
 #: Sent with a 200 that changed nothing: the request repeated one already decided.
 REPLAYED = {"Idempotent-Replayed": "true"}
 
+#: The content codings aiohttp undoes (``identity`` being none); a body in
+#: another would reach the decoder still encoded.
+_CONTENT_CODINGS = frozenset({"identity", "gzip", "deflate"})
+
 _json_encoder = msgspec.json.Encoder()
 _msgpack_encoder = msgspec.msgpack.Encoder()
 
@@ -43,10 +47,23 @@ async def decode(request: web.Request, type_: type[T], *, optional: bool = False
     With ``optional``, an empty body (of any ``Content-Type``) is ``type_()``:
     every field's default.
     """
+    coding = request.headers.get(hdrs.CONTENT_ENCODING)
+    if coding is not None and coding.strip().lower() not in _CONTENT_CODINGS:
+        raise LedgerError(
+            Code.UNSUPPORTED_MEDIA_TYPE,
+            f"Content-Encoding {coding!r} is not supported: send the body as it is, or gzip or deflate it",
+        )
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge as error:
         raise LedgerError(Code.BODY_TOO_LARGE, f"the body is too large: {error.text}") from None
+    except web.RequestPayloadError as error:
+        # aiohttp could not undo the body's Content-Encoding.
+        raise LedgerError(Code.MALFORMED_BODY, f"the body could not be read: {str(error).strip()}") from None
+    except ConnectionResetError:
+        # The client went away before its body ended. Nobody reads this
+        # answer; it is what the access log and the metrics record.
+        raise LedgerError(Code.MALFORMED_BODY, "the connection closed before the body ended") from None
     if optional and not body:
         return type_()
     return _decode(request, _decoder(request), body, type_)
@@ -93,6 +110,9 @@ def _decode(request: web.Request, decode_: Callable[..., Any], data: bytes | msg
     except msgspec.DecodeError as error:
         kind = "JSON" if _content_type(request) == JSON else "MessagePack"
         raise LedgerError(Code.MALFORMED_BODY, f"the body is not valid {kind}: {error}") from None
+    except RecursionError:
+        # msgspec counts nesting against the interpreter's recursion limit.
+        raise LedgerError(Code.MALFORMED_BODY, "the body nests arrays and objects too deeply") from None
 
 
 def convert(values: dict[str, Any], type_: type[T]) -> T:
@@ -106,7 +126,9 @@ def convert(values: dict[str, Any], type_: type[T]) -> T:
 def invalid_field(message: str) -> InvalidField:
     """msgspec's message as an ``invalid_field`` error with the field's path."""
     at = _AT_PATH.search(message)
-    path = at["path"] if at else ""
+    # msgspec spells an object's key it does not name as "[...]"
+    # (`metadata[...][...]`): the path is named as far as it is known.
+    path = at["path"].partition("[...]")[0] if at else ""
     message = message[: at.start()] if at else message
     named = _NAMED_FIELD.match(message)
     if named:

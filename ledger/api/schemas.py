@@ -340,49 +340,68 @@ def amount(text: str, path: str) -> Decimal:
 
 
 def metadata(value: dict[str, Any], limit: int, path: str) -> dict[str, Any]:
-    """``value`` as stored: the JSON it encodes to, at most ``limit`` bytes,
-    every number in it an integer of at most :data:`EXACT_INTEGER` either way.
+    """``value`` if the log can store and hash it as it is: JSON values only
+    (MessagePack's binary, extension and timestamp values are not), objects
+    keyed by strings, no NUL character in a key or a string (PostgreSQL's
+    ``jsonb`` cannot hold one), objects and arrays nested at most
+    :data:`METADATA_DEPTH` deep, every number an integer of at most
+    :data:`EXACT_INTEGER` either way, and at most ``limit`` bytes as JSON.
+    Anything else is refused naming the path of what is wrong.
 
-    Round-tripping through JSON gives MessagePack bodies the same metadata a
-    JSON body would have, so an idempotent replay compares like with like.
+    A MessagePack body's metadata that passes is what the same metadata in
+    JSON decodes to, so an idempotent replay compares like with like.
     """
-    if not value:  # most requests: nothing to measure or round-trip
+    if not value:  # most requests: nothing to walk or measure
         return {}
+    _refuse_what_the_log_cannot_hash(value, path)
     encoded = _json.encode(value)
     if len(encoded) > limit:
         raise InvalidField(f"metadata is {len(encoded)} bytes as JSON; at most {limit} are allowed", path)
-    if b"\\u0000" in encoded:
-        raise InvalidField("metadata must not contain NUL characters", path)
-    decoded: dict[str, Any] = msgspec.json.decode(encoded)
-    _refuse_inexact_numbers(decoded, path)
-    return decoded
+    return value
 
 
-def _refuse_inexact_numbers(value: Any, path: str) -> None:
-    """Refuse a number in ``value`` (metadata, at ``path``) that is not an
-    integer of at most :data:`EXACT_INTEGER` either way.
+#: How deep objects and arrays may nest in metadata, the metadata object
+#: itself the first level: deep enough for any record a client keeps, and
+#: shallow enough that no encoder or decoder on the way runs out of stack.
+METADATA_DEPTH = 32
 
-    An event's canonical bytes, which its hash covers, are JSON that anyone
-    must be able to write again from the line the log serves. A fraction or
-    an exponent has no one spelling (``1e20``, ``100000000000000000000``;
-    ``1e-07``, ``1e-7``): PostgreSQL, Python and JavaScript each write it
-    back in their own, and a larger integer is read back inexactly by
-    parsers that hold numbers as doubles. Either would make an honest log
-    fail its own check."""
-    match value:
-        case dict():
-            for key, item in value.items():
-                _refuse_inexact_numbers(item, f"{path}.{key}")
-        case list():
-            for index, item in enumerate(value):
-                _refuse_inexact_numbers(item, f"{path}[{index}]")
-        case bool() | str() | None:
+
+def _refuse_what_the_log_cannot_hash(value: dict[str, Any], path: str) -> None:
+    """Walk metadata ``value`` (at ``path``) and refuse the first thing in
+    it that :func:`metadata` does not take.
+
+    On numbers: an event's canonical bytes, which its hash covers, are JSON
+    that anyone must be able to write again from the line the log serves. A
+    fraction or an exponent has no one spelling (``1e20``,
+    ``100000000000000000000``; ``1e-07``, ``1e-7``): PostgreSQL, Python and
+    JavaScript each write it back in their own, and a larger integer is read
+    back inexactly by parsers that hold numbers as doubles. Either would make
+    an honest log fail its own check."""
+    pending: list[tuple[Any, str, int]] = [(value, path, 1)]
+    while pending:
+        item, at, depth = pending.pop()
+        if isinstance(item, dict | list) and depth > METADATA_DEPTH:
+            raise InvalidField(f"metadata nests objects and arrays more than {METADATA_DEPTH} deep", at)
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    raise InvalidField(f"metadata keys are strings, not {type(key).__name__}: {key!r}", at)
+                if "\x00" in key:
+                    raise InvalidField("metadata must not contain NUL characters", at)
+                pending.append((child, f"{at}.{key}", depth + 1))
+        elif isinstance(item, list):
+            pending.extend((child, f"{at}[{index}]", depth + 1) for index, child in enumerate(item))
+        elif isinstance(item, str):
+            if "\x00" in item:
+                raise InvalidField("metadata must not contain NUL characters", at)
+        elif item is None or isinstance(item, bool):
             pass
-        case int() if -EXACT_INTEGER <= value <= EXACT_INTEGER:
-            pass
-        case _:
-            raise InvalidField(
-                f"metadata numbers must be integers from -{EXACT_INTEGER} to {EXACT_INTEGER}, "
-                f"so that the log's hash of them can be checked; write {value!r} as a string",
-                path,
-            )
+        elif isinstance(item, int | float):
+            if not isinstance(item, int) or not -EXACT_INTEGER <= item <= EXACT_INTEGER:
+                raise InvalidField(
+                    f"metadata numbers must be integers from -{EXACT_INTEGER} to {EXACT_INTEGER}, "
+                    f"so that the log's hash of them can be checked; write {item!r} as a string",
+                    at,
+                )
+        else:
+            raise InvalidField(f"metadata holds JSON values only, not {type(item).__name__} values", at)
