@@ -105,6 +105,18 @@ async def test_a_full_queue_answers_503_at_once_and_recovers(database_url, aioht
     assert await db.fetchval("SELECT count(*) FROM transfers") == 5
 
 
+async def test_a_batch_larger_than_the_queue_passes_when_the_queue_is_empty(database_url, aiohttp_client, db):
+    client = await aiohttp_client(create_app(Settings(database_url=database_url, write_queue=2)))
+    a, b = await open_two(client)
+
+    response = await client.post(
+        "/v1/transfer-batches", json={"transfers": [transfer_body(a, b, "1.00") for _ in range(10)]}
+    )
+
+    assert response.status == 200, await response.text()
+    assert await db.fetchval("SELECT count(*) FROM transfers") == 10
+
+
 async def test_a_connection_killed_mid_append_is_retried_on_a_new_one(client, open_account, db):
     a, b = await open_account(), await open_account()
     async with appends_held_up(db):

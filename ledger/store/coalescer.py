@@ -163,13 +163,15 @@ class Coalescer:
 
         Raises :class:`Unavailable` at once when the queue is full or the
         service is stopping, and when the append carrying them fails for good.
+        An empty queue takes requests of any size, so that a batch larger than
+        :attr:`max_queued` waits for the queue to drain rather than never passing.
         """
         size = sum(len(r.commands) for r in requests)
         if self._failure is not None:
             raise self._failure
         if self._closing:
             raise Unavailable("the service is stopping")
-        if self._queued + size > self.max_queued:
+        if self._queued and self._queued + size > self.max_queued:
             raise Unavailable(f"{self._queued} commands are waiting to be written; try again shortly")
         assert self._loop is not None, "start() first"
         waiting = [_Waiting(r, self._loop.create_future()) for r in requests]
