@@ -433,7 +433,14 @@ class LedgerClient:
                 ) as response:
                     content = await response.read()
                     if response.status in ok:
-                        return self._decode(response, content, type_)
+                        try:
+                            return self._decode(response, content, type_)
+                        except msgspec.ValidationError:
+                            # A refusal a call takes as its answer (a failed
+                            # atomic batch's 422) may be an error instead: a
+                            # body the whole request was refused for.
+                            if response.status < 400:
+                                raise
                     error = self._error(response, content)
                     retry_after = response.headers.get("Retry-After")
             except _RETRIED_ERRORS:

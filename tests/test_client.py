@@ -121,6 +121,20 @@ async def test_a_batch_answers_one_result_per_item(ledger, pair):
     assert results[1].error is not None and results[1].error.code == "amount_must_be_positive"
 
 
+async def test_a_batch_refused_as_a_whole_raises_ledger_error(ledger, pair):
+    shop, wallet = pair
+    item = {"debit_account_id": shop.id, "credit_account_id": wallet.id, "amount": "1.001x", "currency": "USD"}
+
+    with pytest.raises(LedgerError) as refused:
+        await ledger.batch([item])
+
+    assert (refused.value.status, refused.value.code, refused.value.field) == (
+        422,
+        "invalid_field",
+        "transfers[0].amount",
+    )
+
+
 async def test_streams_are_async_iterators_and_follow_goes_on(ledger, pair):
     shop, wallet = pair
     first = await ledger.transfer(shop.id, wallet.id, Decimal("1.00"), "USD")
