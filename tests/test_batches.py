@@ -3,6 +3,8 @@
 import uuid
 from decimal import Decimal
 
+import msgspec
+
 from ledger.store.write_path import SLICE
 from tests.conftest import assert_log_matches_projections, ledger_snapshot, transfer_body
 
@@ -116,6 +118,25 @@ async def test_a_batch_of_8190_is_accepted(client, open_account, db):
     assert await db.fetchval("SELECT debits_posted FROM balances WHERE account_id = $1", uuid.UUID(a["id"])) == Decimal(
         "81.90"
     )
+
+
+async def test_a_full_batch_of_the_largest_transfers_fits_the_default_body_limit(client, open_account):
+    currency = "LONGCURRENCY0001"  # 16 characters, the most a currency has
+    a, b = await open_account(currency, 18), await open_account(currency, 18)
+    note = {"note": "x" * (1024 - len('{"note":""}'))}  # 1 KiB as JSON, the most a transfer's metadata is
+    largest = {
+        "amount": "9" * 20 + "." + "9" * 18,  # 38 digits
+        "code": "\N{GRINNING FACE}" * 63 + "abc",  # 255 bytes as UTF-8
+        "metadata": note,
+        "pending": True,
+        "timeout_seconds": 366 * 24 * 3600,
+    }
+    body = msgspec.json.encode({"transfers": [transfer_body(a, b, **largest) for _ in range(8190)], "atomic": True})
+    assert len(body) <= 16 * 2**20
+
+    response = await client.post("/v1/transfer-batches", data=body, headers={"Content-Type": "application/json"})
+
+    assert response.status == 200, (await response.text())[:500]
 
 
 async def test_pending_transfers_posts_and_voids_are_decided_in_list_order(client, open_account, db):

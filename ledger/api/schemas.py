@@ -32,8 +32,19 @@ TRANSFER_METADATA_BYTES = 1024
 
 Currency = Annotated[str, Meta(pattern=r"^[A-Z][A-Z0-9_]{0,15}$")]
 Scale = Annotated[int, Meta(ge=0, le=money.MAX_SCALE)]
+#: A transfer's code is at most this many bytes as UTF-8 (:func:`code`), so
+#: that a full batch of the largest transfers fits the default body limit.
+CODE_BYTES = 255
 #: No NUL: PostgreSQL's text cannot hold one.
-TransferCode = Annotated[str, Meta(min_length=1, max_length=255, pattern=r"^[^\x00]*$")]
+TransferCode = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=CODE_BYTES,
+        pattern=r"^[^\x00]*$",
+        description=f"A label such as card_payment: at most {CODE_BYTES} bytes as UTF-8, no NUL.",
+    ),
+]
 TimeoutSeconds = Annotated[int, Meta(ge=1, le=366 * 24 * 3600)]
 #: Checked by :func:`amount`, which names what is wrong; the pattern is for the document.
 AmountIn = Annotated[
@@ -122,7 +133,7 @@ class TransferIn(_Request, kw_only=True):
             credit_account_id=self.credit_account_id,
             amount=amount(self.amount, f"{path}amount"),
             currency=self.currency,
-            code=self.code,
+            code=code(self.code, f"{path}code"),
             metadata=metadata(self.metadata, TRANSFER_METADATA_BYTES, f"{path}metadata"),
             pending=self.pending,
             timeout_seconds=self.timeout_seconds,
@@ -154,7 +165,7 @@ class ReverseIn(_Request, kw_only=True):
             id=self.id,
             original_id=original_id,
             amount=None if self.amount is None else amount(self.amount, f"{path}amount"),
-            code=self.code,
+            code=code(self.code, f"{path}code"),
             metadata=metadata(self.metadata, TRANSFER_METADATA_BYTES, f"{path}metadata"),
         )
 
@@ -337,6 +348,14 @@ def amount(text: str, path: str) -> Decimal:
         return money.parse_amount(text)
     except InvalidField as error:
         raise InvalidField(f"amount {error.message}", path) from None
+
+
+def code(value: str | None, path: str) -> str | None:
+    """``value`` if it is at most :data:`CODE_BYTES` bytes as UTF-8 (msgspec
+    has counted its characters)."""
+    if value is not None and not value.isascii() and len(encoded := value.encode()) > CODE_BYTES:
+        raise InvalidField(f"code is {len(encoded)} bytes as UTF-8; at most {CODE_BYTES} are allowed", path)
+    return value
 
 
 def metadata(value: dict[str, Any], limit: int, path: str) -> dict[str, Any]:
