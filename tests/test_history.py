@@ -245,6 +245,24 @@ async def test_a_follower_resumes_after_a_reconnect_with_no_gap_and_no_duplicate
     again.close()
 
 
+async def test_a_follower_gets_the_events_after_the_feed_lost_its_database_connection(client, open_account, db):
+    a, b = await open_account(), await open_account()
+    response = await client.get("/v1/events", params={"follow": "true"})
+    await read_events(response, 2)
+    feed = "FROM pg_stat_activity WHERE application_name = 'ledger-feed' AND datname = current_database()"
+    async with asyncio.timeout(10):
+        while not await db.fetchval(f"SELECT count(pg_terminate_backend(pid)) {feed}"):
+            pass  # the feed has not connected yet
+
+    body = transfer_body(a, b, "1.00")
+    assert (await client.post("/v1/transfers", json=body)).status == 201
+
+    async with asyncio.timeout(20):  # keepalive lines come meanwhile, and read_events skips them
+        seen = await read_events(response, 1)
+    assert [e["stream_id"] for e in seen] == [body["id"]]
+    response.close()
+
+
 async def test_an_idle_follower_gets_keepalive_lines(client):
     response = await client.get("/v1/events", params={"follow": "true"})
     line = await asyncio.wait_for(response.content.readline(), timeout=10)

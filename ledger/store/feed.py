@@ -134,7 +134,11 @@ class Feed:
 
     async def run(self) -> None:
         """Read and hand out pages until cancelled; a lost connection is
-        opened again (logged once per outage) and reading resumes where it was."""
+        opened again (logged once per outage) and reading resumes where it was.
+
+        A connection lost while the feed waits wakes it: NOTIFY comes on that
+        connection, so a feed still waiting on it would wait for ever while
+        the log grows."""
         unreachable = False
         while True:
             try:
@@ -146,6 +150,7 @@ class Feed:
                 await asyncio.sleep(1)
                 continue
             unreachable = False
+            conn.add_termination_listener(self._closed)
             try:
                 await self._skip(conn)
                 async with self._wakeups.subscribed(conn, self._grown):
@@ -153,6 +158,8 @@ class Feed:
                     while True:
                         await self._woken.wait()
                         self._woken.clear()
+                        if conn.is_closed():
+                            raise ConnectionResetError("the connection closed")
                         if self._subscriptions:
                             await self._read(conn)
                         else:
@@ -161,6 +168,9 @@ class Feed:
                 log.warning("the event feed lost its connection: %s", error)
             finally:
                 conn.terminate()
+
+    def _closed(self, _conn: object) -> None:
+        self._woken.set()
 
     def _grown(self, head: int | None) -> None:
         """The log grew to ``head``: read it, for the subscribers there are.
