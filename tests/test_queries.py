@@ -3,6 +3,8 @@ with every filter of API.md, keyset pages behind an opaque cursor bound to
 its filters, each filter a user pages through served by an index."""
 
 import asyncio
+import base64
+import hashlib
 import re
 import uuid
 from datetime import timedelta
@@ -13,6 +15,10 @@ from alembic import command
 from ledger.store import migrations
 from ledger.store.queries import AccountFilter, TransferFilter, accounts_page_query, transfers_page_query
 from tests.conftest import transfer_body
+
+#: What the cursors of a query with no filters are bound to (the cursor is
+#: opaque to clients; a test that forges one must know what it holds).
+NO_FILTERS = hashlib.sha256(b"[]").hexdigest()[:32].encode()
 
 
 @pytest.fixture
@@ -109,6 +115,15 @@ async def test_created_from_is_inclusive_and_created_to_exclusive(client, shop):
     assert ids(found) == ids(transfers[1:3])
 
 
+async def test_a_bound_finer_than_a_microsecond_keeps_its_meaning(client, shop):
+    transfer = shop["transfers"][1]
+    at = transfer["created_at"].removesuffix("Z")
+    just_after = (at if "." in at else f"{at}.000000") + "1Z"  # a tenth of a microsecond later
+
+    assert transfer["id"] not in ids(await find(client, created_from=just_after))
+    assert transfer["id"] in ids(await find(client, created_to=just_after))
+
+
 async def test_metadata_filters_match_top_level_string_values_all_of_them(client, shop):
     transfers = shop["transfers"]
     web = [t for t in transfers if t["metadata"].get("channel") == "web"]
@@ -144,7 +159,12 @@ async def test_filters_combine(client, shop):
         ({"limit": "1001"}, "limit"),
         ({"cursor": "not a cursor"}, "cursor"),
         ({"metadata.": "x"}, "metadata."),
+        ({"metadata.a\x00": "1"}, "metadata.a\x00"),
         ({"code": "card\x00"}, "code"),
+        ({"created_to": "9999-12-31T23:30:00-01:00"}, "created_to"),  # year 10000 in UTC
+        ({"created_from": "0001-01-01T00:30:00+01:00"}, "created_from"),  # year 0 in UTC
+        # A cursor of this service's making, but for a seq past any the log can hold.
+        ({"cursor": base64.urlsafe_b64encode(b'[1000000000000000000000,"%s"]' % NO_FILTERS).decode()}, "cursor"),
     ],
 )
 async def test_a_bad_parameter_is_refused_naming_it(client, params, field):

@@ -13,12 +13,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import msgspec
 from aiohttp import web
 
 from ..domain.codes import InvalidField
+from ..store.tables import MAX_BIGINT
 from . import codec
 
 T = TypeVar("T")
@@ -48,6 +49,8 @@ def parse(request: web.Request, type_: type[T]) -> tuple[T, dict[str, str]]:
             key = name.removeprefix(METADATA_PREFIX)
             if not key:
                 raise InvalidField("a metadata filter names its key: metadata.<key>=<value>", name)
+            if "\x00" in key:
+                raise InvalidField("no metadata holds such a key", name)
             if len(value) > _MAX_METADATA_VALUE or "\x00" in value:
                 raise InvalidField("no metadata holds such a value", name)
             metadata[key] = value
@@ -84,6 +87,10 @@ def make_cursor(seq: int, bound_to: str) -> str:
     return base64.urlsafe_b64encode(msgspec.json.encode([seq, bound_to])).decode().rstrip("=")
 
 
+#: A seq as a cursor holds it: one the log's ``bigint`` can hold.
+_Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_BIGINT)]
+
+
 def cursor_seq(cursor: str | None, bound_to: str) -> int | None:
     """The seq a ``cursor`` holds (None: the first page); 422 if the cursor
     is not one this service made, or was made for another query."""
@@ -91,7 +98,7 @@ def cursor_seq(cursor: str | None, bound_to: str) -> int | None:
         return None
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        seq, made_for = msgspec.json.decode(raw, type=tuple[int, str])
+        seq, made_for = msgspec.json.decode(raw, type=tuple[_Seq, str])
     except (binascii.Error, ValueError, msgspec.DecodeError):
         raise InvalidField("not a cursor of this service: pass the `next` of the page before", "cursor") from None
     if made_for != bound_to:

@@ -9,8 +9,9 @@ which name the offending field by its full path.
 
 from __future__ import annotations
 
+import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 from uuid import UUID
@@ -329,13 +330,32 @@ class ConsistencyQuery(_Request, kw_only=True):
 
 
 def instant(value: str | UnsetType, path: str) -> datetime | None:
-    """An :data:`Instant` parameter as a time; None if it was left out."""
+    """An :data:`Instant` parameter as a time in UTC; None if it was left out.
+
+    A fraction finer than a microsecond, the precision times are stored
+    with, rounds up to the next microsecond: a time stored is at or after
+    ``…:11.4256041Z``, and before it, exactly as it is at or after (before)
+    ``…:11.425605Z``, so both bounds keep their meaning."""
     if value is UNSET:
         return None
+    # The pattern has matched: 19 characters of date and time come first.
+    fraction = _FRACTION.match(value, 19)
+    finer = ""
+    if fraction is not None and len(fraction[1]) > 6:
+        finer = fraction[1][6:]
+        value = value[: 19 + 7] + value[fraction.end() :]
     try:
-        return msgspec.convert(value, datetime)
+        parsed = msgspec.convert(value, datetime)
+        if finer.strip("0"):
+            parsed += timedelta(microseconds=1)
+        return parsed.astimezone(UTC)
     except msgspec.ValidationError as error:
         raise InvalidField(f"not an instant: {error}", path) from None
+    except OverflowError:
+        raise InvalidField("out of range: in UTC, instants are from year 1 to 9999", path) from None
+
+
+_FRACTION = re.compile(r"\.(\d+)")
 
 
 def given(value: T | UnsetType) -> T | None:
