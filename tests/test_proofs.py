@@ -92,6 +92,7 @@ async def test_a_flipped_byte_fails_a_served_proof(client, log_of_70):
         ("/v1/proofs/inclusion", {"seq": "9223372036854775808"}, "seq"),
         ("/v1/proofs/inclusion", {"seq": "-1"}, "seq"),
         ("/v1/proofs/inclusion", {"seq": "1.5"}, "seq"),
+        ("/v1/proofs/inclusion", {"seq": "1e0"}, "seq"),
         ("/v1/proofs/inclusion", {}, "seq"),
         ("/v1/proofs/inclusion", {"seq": "1", "tree": "3"}, "tree"),
         ("/v1/proofs/consistency", {"first": "0", "second": "5"}, "first"),

@@ -204,8 +204,9 @@ async def test_accounts_filter_by_closed_and_metadata(client, open_account):
     assert other["id"] in ids(await find(client, "/v1/accounts", closed="false"))
 
 
-async def test_accounts_refuse_a_bad_closed_filter(client):
-    response = await client.get("/v1/accounts", params={"closed": "perhaps"})
+@pytest.mark.parametrize("closed", ["perhaps", "1", "TRUE"])
+async def test_accounts_refuse_a_closed_filter_other_than_true_or_false(client, closed):
+    response = await client.get("/v1/accounts", params={"closed": closed})
     error = (await response.json())["error"]
     assert (response.status, error["field"]) == (422, "closed")
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
+import msgspec.inspect
 from aiohttp import hdrs, web
 
 from ..domain.codes import Code, InvalidField, LedgerError
@@ -115,12 +116,43 @@ def _decode(request: web.Request, decode_: Callable[..., Any], data: bytes | msg
         raise LedgerError(Code.MALFORMED_BODY, "the body nests arrays and objects too deeply") from None
 
 
-def convert(values: dict[str, Any], type_: type[T]) -> T:
-    """Query parameters (strings) as ``type_``, with the same errors as bodies."""
+def convert(values: dict[str, str], type_: type[T]) -> T:
+    """Query parameters (strings) as ``type_``, with the same errors as bodies.
+
+    An integer is written in decimal digits and a boolean as ``true`` or
+    ``false``: converting text, msgspec would also read ``1e2`` and ``1.0``
+    as integers and ``1`` or ``TRUE`` as true."""
+    kinds = _STRICT_KINDS.get(type_)
+    if kinds is None:
+        kinds = _STRICT_KINDS[type_] = _strict_kinds(type_)
+    for name, kind in kinds.items():
+        value = values.get(name)
+        if value is None:
+            continue
+        if kind is int and not _INTEGER.fullmatch(value):
+            raise InvalidField(f"expected an integer in decimal digits, got {value!r}", name)
+        if kind is bool and value not in ("true", "false"):
+            raise InvalidField(f"expected true or false, got {value!r}", name)
     try:
         return msgspec.convert(values, type_, strict=False)
     except msgspec.ValidationError as error:
         raise invalid_field(str(error)) from None
+
+
+_INTEGER = re.compile(r"-?[0-9]+")
+#: :func:`_strict_kinds` of each query struct, once found.
+_STRICT_KINDS: dict[type, dict[str, type]] = {}
+
+
+def _strict_kinds(type_: type) -> dict[str, type]:
+    """The parameters of query struct ``type_`` that are integers or booleans."""
+    kinds: dict[str, type] = {}
+    for field in msgspec.inspect.type_info(type_).fields:  # type: ignore[attr-defined]
+        if isinstance(field.type, msgspec.inspect.IntType):
+            kinds[field.encode_name] = int
+        elif isinstance(field.type, msgspec.inspect.BoolType):
+            kinds[field.encode_name] = bool
+    return kinds
 
 
 def invalid_field(message: str) -> InvalidField:

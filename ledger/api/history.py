@@ -10,7 +10,7 @@ from ..domain.codes import Code, InvalidField
 from ..store import history, lines
 from ..store.connection import Conn
 from ..store.feed import Subscription
-from . import codec
+from . import codec, filters
 from .keys import FEED, SETTINGS
 from .openapi import NDJSON, documented
 from .paths import account_in_path
@@ -33,7 +33,7 @@ async def account_entries(request: web.Request) -> web.StreamResponse:
     """The account's movements after ``after_seq``, oldest first, each with the
     balance right after it."""
     account = await account_in_path(request)
-    query = codec.convert(dict(request.query), EntriesQuery)
+    query = filters.parse_plain(request, EntriesQuery)
 
     async def body(conn: Conn, out: NdjsonResponse) -> None:
         await lines.send_entry_lines(
@@ -66,7 +66,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     connection back, and from then on writes what the feed hands it: one
     read of each new page serves every follower. One that falls more than
     ``LEDGER_FOLLOW_BUFFER`` bytes behind is cut off with a final error line."""
-    query = codec.convert(dict(request.query), EventsQuery)
+    query = filters.parse_plain(request, EventsQuery)
     if not query.follow:
 
         async def all_of_it(conn: Conn, out: NdjsonResponse) -> None:
@@ -149,7 +149,7 @@ async def balance(request: web.Request) -> web.Response:
     """The balance right after event ``as_of_seq`` (default: the head), read
     where long reads go (the replica, when there is one)."""
     account = await account_in_path(request)
-    query = codec.convert(dict(request.query), BalanceQuery)
+    query = filters.parse_plain(request, BalanceQuery)
     async with stream_connection(request) as conn:
         head = await history.head_seq(conn)
         as_of_seq = given(query.as_of_seq)
