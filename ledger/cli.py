@@ -236,21 +236,23 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--output", metavar="FILE", help="write to FILE (default: stdout)")
     load = commands.add_parser("import", help="load an export after the head of the log, and rebuild the projections")
     load.add_argument("file", metavar="FILE", help="an NDJSON file as `ledger export` writes it")
-    verify = commands.add_parser(
+    commands.add_parser(
         "verify",
         help="check an export offline: its hash chain, and its Merkle root and signature against a checkpoint",
         add_help=False,
     )
-    verify.add_argument("rest", nargs=argparse.REMAINDER)
     keygen = commands.add_parser(
         "keygen", help="write a new Ed25519 signing key (PKCS#8 PEM, mode 0600); print its verifier key"
     )
     keygen.add_argument("path", metavar="PATH")
-    args = parser.parse_args(argv)
-    if args.command == "verify":
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["verify"]:
+        # The verifier parses its own arguments (it also runs copied out on
+        # its own); argparse would take a --help among them for ledger's.
         from . import verify as verifier
 
-        return verifier.main(args.rest)
+        return verifier.main(argv[1:], prog="ledger verify")
+    args = parser.parse_args(argv)
     if args.command == "openapi":
         return _openapi()
     logs.configure()

@@ -158,15 +158,27 @@ def verify(lines: Iterable[bytes], size: int, root: bytes) -> int:
     return seq
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Check a ledger export offline against a signed checkpoint.")
+def _key_text(given: str) -> str:
+    """``--key``: the text of the file it names, or itself when it is a
+    verifier key (``<name>+<hash>+<key>``); else :class:`OSError`, so that a
+    key file's path mistyped is not taken for a key that fails the check."""
+    path = Path(given)
+    if path.is_file() or given.count("+") < 2:
+        return path.read_text(encoding="utf-8")
+    return given
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Check a ledger export offline against a signed checkpoint."
+    )
     parser.add_argument("export", metavar="FILE", help="the NDJSON export (`ledger export`)")
     parser.add_argument("--checkpoint", required=True, metavar="CP", help="a file holding GET /v1/checkpoint")
     parser.add_argument("--key", required=True, metavar="KEY", help="GET /v1/checkpoint/key, or a file holding it")
     args = parser.parse_args(argv)
     try:
         note = Path(args.checkpoint).read_text(encoding="utf-8")
-        key = Path(args.key).read_text(encoding="utf-8") if Path(args.key).is_file() else args.key
+        key = _key_text(args.key)
         export = open(args.export, "rb")
     except (OSError, UnicodeDecodeError) as error:
         print(f"cannot read: {error}", file=sys.stderr)

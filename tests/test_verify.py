@@ -58,6 +58,22 @@ def test_the_key_may_be_given_as_a_file(database_url, exported, tmp_path):
     assert verify(database_url, export, checkpoint, str(tmp_path / "key")) == (0, "ok")
 
 
+def test_a_key_file_that_is_not_there_cannot_be_read_rather_than_fail_the_check(database_url, exported, tmp_path):
+    export, checkpoint, _ = exported
+
+    done = ledger_cli(database_url, "verify", str(export), "--checkpoint", str(checkpoint), "--key", "/no/such/key")
+
+    assert done.returncode == 2
+    assert "cannot read" in done.stderr.decode()
+
+
+def test_verify_says_how_to_use_it(database_url):
+    done = ledger_cli(database_url, "verify", "--help")
+
+    assert done.returncode == 0
+    assert done.stdout.decode().startswith("usage: ledger verify")
+
+
 def test_an_edited_event_is_named_by_its_seq(database_url, exported):
     export, checkpoint, key = exported
     rewritten(export, lambda line: line["seq"] == 7 and line["data"].update(amount="9999.00"), rechain=False)
