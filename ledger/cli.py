@@ -117,8 +117,13 @@ def _export(settings: Settings, after_seq: int, output: str | None) -> int:
     from .store.export import export
 
     settings = _long_read(settings)
-    target: str | BinaryIO = sys.stdout.buffer if output is None else output
-    count = _on_database(settings, lambda conn, _: export(conn, target, after_seq=after_seq))
+    try:
+        target: BinaryIO = sys.stdout.buffer if output is None else open(output, "wb")
+    except OSError as error:
+        log.error("cannot write the export: %s", error)
+        return 2
+    with target if output is not None else contextlib.nullcontext(target):
+        count = _on_database(settings, lambda conn, _: export(conn, target, after_seq=after_seq))
     sys.stdout.flush()
     log.info("exported %d events after seq %d", count, after_seq)
     return 0
@@ -198,9 +203,11 @@ def _keygen(settings: Settings, path: str) -> int:
 
 
 def _seq(text: str) -> int:
-    """A seq on the command line: a whole number, 0 or more."""
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"not a seq: {text!r} (a whole number, 0 or more)")
+    """A seq on the command line: a whole number from 0 to 2^63 - 1, as the log's are."""
+    from .store.tables import MAX_BIGINT
+
+    if not text.isdigit() or int(text) > MAX_BIGINT:
+        raise argparse.ArgumentTypeError(f"not a seq: {text!r} (a whole number from 0 to {MAX_BIGINT})")
     return int(text)
 
 

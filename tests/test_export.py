@@ -62,7 +62,16 @@ async def test_ledger_export_writes_to_stdout_or_a_file_after_a_seq(database_url
     assert tail.stdout == b""
 
 
-def test_ledger_export_refuses_a_seq_that_is_not_one(database_url):
-    refused = ledger_export(database_url, "--after-seq", "-1")
+@pytest.mark.parametrize("seq", ["-1", "ten", str(2**63)])
+def test_ledger_export_refuses_a_seq_that_is_not_one(database_url, seq):
+    refused = ledger_export(database_url, "--after-seq", seq)
     assert refused.returncode == 2
     assert b"not a seq" in refused.stderr
+    assert b"Traceback" not in refused.stderr
+
+
+def test_ledger_export_to_a_file_it_cannot_write_says_so(database_url, tmp_path):
+    refused = ledger_export(database_url, "--output", str(tmp_path / "no" / "such" / "dir" / "log.ndjson"))
+    assert refused.returncode == 2
+    assert b"cannot write the export" in refused.stderr
+    assert b"Traceback" not in refused.stderr
