@@ -101,11 +101,11 @@ def _progress_bar() -> Iterator[Progress | None]:
 
 def _rebuild(settings: Settings) -> int:
     from .store.rebuild import rebuild_projections
-    from .store.replay import ChainBroken
+    from .store.replay import ChainBroken, EventUnappliable
 
     try:
         rebuilt = _on_database(settings, lambda conn, _: rebuild_projections(conn))
-    except ChainBroken as error:
+    except (ChainBroken, EventUnappliable) as error:
         log.error("nothing rebuilt: %s; run `ledger reconcile` to see what is wrong", error)
         return 1
     log.info("projections rebuilt from %d events (%d accounts)", rebuilt.events, rebuilt.accounts)
@@ -135,13 +135,16 @@ def _import(settings: Settings, path: str) -> int:
     from .store.importer import ImportFailed, import_log
 
     try:
-        rebuilt = _on_database(settings, lambda conn, _: import_log(conn, path))
+        source = open(path, "rb")  # before the database: a path mistyped is said at once
+    except OSError as error:
+        log.error("cannot read %s (%s); nothing was imported", path, error.strerror or error)
+        return 2
+    try:
+        with source:
+            rebuilt = _on_database(settings, lambda conn, _: import_log(conn, source))
     except ImportFailed as error:
         log.error("%s", error)
         return 1
-    except FileNotFoundError:
-        log.error("no file %s; nothing was imported", path)
-        return 2
     log.info("imported: the log holds %d events; %d accounts rebuilt", rebuilt.events, rebuilt.accounts)
     return 0
 

@@ -4,6 +4,7 @@ rebuilt, so that the ledger answers every read as the source did; a file
 that does not continue the log is refused naming the line, and nothing of
 it is kept."""
 
+import hashlib
 import io
 import json
 import uuid
@@ -12,8 +13,8 @@ import pytest
 
 from ledger.store.connection import connect
 from ledger.store.export import export
-from ledger.store.importer import ImportRefused, import_log
-from tests.conftest import TABLE_KEYS, ledger_cli, ledger_snapshot, stored_rows, transfer_body
+from ledger.store.importer import ImportFailed, ImportRefused, import_log
+from tests.conftest import TABLE_KEYS, canonical_bytes, ledger_cli, ledger_snapshot, stored_rows, transfer_body
 
 
 @pytest.fixture
@@ -135,6 +136,51 @@ async def test_a_file_that_does_not_continue_the_log_is_refused_naming_the_line(
     assert await ledger_snapshot(target) == before
 
 
+def rechained(lines: list[dict]) -> list[dict]:
+    """``lines`` with every hash made again from its line, as a forger would."""
+    previous = bytes(32)
+    for line in lines:
+        line["hash"] = hashlib.sha256(previous + canonical_bytes(line)).hexdigest()
+        previous = bytes.fromhex(line["hash"])
+    return lines
+
+
+def transfer_data(lines: list[dict], **fields) -> list[dict]:
+    """``lines`` with the data of the first transfer's event (line 4) changed, and the chain made again."""
+    assert lines[3]["type"] == "transfer_posted"
+    return rechained(replaced(lines, 3, data={**lines[3]["data"], **fields}))
+
+
+async def test_an_amount_written_as_a_json_number_is_refused_though_the_chain_holds(source, target):
+    lines = transfer_data(lines_of(await exported(source)), amount=10)
+    before = await ledger_snapshot(target)
+
+    with pytest.raises(ImportRefused, match="not written as the ledger writes") as refused:
+        await import_log(target, file_of(lines))
+
+    assert refused.value.line == 4
+    assert await ledger_snapshot(target) == before
+
+
+async def test_a_transfer_from_an_account_no_event_opened_is_refused_naming_the_line(source, target):
+    lines = transfer_data(lines_of(await exported(source)), debit_account_id=str(uuid.uuid4()))
+
+    with pytest.raises(ImportRefused, match="which no event before it made") as refused:
+        await import_log(target, file_of(lines))
+
+    assert refused.value.line == 4
+
+
+async def test_a_negative_amount_is_refused_by_the_ledgers_rules(source, target):
+    lines = transfer_data(lines_of(await exported(source)), amount="-10.00")
+    before = await ledger_snapshot(target)
+
+    with pytest.raises(ImportFailed, match="breaks a rule of the ledger"):
+        await import_log(target, file_of(lines))
+
+    assert await ledger_snapshot(target) == before
+
+
 async def test_a_line_that_is_json_but_no_object_is_refused(source, target):
     lines = (await exported(source)).splitlines()
     lines[1] = b'["seq", 2]'
@@ -165,3 +211,22 @@ async def test_ledger_import_from_the_shell(source, target, another_database_url
     assert await everything(target) == await everything(source)
     assert again.returncode == 1
     assert b"line 1: seq 1 does not continue the log" in again.stderr
+
+
+def test_ledger_import_of_a_file_that_is_not_utf8_names_the_line(another_database_url, tmp_path):
+    path = tmp_path / "log.ndjson"
+    path.write_bytes(b"\xff\xfe\n")
+
+    refused = ledger_cli(another_database_url, "import", str(path))
+
+    assert refused.returncode == 1
+    assert b"line 1: not UTF-8 text" in refused.stderr
+    assert b"Traceback" not in refused.stderr
+
+
+def test_ledger_import_of_what_is_no_file_cannot_read_it(another_database_url, tmp_path):
+    refused = ledger_cli(another_database_url, "import", str(tmp_path))
+
+    assert refused.returncode == 2
+    assert b"cannot read" in refused.stderr
+    assert b"Traceback" not in refused.stderr

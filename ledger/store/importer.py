@@ -15,16 +15,16 @@ rolls back and the ledger is as it was: nothing of the file is kept.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 import asyncpg
-import msgspec
 
 from ..domain.events import EVENT_TYPES
 from .head import LOCK
 from .rebuild import Rebuilt, rebuild_locked
-from .replay import ChainBroken
+from .replay import ChainBroken, EventUnappliable
 from .tables import EVENTS
 from .tree import read_tip
 
@@ -101,6 +101,10 @@ _FAULTS = {
 }
 
 
+#: Where in the file COPY failed, as PostgreSQL's context of the error says.
+_COPY_LINE = re.compile(r"COPY import_lines, line (\d+)")
+
+
 class ImportFailed(Exception):  # ImportError is a builtin
     """The file cannot be imported into this ledger; nothing of it was kept."""
 
@@ -122,22 +126,30 @@ async def import_log(conn: asyncpg.Connection, source: Any) -> Rebuilt:
         await conn.execute(LOCK)
         head, tree = await read_tip(conn)
         await conn.execute(_STAGE)
-        status = await conn.copy_to_table(
-            "import_lines", source=source, columns=["text"], format="csv", quote=QUOTE, delimiter=DELIMITER
-        )
+        try:
+            status = await conn.copy_to_table(
+                "import_lines", source=source, columns=["text"], format="csv", quote=QUOTE, delimiter=DELIMITER
+            )
+        except asyncpg.DataError as error:  # not text in the database's encoding (UTF-8)
+            line = _COPY_LINE.search(getattr(error, "context", None) or "")
+            if line is None:
+                raise ImportFailed(f"the file cannot be read as text: {error}; nothing was imported") from None
+            raise ImportRefused(int(line[1]), f"not UTF-8 text ({error})") from None
         await _insert_events(conn, head.seq, lines=_count(status))
         await conn.execute(_MOVE_HEAD)
         try:
-            rebuilt = await rebuild_locked(conn, tree=tree)
-        except ChainBroken as error:
+            rebuilt = await rebuild_locked(conn, tree=tree, imported_after=head.seq)
+        except (ChainBroken, EventUnappliable) as error:
             if error.seq <= head.seq:
-                raise ImportFailed(
-                    f"this ledger's own log is broken at seq {error.seq}; nothing was imported"
-                ) from None
-            line = error.seq - head.seq
-            raise ImportRefused(line, f"the hash chain breaks at seq {error.seq}") from None
-        except (KeyError, ValueError, msgspec.ValidationError) as error:
-            raise ImportFailed(f"an event of the file cannot be applied ({error!r}); nothing was imported") from None
+                raise ImportFailed(f"this ledger's own log is broken: {error}; nothing was imported") from None
+            if isinstance(error, ChainBroken):
+                raise ImportRefused(error.seq - head.seq, f"the hash chain breaks at seq {error.seq}") from None
+            raise ImportRefused(error.seq - head.seq, f"seq {error.seq}: {error.reason}") from None
+        except asyncpg.IntegrityConstraintViolationError as error:
+            detail = f" ({error.detail})" if getattr(error, "detail", None) else ""
+            raise ImportFailed(
+                f"an event of the file breaks a rule of the ledger: {error}{detail}; nothing was imported"
+            ) from None
         return rebuilt
 
 

@@ -70,11 +70,15 @@ async def rebuild_projections(conn: asyncpg.Connection, *, chunk: int = 5000) ->
         return await rebuild_locked(conn, chunk=chunk)
 
 
-async def rebuild_locked(conn: asyncpg.Connection, *, tree: Frontier | None = None, chunk: int = 5000) -> Rebuilt:
+async def rebuild_locked(
+    conn: asyncpg.Connection, *, tree: Frontier | None = None, imported_after: int | None = None, chunk: int = 5000
+) -> Rebuilt:
     """:func:`rebuild_projections` in the transaction ``conn`` is in, which
     must hold :data:`~ledger.store.head.LOCK` (as an import's does); and,
     given the stored ``tree`` (if it is behind the log, as an import's is),
     grow it by the events it lacks from the bytes the chain is checked on.
+    The events after ``imported_after``, if given, were imported: see
+    :attr:`~ledger.store.replay.Replay.imported_after`.
 
     The log is read ``chunk`` events at a time, and each chunk is folded
     while what the one before it changed is being written: the database
@@ -82,6 +86,8 @@ async def rebuild_locked(conn: asyncpg.Connection, *, tree: Frontier | None = No
     the write go on)."""
     growth = None if tree is None else Growth(tree)
     replay = Replay(Ledger(), growth)
+    if imported_after is not None:
+        replay.imported_after = imported_after
     events = 0
     await conn.execute(_EMPTY)
     await conn.execute(NEW_EPOCH)

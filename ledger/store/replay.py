@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 import msgspec
 
-from ..domain.chain import GENESIS, chained, event_bytes
+from ..domain.chain import GENESIS, canonical, chained, event_bytes
 from ..domain.events import RecordedEvent, event_from_data
 from ..domain.ledger import Entry, Ledger
 from .connection import Conn
@@ -51,6 +51,16 @@ class ChainBroken(Exception):
     def __init__(self, seq: int) -> None:
         super().__init__(f"the event log's hash chain breaks at seq {seq}")
         self.seq = seq
+
+
+class EventUnappliable(Exception):
+    """The event stored at ``seq`` is not one the ledger could have recorded
+    after the events before it: ``reason`` says why."""
+
+    def __init__(self, seq: int, reason: str) -> None:
+        super().__init__(f"the event at seq {seq} cannot be applied: {reason}")
+        self.seq = seq
+        self.reason = reason
 
 
 @dataclass(slots=True)
@@ -158,16 +168,32 @@ class Replay:
     ledger: Ledger
     growth: Growth | None = None
     chain: ChainCheck = field(default_factory=ChainCheck)
+    #: Events after this seq were imported, written outside the service: each
+    #: must also be written as the service writes its event (canonically,
+    #: amounts and ids as strings, no field more or less).
+    imported_after: int = MAX_BIGINT
 
     def apply(self, row: asyncpg.Record) -> tuple[RecordedEvent, tuple[Entry, ...]]:
-        """The event of ``row``, applied, with the entries it made."""
+        """The event of ``row``, applied, with the entries it made; raises
+        :class:`EventUnappliable` for one the ledger cannot take."""
         self.chain.check(row)
         if not self.chain.ok:
             raise self.chain.broken()
         if self.growth is not None:
             self.growth.add(row["seq"], self.chain.entry)
-        record = recorded(row)
-        return record, self.ledger.apply(record)
+        try:
+            record = recorded(row)
+        except (KeyError, msgspec.ValidationError):
+            seq, reason = _unreadable(row) or (row["seq"], "it cannot be read")
+            raise EventUnappliable(seq, reason) from None
+        if row["seq"] > self.imported_after and canonical(record.event) != canonical(row["data"]):
+            raise EventUnappliable(row["seq"], f"its data is not written as the ledger writes a {row['type']} event")
+        try:
+            return record, self.ledger.apply(record)
+        except KeyError as error:
+            raise EventUnappliable(row["seq"], f"it names {error.args[0]}, which no event before it made") from None
+        except (ValueError, TypeError, ArithmeticError) as error:
+            raise EventUnappliable(row["seq"], f"{type(error).__name__}: {error}") from None
 
     def finish(self, head: LogHead) -> None:
         """After the last row: :class:`ChainBroken` if it was not ``head``."""
