@@ -62,6 +62,22 @@ async def test_same_id_with_metadata_false_then_0_is_409(client, db):
     assert (await response.json())["error"]["code"] == "exists_with_different_fields"
 
 
+async def test_an_account_id_in_the_path_is_spelled_as_a_body_spells_it_not_as_a_urn(client, open_account):
+    account = await open_account()
+
+    response = await client.get(f"/v1/accounts/urn:uuid:{account['id']}")
+
+    assert response.status == 422
+    assert (await response.json())["error"]["field"] == "id"
+
+
+async def test_an_account_id_in_the_path_may_be_in_capitals_or_without_hyphens(client, open_account):
+    account = await open_account()
+
+    for spelled in (account["id"].upper(), account["id"].replace("-", "")):
+        assert (await client.get(f"/v1/accounts/{spelled}")).status == 200
+
+
 async def test_unknown_account_is_404(client):
     response = await client.get(f"/v1/accounts/{uuid.uuid4()}")
     assert response.status == 404

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
+import msgspec
 from aiohttp import web
 
 from ..domain.codes import Code, InvalidField, LedgerError
@@ -13,11 +14,13 @@ from .keys import POOL
 
 
 def uuid_param(request: web.Request, name: str = "id") -> UUID:
-    """The path parameter ``name`` as a UUID, or 422 ``invalid_field``."""
+    """The path parameter ``name`` as a UUID, spelled as a body or a query
+    may spell one (hyphenated, or 32 hex digits; not in braces or as a URN),
+    or 422 ``invalid_field``."""
     raw = request.match_info[name]
     try:
-        return UUID(raw)
-    except ValueError:
+        return msgspec.convert(raw, UUID)
+    except msgspec.ValidationError:
         raise InvalidField(f"{raw!r} is not a UUID", name) from None
 
 
