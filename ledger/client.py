@@ -435,7 +435,7 @@ class LedgerClient:
                     if response.status in ok:
                         try:
                             return self._decode(response, content, type_)
-                        except msgspec.ValidationError:
+                        except msgspec.DecodeError:  # its ValidationError too
                             # A refusal a call takes as its answer (a failed
                             # atomic batch's 422) may be an error instead: a
                             # body the whole request was refused for.

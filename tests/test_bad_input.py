@@ -468,6 +468,23 @@ async def test_body_over_the_size_limit_is_413(database_url, db, aiohttp_client)
     assert await ledger_snapshot(db) == before
 
 
+async def test_metadata_may_nest_32_deep(client, accounts):
+    body = transfer(metadata={"a": nested(31)})(accounts)["json"]
+
+    response = await client.post("/v1/transfers", json=body)
+
+    assert response.status == 201, await response.text()
+
+
+async def test_a_code_may_be_255_bytes(client, accounts):
+    code = "\N{GRINNING FACE}" * 63 + "abc"
+    body = {**transfer()(accounts)["json"], "code": code}
+
+    response = await client.post("/v1/transfers", json=body)
+
+    assert (response.status, (await response.json())["code"]) == (201, code)
+
+
 async def test_metadata_may_hold_the_text_of_a_json_escape(client, accounts):
     # A backslash and "u0000": six characters, none of them a NUL.
     body = transfer(metadata={"path": "C:\\u0000dir"})(accounts)["json"]

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import msgspec
 import msgspec.inspect
-from aiohttp import hdrs, web
+from aiohttp import compression_utils, hdrs, web
 
 from ..domain.codes import Code, InvalidField, LedgerError
 from .errors import status_of
@@ -30,9 +30,14 @@ _MSGPACK_TYPES = frozenset({MSGPACK, "application/x-msgpack", "application/vnd.m
 #: Sent with a 200 that changed nothing: the request repeated one already decided.
 REPLAYED = {"Idempotent-Replayed": "true"}
 
-#: The content codings aiohttp undoes (``identity`` being none); a body in
-#: another would reach the decoder still encoded.
-_CONTENT_CODINGS = frozenset({"identity", "gzip", "deflate"})
+#: The content codings aiohttp undoes here (``identity`` being none; ``br``
+#: and ``zstd`` where their decoders are installed); a body in another
+#: would reach the decoder still encoded.
+_CONTENT_CODINGS = frozenset(
+    {"identity", "gzip", "deflate"}
+    | ({"br"} if compression_utils.HAS_BROTLI else set())
+    | ({"zstd"} if getattr(compression_utils, "HAS_ZSTD", False) else set())
+)
 
 _json_encoder = msgspec.json.Encoder()
 _msgpack_encoder = msgspec.msgpack.Encoder()
@@ -52,7 +57,8 @@ async def decode(request: web.Request, type_: type[T], *, optional: bool = False
     if coding is not None and coding.strip().lower() not in _CONTENT_CODINGS:
         raise LedgerError(
             Code.UNSUPPORTED_MEDIA_TYPE,
-            f"Content-Encoding {coding!r} is not supported: send the body as it is, or gzip or deflate it",
+            f"Content-Encoding {coding!r} is not supported: send the body as it is, or in one of "
+            f"{', '.join(sorted(_CONTENT_CODINGS - {'identity'}))}",
         )
     try:
         body = await request.read()
@@ -148,9 +154,12 @@ def _strict_kinds(type_: type) -> dict[str, type]:
     """The parameters of query struct ``type_`` that are integers or booleans."""
     kinds: dict[str, type] = {}
     for field in msgspec.inspect.type_info(type_).fields:  # type: ignore[attr-defined]
-        if isinstance(field.type, msgspec.inspect.IntType):
+        kind = field.type
+        while isinstance(kind, msgspec.inspect.Metadata):  # a type annotated with a description
+            kind = kind.type
+        if isinstance(kind, msgspec.inspect.IntType):
             kinds[field.encode_name] = int
-        elif isinstance(field.type, msgspec.inspect.BoolType):
+        elif isinstance(kind, msgspec.inspect.BoolType):
             kinds[field.encode_name] = bool
     return kinds
 

@@ -392,10 +392,13 @@ def metadata(value: dict[str, Any], limit: int, path: str) -> dict[str, Any]:
     """
     if not value:  # most requests: nothing to walk or measure
         return {}
-    _refuse_what_the_log_cannot_hash(value, path)
-    encoded = _json.encode(value)
-    if len(encoded) > limit:
-        raise InvalidField(f"metadata is {len(encoded)} bytes as JSON; at most {limit} are allowed", path)
+    try:
+        size: int | None = len(_json.encode(value))
+    except TypeError:  # a value JSON has no word for, which the walk names
+        size = None
+    if size is not None and size > limit:
+        raise InvalidField(f"metadata is {size} bytes as JSON; at most {limit} are allowed", path)
+    _refuse_what_the_log_cannot_hash(value, path, limit)
     return value
 
 
@@ -405,9 +408,11 @@ def metadata(value: dict[str, Any], limit: int, path: str) -> dict[str, Any]:
 METADATA_DEPTH = 32
 
 
-def _refuse_what_the_log_cannot_hash(value: dict[str, Any], path: str) -> None:
-    """Walk metadata ``value`` (at ``path``) and refuse the first thing in
-    it that :func:`metadata` does not take.
+def _refuse_what_the_log_cannot_hash(value: dict[str, Any], path: str, limit: int) -> None:
+    """Walk metadata ``value`` (at ``path``) in the order it is written and
+    refuse the first thing in it that :func:`metadata` does not take. Each
+    value takes a byte of JSON at least, so a walk past ``limit`` values is
+    of metadata over ``limit`` bytes, refused as such (and the walk is short).
 
     On numbers: an event's canonical bytes, which its hash covers, are JSON
     that anyone must be able to write again from the line the log serves. A
@@ -417,19 +422,26 @@ def _refuse_what_the_log_cannot_hash(value: dict[str, Any], path: str) -> None:
     back inexactly by parsers that hold numbers as doubles. Either would make
     an honest log fail its own check."""
     pending: list[tuple[Any, str, int]] = [(value, path, 1)]
+    walked = 0
     while pending:
         item, at, depth = pending.pop()
+        walked += 1
+        if walked + (len(item) if isinstance(item, dict | list) else 0) > limit:
+            raise InvalidField(f"metadata is over {limit} bytes as JSON", path)
         if isinstance(item, dict | list) and depth > METADATA_DEPTH:
             raise InvalidField(f"metadata nests objects and arrays more than {METADATA_DEPTH} deep", at)
         if isinstance(item, dict):
+            children = []
             for key, child in item.items():
                 if not isinstance(key, str):
                     raise InvalidField(f"metadata keys are strings, not {type(key).__name__}: {key!r}", at)
                 if "\x00" in key:
                     raise InvalidField("metadata must not contain NUL characters", at)
-                pending.append((child, f"{at}.{key}", depth + 1))
+                children.append((child, f"{at}.{key}", depth + 1))
+            # Last pushed, first popped: the first child goes on last.
+            pending.extend(reversed(children))
         elif isinstance(item, list):
-            pending.extend((child, f"{at}[{index}]", depth + 1) for index, child in enumerate(item))
+            pending.extend(reversed([(child, f"{at}[{index}]", depth + 1) for index, child in enumerate(item)]))
         elif isinstance(item, str):
             if "\x00" in item:
                 raise InvalidField("metadata must not contain NUL characters", at)
