@@ -10,8 +10,10 @@ import ipaddress
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, BinaryIO, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from . import logs
 from .config import ConfigError, Settings, log_format_of
@@ -49,13 +51,7 @@ def _migrate(settings: Settings) -> int:
             "(the embedded server is migrated by `ledger serve` itself)"
         )
         return 2
-    from .store.retry import CONNECTION_LOST
-
-    try:
-        migrations.upgrade(settings.database_url)
-    except CONNECTION_LOST as error:
-        log.error("cannot reach the database to migrate: %s", error)
-        return 2
+    migrations.upgrade(settings.database_url)
     log.info("schema at %s", migrations.head_revision())
     return 0
 
@@ -113,18 +109,40 @@ def _rebuild(settings: Settings) -> int:
 
 
 def _export(settings: Settings, after_seq: int, output: str | None) -> int:
-    """Write the log after ``after_seq`` as NDJSON to ``output`` (default stdout)."""
+    """Write the log after ``after_seq`` as NDJSON to ``output`` (default
+    stdout). A file is written whole or not at all: the lines go to a new
+    file beside it, which takes its name once the last line is written, so
+    that a failure (the database out of reach) leaves an earlier export as
+    it was."""
     from .store.export import export
 
     settings = _long_read(settings)
+    if output is None:
+        count = _on_database(settings, lambda conn, _: export(conn, sys.stdout.buffer, after_seq=after_seq))
+        sys.stdout.flush()
+        log.info("exported %d events after seq %d", count, after_seq)
+        return 0
+    target = Path(output)
     try:
-        target: BinaryIO = sys.stdout.buffer if output is None else open(output, "wb")
+        written = tempfile.NamedTemporaryFile(dir=target.absolute().parent, prefix=f".{target.name}.", delete=False)
     except OSError as error:
         log.error("cannot write the export: %s", error)
         return 2
-    with target if output is not None else contextlib.nullcontext(target):
-        count = _on_database(settings, lambda conn, _: export(conn, target, after_seq=after_seq))
-    sys.stdout.flush()
+    try:
+        with written:
+            count = _on_database(settings, lambda conn, _: export(conn, written, after_seq=after_seq))
+    except BaseException:
+        os.unlink(written.name)
+        raise
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(written.name, 0o666 & ~umask)  # as a file opened for writing would be
+        os.replace(written.name, target)
+    except OSError as error:
+        os.unlink(written.name)
+        log.error("cannot write the export: %s", error)
+        return 2
     log.info("exported %d events after seq %d", count, after_seq)
     return 0
 
@@ -192,8 +210,6 @@ def _on_database(settings: Settings, work: Callable[[asyncpg.Connection, str], A
 
 def _keygen(settings: Settings, path: str) -> int:
     """Write a new signing key to ``path`` (mode 0600); print its verifier key."""
-    from pathlib import Path
-
     from .signing import KeyFileError, NoteSigner, write_new_key
 
     try:
@@ -274,16 +290,24 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         log.error("%s", error)
         return 2
-    if args.command == "reconcile":
-        return _reconcile(settings, args.repair)
-    if args.command == "export":
-        return _export(settings, args.after_seq, args.output)
-    if args.command == "import":
-        return _import(settings, args.file)
     if args.command == "keygen":
         return _keygen(settings, args.path)
-    run = {"serve": _serve, "migrate": _migrate, "rebuild-projections": _rebuild}[args.command]
-    return run(settings)
+    if args.command == "serve":
+        return _serve(settings)
+    from .store.retry import CONNECTION_LOST
+
+    try:
+        if args.command == "reconcile":
+            return _reconcile(settings, args.repair)
+        if args.command == "export":
+            return _export(settings, args.after_seq, args.output)
+        if args.command == "import":
+            return _import(settings, args.file)
+        run = {"migrate": _migrate, "rebuild-projections": _rebuild}[args.command]
+        return run(settings)
+    except CONNECTION_LOST as error:
+        log.error("cannot reach the database: %s", error)
+        return 2
 
 
 if __name__ == "__main__":

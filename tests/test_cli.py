@@ -77,7 +77,11 @@ def test_the_access_log_setting_refuses_anything_else():
         (["serve"], {"LEDGER_WORKERS": "-2"}, "LEDGER_WORKERS must be at least 1"),
         (["serve"], {"LEDGER_READ_DATABASE_URL": "mysql://u:secret@h/db"}, "must be a PostgreSQL URL"),
         (["serve"], {"LEDGER_DATABASE_URL": UNREACHABLE}, "cannot reach the database"),
-        (["migrate"], {"LEDGER_DATABASE_URL": UNREACHABLE}, "cannot reach the database to migrate"),
+        (["migrate"], {"LEDGER_DATABASE_URL": UNREACHABLE}, "cannot reach the database"),
+        (["reconcile"], {"LEDGER_DATABASE_URL": UNREACHABLE}, "cannot reach the database"),
+        (["rebuild-projections"], {"LEDGER_DATABASE_URL": UNREACHABLE}, "cannot reach the database"),
+        (["export"], {"LEDGER_DATABASE_URL": UNREACHABLE}, "cannot reach the database"),
+        (["import", os.devnull], {"LEDGER_DATABASE_URL": UNREACHABLE}, "cannot reach the database"),
         (["serve"], {"LEDGER_HOST": "0.0.0.0"}, "refusing to listen on 0.0.0.0 without authentication"),
     ],
 )

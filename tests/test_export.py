@@ -10,6 +10,7 @@ import pytest
 
 from ledger.store.export import export
 from tests.conftest import canonical_bytes, ledger_cli, transfer_body
+from tests.test_cli import UNREACHABLE
 
 AWKWARD = {"quote": 'say "hi"', "back\\slash": "a\\b", "tab": "\t", "ünï": "☕", "n": [1, "2.5", None, True, 2**53 - 1]}
 
@@ -75,3 +76,14 @@ def test_ledger_export_to_a_file_it_cannot_write_says_so(database_url, tmp_path)
     assert refused.returncode == 2
     assert b"cannot write the export" in refused.stderr
     assert b"Traceback" not in refused.stderr
+
+
+def test_an_export_that_fails_leaves_the_file_it_would_replace_as_it_was(tmp_path):
+    earlier = tmp_path / "log.ndjson"
+    earlier.write_bytes(b"an earlier export\n")
+
+    failed = ledger_export(UNREACHABLE, "--output", str(earlier))
+
+    assert failed.returncode == 2
+    assert earlier.read_bytes() == b"an earlier export\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["log.ndjson"]

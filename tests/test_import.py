@@ -224,6 +224,15 @@ def test_ledger_import_of_a_file_that_is_not_utf8_names_the_line(another_databas
     assert b"Traceback" not in refused.stderr
 
 
+async def test_a_line_with_a_byte_no_export_writes_is_refused_naming_it(source, target):
+    lines = (await exported(source)).splitlines()
+    lines[2] = lines[2][:10] + b"\x02" + lines[2][10:]  # raw control characters are not JSON text
+
+    with pytest.raises(ImportRefused, match="not a line") as refused:
+        await import_log(target, io.BytesIO(b"\n".join(lines) + b"\n"))
+    assert refused.value.line == 3
+
+
 def test_ledger_import_of_what_is_no_file_cannot_read_it(another_database_url, tmp_path):
     refused = ledger_cli(another_database_url, "import", str(tmp_path))
 

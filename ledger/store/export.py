@@ -4,13 +4,13 @@ page at a time (:mod:`.lines`), so constant memory whatever the log's length."""
 from __future__ import annotations
 
 import contextlib
-from typing import BinaryIO
+from typing import IO
 
 from .connection import Conn
 from .lines import send_event_lines
 
 
-async def export(conn: Conn, output: str | BinaryIO, *, after_seq: int = 0) -> int:
+async def export(conn: Conn, output: str | IO[bytes], *, after_seq: int = 0) -> int:
     """Write the events after ``after_seq`` to ``output`` (a path, or a
     binary file, written from the event loop), one NDJSON line each; return
     how many. Read in one snapshot, so the lines are a gapless run of the log."""

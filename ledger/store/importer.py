@@ -130,11 +130,12 @@ async def import_log(conn: asyncpg.Connection, source: Any) -> Rebuilt:
             status = await conn.copy_to_table(
                 "import_lines", source=source, columns=["text"], format="csv", quote=QUOTE, delimiter=DELIMITER
             )
-        except asyncpg.DataError as error:  # not text in the database's encoding (UTF-8)
+        except asyncpg.DataError as error:  # a line COPY cannot take as one text column
             line = _COPY_LINE.search(getattr(error, "context", None) or "")
             if line is None:
-                raise ImportFailed(f"the file cannot be read as text: {error}; nothing was imported") from None
-            raise ImportRefused(int(line[1]), f"not UTF-8 text ({error})") from None
+                raise ImportFailed(f"the file cannot be read: {error}; nothing was imported") from None
+            what = "not UTF-8 text" if isinstance(error, asyncpg.CharacterNotInRepertoireError) else "not a line"
+            raise ImportRefused(int(line[1]), f"{what} ({error})") from None
         await _insert_events(conn, head.seq, lines=_count(status))
         await conn.execute(_MOVE_HEAD)
         try:

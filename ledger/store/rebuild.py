@@ -85,9 +85,7 @@ async def rebuild_locked(
     takes in one chunk while Python folds the next (:func:`_folded` lets
     the write go on)."""
     growth = None if tree is None else Growth(tree)
-    replay = Replay(Ledger(), growth)
-    if imported_after is not None:
-        replay.imported_after = imported_after
+    replay = Replay(Ledger(), growth, imported_after=imported_after)
     events = 0
     await conn.execute(_EMPTY)
     await conn.execute(NEW_EPOCH)

@@ -168,10 +168,10 @@ class Replay:
     ledger: Ledger
     growth: Growth | None = None
     chain: ChainCheck = field(default_factory=ChainCheck)
-    #: Events after this seq were imported, written outside the service: each
-    #: must also be written as the service writes its event (canonically,
-    #: amounts and ids as strings, no field more or less).
-    imported_after: int = MAX_BIGINT
+    #: Events after this seq, if given, were imported, written outside the
+    #: service: each must also be written as the service writes its event
+    #: (canonically, amounts and ids as strings, no field more or less).
+    imported_after: int | None = None
 
     def apply(self, row: asyncpg.Record) -> tuple[RecordedEvent, tuple[Entry, ...]]:
         """The event of ``row``, applied, with the entries it made; raises
@@ -186,13 +186,14 @@ class Replay:
         except (KeyError, msgspec.ValidationError):
             seq, reason = _unreadable(row) or (row["seq"], "it cannot be read")
             raise EventUnappliable(seq, reason) from None
-        if row["seq"] > self.imported_after and canonical(record.event) != canonical(row["data"]):
+        imported = self.imported_after is not None and row["seq"] > self.imported_after
+        if imported and canonical(record.event) != canonical(row["data"]):
             raise EventUnappliable(row["seq"], f"its data is not written as the ledger writes a {row['type']} event")
         try:
             return record, self.ledger.apply(record)
         except KeyError as error:
             raise EventUnappliable(row["seq"], f"it names {error.args[0]}, which no event before it made") from None
-        except (ValueError, TypeError, ArithmeticError) as error:
+        except (ValueError, ArithmeticError) as error:
             raise EventUnappliable(row["seq"], f"{type(error).__name__}: {error}") from None
 
     def finish(self, head: LogHead) -> None:
