@@ -257,10 +257,11 @@ async def test_a_follower_gets_the_events_after_the_feed_lost_its_database_conne
     a, b = await open_account(), await open_account()
     response = await client.get("/v1/events", params={"follow": "true"})
     await read_events(response, 2)
+    # An event the follower takes from the feed: the feed is listening.
+    assert (await client.post("/v1/transfers", json=transfer_body(a, b, "1.00"))).status == 201
+    await read_events(response, 1)
     feed = "FROM pg_stat_activity WHERE application_name = 'ledger-feed' AND datname = current_database()"
-    async with asyncio.timeout(10):
-        while not await db.fetchval(f"SELECT count(pg_terminate_backend(pid)) {feed}"):
-            pass  # the feed has not connected yet
+    assert await db.fetchval(f"SELECT count(pg_terminate_backend(pid)) {feed}") == 1
 
     body = transfer_body(a, b, "1.00")
     assert (await client.post("/v1/transfers", json=body)).status == 201

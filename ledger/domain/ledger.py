@@ -224,8 +224,9 @@ class Ledger:
                 "metadata",
                 "pending",
                 "timeout_seconds",
-                "reverses",
             )
+            if existing.reverses is not None:  # a reversal's id: a plain transfer reverses nothing
+                differing.append("reverses")
             if differing:
                 return _exists_with_different_fields("transfer", c.id, differing)
             return Existing(existing)
@@ -591,8 +592,8 @@ def _check_limits(debit: Account, credit: Account, amount: Decimal) -> Refused |
 
 def _differing(stored: object, given: object, *fields: str) -> list[str]:
     """The ``fields`` whose values differ between what is stored and what a
-    command repeating it gives (a field the command lacks is None in it)."""
-    return [name for name in fields if not _same(getattr(stored, name), getattr(given, name, None))]
+    command repeating it gives."""
+    return [name for name in fields if not _same(getattr(stored, name), getattr(given, name))]
 
 
 def _same(stored: object, given: object) -> bool:

@@ -163,8 +163,9 @@ class Coalescer:
 
         Raises :class:`Unavailable` at once when the queue is full or the
         service is stopping, and when the append carrying them fails for good.
-        An empty queue takes requests of any size, so that a batch larger than
-        :attr:`max_queued` waits for the queue to drain rather than never passing.
+        An empty queue takes requests of any size: a batch larger than
+        :attr:`max_queued` is refused until it finds the queue empty, rather
+        than for ever.
         """
         size = sum(len(r.commands) for r in requests)
         if self._failure is not None:
