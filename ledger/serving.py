@@ -52,7 +52,9 @@ STARTUP_FAILED = 2
 #: Exit status of a service stopped by a worker that died.
 WORKER_DIED = 1
 
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: What stops the service cleanly: a supervisor's SIGTERM, Ctrl-C, and the
+#: hangup of a terminal closed on it.
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def serve(settings: Settings) -> int:

@@ -139,6 +139,15 @@ async def test_ctrl_c_stops_every_worker_with_status_0(service, database_url):
     assert not any(process_exists(pid) for pid in pids)
 
 
+async def test_a_hangup_stops_every_worker_with_status_0(service, database_url):
+    served = await service("--workers", WORKERS, LEDGER_DATABASE_URL=database_url)
+    pids = await worker_pids(served.url)
+    # What a closed terminal sends the process it ran, the parent alone.
+    served.send(signal.SIGHUP)
+    assert await served.stopped() == 0, served.log
+    assert not any(process_exists(pid) for pid in pids)
+
+
 async def test_a_worker_that_dies_is_logged_and_stops_the_service_with_status_1(service, database_url):
     served = await service("--workers", WORKERS, LEDGER_DATABASE_URL=database_url)
     victim, other = sorted(await worker_pids(served.url))
