@@ -240,6 +240,18 @@ def _is_loopback(host: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command ``argv`` asks for; its exit status. Ctrl-C before a
+    command has set its own handling (during a service's start-up) stops it
+    with status 130 and one line: what it had started is stopped on the way
+    out (the embedded PostgreSQL by the block that started it)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        log.warning("interrupted")
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="ledger", description="Event-sourced double-entry ledger service (settings: LEDGER_* environment)."
     )
@@ -294,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         return _keygen(settings, args.path)
     if args.command == "serve":
         return _serve(settings)
+    from .store.embedded import CannotStart
     from .store.retry import CONNECTION_LOST
 
     try:
@@ -307,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
         return run(settings)
     except CONNECTION_LOST as error:
         log.error("cannot reach the database: %s", error)
+        return 2
+    except CannotStart as error:
+        log.error("%s", error)
         return 2
 
 

