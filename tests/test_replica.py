@@ -8,12 +8,14 @@ reads go to it (they see the older prefix) and which never do.
 import asyncio
 import json
 import logging
+import uuid
 
+import asyncpg
 import pytest
 
 from ledger.api.app import create_app
 from ledger.config import ConfigError, Settings
-from tests.conftest import replay_paused, replayed_up_to, transfer_body
+from tests.conftest import replay_paused, replayed_up_to, transfer_body, with_database
 
 #: Nothing listens there: a replica that is down.
 UNREACHABLE = "postgresql://postgres@127.0.0.1:9/ledger"
@@ -162,3 +164,24 @@ def test_a_read_url_that_is_not_postgresql_is_refused_without_its_password(url):
     with pytest.raises(ConfigError, match="LEDGER_READ_DATABASE_URL must be a PostgreSQL URL") as refused:
         Settings.from_env({"LEDGER_READ_DATABASE_URL": url})
     assert "secret" not in str(refused.value)
+
+
+async def test_a_replica_without_the_schema_leaves_the_feed_waiting_and_the_service_stops_cleanly(
+    aiohttp_client, database_url, server_dsn, caplog
+):
+    name = f"test_{uuid.uuid4().hex}"
+    admin = await asyncpg.connect(server_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')  # answers, holds no log
+    try:
+        settings = Settings(database_url=database_url, read_database_url=with_database(server_dsn, name))
+        client = await aiohttp_client(create_app(settings))
+        async with asyncio.timeout(10):
+            while "the event feed cannot read the log" not in caplog.text:
+                await asyncio.sleep(0.05)
+
+        await client.close()  # the app's clean-up awaits the feed: it must not have died
+
+        assert caplog.text.count("the event feed cannot read the log") == 1
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()

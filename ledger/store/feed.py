@@ -139,7 +139,7 @@ class Feed:
         A connection lost while the feed waits wakes it: NOTIFY comes on that
         connection, so a feed still waiting on it would wait for ever while
         the log grows."""
-        unreachable = False
+        unreachable = unreadable = False
         while True:
             try:
                 conn = await connect(self._dsn, server_settings={"application_name": "ledger-feed"})
@@ -153,6 +153,7 @@ class Feed:
             conn.add_termination_listener(self._closed)
             try:
                 await self._skip(conn)
+                unreadable = False
                 async with self._wakeups.subscribed(conn, self._grown):
                     self._woken.set()  # what was appended while it was not listening
                     while True:
@@ -166,6 +167,13 @@ class Feed:
                             await self._skip(conn)
             except CONNECTION_LOST as error:
                 log.warning("the event feed lost its connection: %s", error)
+            except asyncpg.PostgresError as error:
+                # A database that answers but holds no log (a replica not
+                # yet migrated): followers wait until it does.
+                if not unreadable:
+                    log.warning("the event feed cannot read the log: %s", error)
+                unreadable = True
+                await asyncio.sleep(1)
             finally:
                 conn.terminate()
 
