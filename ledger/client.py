@@ -223,7 +223,8 @@ def _wire(value: Any) -> Any:
 
 
 def _query(params: Mapping[str, Any]) -> dict[str, str]:
-    """Query parameters as strings, those that are None left out."""
+    """Query parameters as strings, those that are None left out; a
+    datetime must carry its time zone (:class:`ValueError` otherwise)."""
     out = {}
     for name, value in params.items():
         if value is None:
@@ -231,6 +232,9 @@ def _query(params: Mapping[str, Any]) -> dict[str, str]:
         if isinstance(value, bool):
             out[name] = "true" if value else "false"
         elif isinstance(value, datetime):
+            if value.utcoffset() is None:
+                # The service cannot know which zone it is in; it would refuse it.
+                raise ValueError(f"{name}={value.isoformat()} has no time zone: give it one (UTC, say)")
             out[name] = value.isoformat()
         else:
             out[name] = str(_wire(value))

@@ -74,6 +74,9 @@ def parse_tokens(raw: str) -> tuple[Token, ...]:
         if not wanted or wanted - SCOPES:
             raise ConfigError(f"LEDGER_TOKENS entry {name!r} has scopes {scopes!r}; use read, write, admin")
         tokens.append(Token(name, secret, wanted))
+    if raw.strip() and not tokens:
+        # Set, yet naming no one: authentication would be off unnoticed.
+        raise ConfigError(f"LEDGER_TOKENS is set but names no token: {raw!r}; unset it to run without")
     names = [t.name for t in tokens]
     if len(set(names)) != len(names):
         raise ConfigError("LEDGER_TOKENS names must be unique")

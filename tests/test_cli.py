@@ -100,6 +100,7 @@ def test_the_access_log_setting_refuses_anything_else():
         (["serve"], {"LEDGER_HOST": "0.0.0.0"}, "refusing to listen on 0.0.0.0 without authentication"),
         (["serve"], {"LEDGER_DATABASE_URL": "postgresql://localhost:notaport/db"}, "LEDGER_DATABASE_URL is not a URL"),
         (["serve"], {"LEDGER_READ_DATABASE_URL": "postgresql://u:secret@[::1/db"}, "LEDGER_READ_DATABASE_URL is not"),
+        (["serve"], {"LEDGER_TOKENS": " ; "}, "LEDGER_TOKENS is set but names no token"),
         (["serve"], {"LEDGER_POOL_MIN_SIZE": "20"}, "LEDGER_POOL_MIN_SIZE (20) must be at most LEDGER_POOL_MAX_SIZE"),
         (["serve"], {"LEDGER_DATA_DIR": "/tmp/with space"}, "LEDGER_DATA_DIR must be a path without blanks"),
         (["serve"], {"LEDGER_DATA_DIR": "/dev/null"}, "cannot run PostgreSQL in /dev/null"),

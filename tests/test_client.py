@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import uuid
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -119,6 +120,11 @@ async def test_a_batch_answers_one_result_per_item(ledger, pair):
 
     assert results[0].status == "created" and results[0].seq is not None
     assert results[1].error is not None and results[1].error.code == "amount_must_be_positive"
+
+
+async def test_a_time_without_a_zone_is_refused_before_it_is_sent(ledger):
+    with pytest.raises(ValueError, match="no time zone"):
+        [t async for t in ledger.transfers(created_from=datetime(2026, 1, 1))]
 
 
 async def test_a_batch_refused_as_a_whole_raises_ledger_error(ledger, pair):
