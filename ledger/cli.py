@@ -51,7 +51,13 @@ def _migrate(settings: Settings) -> int:
             "(the embedded server is migrated by `ledger serve` itself)"
         )
         return 2
-    migrations.upgrade(settings.database_url)
+    import sqlalchemy.exc
+
+    try:
+        migrations.upgrade(settings.database_url)
+    except sqlalchemy.exc.DBAPIError as error:  # alembic's connection wraps the database's own error
+        log.error("the database refused: %s", error.orig)
+        return 2
     log.info("schema at %s", migrations.head_revision())
     return 0
 
@@ -306,6 +312,8 @@ def _main(argv: list[str] | None) -> int:
         return _keygen(settings, args.path)
     if args.command == "serve":
         return _serve(settings)
+    import asyncpg
+
     from .store.embedded import CannotStart
     from .store.retry import CONNECTION_LOST
 
@@ -320,6 +328,9 @@ def _main(argv: list[str] | None) -> int:
         return run(settings)
     except CONNECTION_LOST as error:
         log.error("cannot reach the database: %s", error)
+        return 2
+    except asyncpg.PostgresError as error:  # no such database or role, to begin with
+        log.error("the database refused: %s", error)
         return 2
     except CannotStart as error:
         log.error("%s", error)

@@ -120,13 +120,15 @@ def test_bad_configuration_is_one_line_and_status_2(tmp_path, args, settings, co
     assert "secret" not in done.stderr
 
 
-def test_a_database_that_does_not_exist_is_one_line_and_status_2(database_url):
+@pytest.mark.parametrize("command", ["serve", "migrate", "reconcile"])
+def test_a_database_that_does_not_exist_is_one_line_and_status_2(database_url, command):
     missing = with_database(database_url, "no_such_database")
 
-    done = ledger_cli(missing, "serve")
+    done = ledger_cli(missing, command)
 
     assert done.returncode == 2, done.stderr
-    assert b"the database refused the connection" in done.stderr
+    assert b"the database refused" in done.stderr
+    assert b'database "no_such_database" does not exist' in done.stderr
     assert b"Traceback" not in done.stderr
 
 
