@@ -518,4 +518,5 @@ async def test_a_client_gone_before_its_body_ended_is_a_400_not_an_unreachable_d
                 break
 
     assert metrics("ledger_http_requests_total", **route, status="503") == 0
+    assert await served.stop() == 0, served.log
     assert "database unreachable" not in served.log
