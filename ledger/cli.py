@@ -312,10 +312,8 @@ def _main(argv: list[str] | None) -> int:
         return _keygen(settings, args.path)
     if args.command == "serve":
         return _serve(settings)
-    import asyncpg
-
     from .store.embedded import CannotStart
-    from .store.retry import CONNECTION_LOST
+    from .store.retry import CANNOT_OPEN, cannot_open
 
     try:
         if args.command == "reconcile":
@@ -326,11 +324,8 @@ def _main(argv: list[str] | None) -> int:
             return _import(settings, args.file)
         run = {"migrate": _migrate, "rebuild-projections": _rebuild}[args.command]
         return run(settings)
-    except CONNECTION_LOST as error:
-        log.error("cannot reach the database: %s", error)
-        return 2
-    except asyncpg.PostgresError as error:  # no such database or role, to begin with
-        log.error("the database refused: %s", error)
+    except CANNOT_OPEN as error:
+        log.error("%s", cannot_open(error))
         return 2
     except CannotStart as error:
         log.error("%s", error)

@@ -107,18 +107,14 @@ def _signing_key_file(settings: Settings) -> Path | None:
 
 
 async def _schema_problem(dsn: str) -> str | None:
-    import asyncpg
-
     from .store import migrations
     from .store.connection import connect
-    from .store.retry import CONNECTION_LOST
+    from .store.retry import CANNOT_OPEN, cannot_open
 
     try:
         conn = await connect(dsn)
-    except CONNECTION_LOST as error:
-        return f"cannot reach the database: {error}"
-    except asyncpg.PostgresError as error:  # no such database or role, a parameter it does not know
-        return f"the database refused the connection: {error}"
+    except CANNOT_OPEN as error:
+        return cannot_open(error)
     try:
         return await migrations.schema_problem(conn)
     finally:

@@ -41,6 +41,19 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
 )
 
 
+#: What opening the database can fail with before any work: the database
+#: out of reach (:data:`CONNECTION_LOST`), or refusing (no such database or
+#: role, a setting it does not know).
+CANNOT_OPEN: tuple[type[BaseException], ...] = CONNECTION_LOST + (asyncpg.PostgresError,)
+
+
+def cannot_open(error: BaseException) -> str:
+    """One of :data:`CANNOT_OPEN` in one line, for an operator."""
+    if isinstance(error, CONNECTION_LOST):
+        return f"cannot reach the database: {error}"
+    return f"the database refused: {error}"
+
+
 class Unavailable(Exception):
     """The database cannot take the work now; the caller may try again later."""
 
