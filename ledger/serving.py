@@ -15,7 +15,9 @@ serves. SIGTERM or SIGINT stops it gracefully: every worker stops taking
 connections, finishes the requests in flight and runs its cleanup, then the
 embedded server stops, and the exit status is 0. A worker that exits on its
 own is logged and stops the service with status 1: an orchestrator restarts
-the whole service rather than it serving on with fewer workers.
+the whole service rather than it serving on with fewer workers. A worker
+whose parent is gone (killed, so that it could not stop them) stops as if
+told to, rather than hold the port against the service started next.
 """
 
 from __future__ import annotations
@@ -168,14 +170,19 @@ def _run_here(settings: Settings, sock: socket.socket) -> int:
     return 0
 
 
-def _run_worker(settings: Settings, sock: socket.socket, ready: Callable[[], None]) -> None:
-    """Serve the app on ``sock`` until SIGTERM or SIGINT; ``ready()`` once it serves."""
+def _run_worker(
+    settings: Settings, sock: socket.socket, ready: Callable[[], None], parent: Connection | None = None
+) -> None:
+    """Serve the app on ``sock`` until a stop signal, or until ``parent``
+    ends (see :func:`_stop_when_orphaned`); ``ready()`` once it serves."""
     tune_garbage_collector()
     with asyncio.Runner(loop_factory=loop_factory(settings)) as runner:
-        runner.run(_serve_app(settings, sock, ready))
+        runner.run(_serve_app(settings, sock, ready, parent))
 
 
-async def _serve_app(settings: Settings, sock: socket.socket, ready: Callable[[], None]) -> None:
+async def _serve_app(
+    settings: Settings, sock: socket.socket, ready: Callable[[], None], parent: Connection | None
+) -> None:
     from aiohttp import web
 
     from .api.app import create_app
@@ -184,6 +191,8 @@ async def _serve_app(settings: Settings, sock: socket.socket, ready: Callable[[]
     loop = asyncio.get_running_loop()
     for signum in _STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
+    if parent is not None:
+        _stop_when_orphaned(loop, parent, stop)
     access_log = logging.getLogger("aiohttp.access") if settings.access_log else None
     runner = web.AppRunner(create_app(settings), access_log=access_log, access_log_class=AccessLogger)
     try:
@@ -205,14 +214,28 @@ async def _serve_app(settings: Settings, sock: socket.socket, ready: Callable[[]
             signal.signal(signum, signal.SIG_IGN)
 
 
-def _worker_main(settings: Settings, sock: socket.socket, ready: Connection) -> None:
-    """A worker process: serve until told to stop; exit 0, or 2 if the app cannot start."""
+def _stop_when_orphaned(loop: asyncio.AbstractEventLoop, parent: Connection, stop: asyncio.Event) -> None:
+    """Set ``stop`` when ``parent`` ends: the read end of a pipe whose only
+    write end the supervisor holds, and which the kernel closes when it
+    exits however it exits, a SIGKILL included."""
+
+    def gone() -> None:
+        loop.remove_reader(parent.fileno())
+        log.error("the service's parent process is gone; this worker stops")
+        stop.set()
+
+    loop.add_reader(parent.fileno(), gone)
+
+
+def _worker_main(settings: Settings, sock: socket.socket, ready: Connection, parent: Connection) -> None:
+    """A worker process: serve until told to stop or its parent is gone;
+    exit 0, or 2 if the app cannot start."""
     for signum in _STOP_SIGNALS:
         # Told to stop before it serves: nothing to finish.
         signal.signal(signum, _exit_now)
     logs.configure(settings.log_format)
     try:
-        _run_worker(settings, sock, lambda: ready.send("ready"))
+        _run_worker(settings, sock, lambda: ready.send("ready"), parent)
     except StartupError as error:
         log.error("%s", error)
         sys.exit(STARTUP_FAILED)
@@ -256,30 +279,37 @@ class _Supervisor:
         wake_write.setblocking(False)
         previous = {signum: signal.signal(signum, lambda *_: None) for signum in _STOP_SIGNALS}
         old_wakeup = signal.set_wakeup_fd(wake_write.fileno())
+        # The workers hold the read end, this process alone the write end,
+        # which it closes only when every worker has exited (or by dying).
+        lifeline, held = multiprocessing.get_context("spawn").Pipe(duplex=False)
         try:
             with _metrics_directory() as directory:
-                workers = self._start()
+                workers = self._start(lifeline)
                 return self._watch(workers, wake_read, directory)
         finally:
+            held.close()
             signal.set_wakeup_fd(old_wakeup)
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             wake_read.close()
             wake_write.close()
 
-    def _start(self) -> list[_Worker]:
+    def _start(self, lifeline: Connection) -> list[_Worker]:
+        """A worker per socket, each given ``lifeline`` (whose other end this
+        process holds) to tell it that this process is gone."""
         context = multiprocessing.get_context("spawn")
         workers = []
         for number, sock in enumerate(self._sockets, start=1):
             receive, send = context.Pipe(duplex=False)
             process = context.Process(
-                target=_worker_main, args=(self._settings, sock, send), name=f"ledger-worker-{number}"
+                target=_worker_main, args=(self._settings, sock, send, lifeline), name=f"ledger-worker-{number}"
             )
             process.start()
             send.close()
             # The worker has its own copy: only it accepts on this socket.
             sock.close()
             workers.append(_Worker(number, process, receive))
+        lifeline.close()
         return workers
 
     def _watch(self, workers: list[_Worker], wake: socket.socket, metrics_directory: str) -> int:

@@ -157,6 +157,18 @@ async def test_a_worker_that_dies_is_logged_and_stops_the_service_with_status_1(
     assert not process_exists(other)
 
 
+async def test_workers_stop_when_their_parent_is_killed_and_free_the_port(service, database_url):
+    served = await service("--workers", WORKERS, LEDGER_DATABASE_URL=database_url)
+    pids = await worker_pids(served.url)
+    # What the OOM killer or `kill -9` does: the parent cannot pass a signal on.
+    served.send(signal.SIGKILL)
+    await until_refused(served.url)
+    # The log ends when the last worker has exited.
+    assert await served.stopped() == -signal.SIGKILL
+    assert not any(process_exists(pid) for pid in pids)
+    assert served.log.count("the service's parent process is gone; this worker stops") == 2, served.log
+
+
 async def test_a_second_service_with_workers_cannot_take_the_port_of_one_that_serves(service, database_url):
     served = await service("--workers", WORKERS, LEDGER_DATABASE_URL=database_url)
     pids = await worker_pids(served.url)
