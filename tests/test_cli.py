@@ -120,6 +120,27 @@ def test_bad_configuration_is_one_line_and_status_2(tmp_path, args, settings, co
     assert "secret" not in done.stderr
 
 
+def test_a_data_directory_that_holds_other_files_is_refused_saying_so_and_left_as_it_was(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "notes.txt").write_text("not PostgreSQL's")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+
+    done = subprocess.run(
+        [sys.executable, "-m", "ledger.cli", "serve"],
+        env={**env, "LEDGER_DATA_DIR": str(data)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 2, done.stderr
+    [line] = [line for line in done.stderr.splitlines() if "ERROR" in line]
+    assert f"cannot run PostgreSQL in {data}: it holds 'notes.txt' but no PostgreSQL data" in line
+    assert [p.name for p in data.iterdir()] == ["notes.txt"]
+    assert (data / "notes.txt").read_text() == "not PostgreSQL's"
+
+
 @pytest.mark.parametrize("command", ["serve", "migrate", "reconcile"])
 def test_a_database_that_does_not_exist_is_one_line_and_status_2(database_url, command):
     missing = with_database(database_url, "no_such_database")

