@@ -3,11 +3,14 @@ event feed (and following it live), and balances as of a past seq."""
 
 import asyncio
 import dataclasses
+import os
 import random
+import signal
 import time
 import uuid
 
 import aiohttp
+import asyncpg
 import msgspec
 import pytest
 
@@ -16,6 +19,7 @@ from ledger.api.keys import FEED, STREAM_POOL, STREAMS
 from ledger.config import Settings
 from ledger.domain.events import RecordedEvent, event_from_data
 from ledger.domain.ledger import Ledger
+from ledger.store.feed import ANSWER_WITHIN
 from ledger.store.lines import ENTRY_PAGE, EVENT_PAGE, PAGE
 from tests.conftest import appends_held_up, transfer_body, wait_for_blocked_backend
 
@@ -270,6 +274,36 @@ async def test_a_follower_gets_the_events_after_the_feed_lost_its_database_conne
         seen = await read_events(response, 1)
     assert [e["stream_id"] for e in seen] == [body["id"]]
     response.close()
+
+
+async def test_a_follower_gets_the_events_after_the_feeds_database_connection_stopped_answering(service, tmp_path):
+    served = await service(LEDGER_STREAM_KEEPALIVE="0.5", LEDGER_ACCESS_LOG="off")
+    async with aiohttp.ClientSession() as session:
+        a, b = [
+            await (await session.post(f"{served.url}/v1/accounts", json={"currency": "USD", "scale": 2})).json()
+            for _ in range(2)
+        ]
+        response = await session.get(f"{served.url}/v1/events", params={"follow": "true"})
+        await read_events(response, 2)
+        # The feed's backend stops, its socket open: as a hung host or a cut network leaves it.
+        _, _, _, port, sockets = (tmp_path / "data" / "postmaster.pid").read_text().splitlines()[:5]
+        server = await asyncpg.connect(host=sockets, port=int(port), user="postgres", database="postgres")
+        try:
+            feed = await server.fetchval("SELECT pid FROM pg_stat_activity WHERE application_name = 'ledger-feed'")
+        finally:
+            await server.close()
+        os.kill(feed, signal.SIGSTOP)
+        try:
+            body = transfer_body(a, b, "1.00")
+            assert (await session.post(f"{served.url}/v1/transfers", json=body)).status == 201
+            async with asyncio.timeout(ANSWER_WITHIN + 20):
+                seen = await read_events(response, 1)
+        finally:
+            os.kill(feed, signal.SIGCONT)
+        assert [e["stream_id"] for e in seen] == [body["id"]]
+        response.close()
+    assert await served.stop() == 0, served.log
+    assert f"the event feed lost its connection: the database did not answer in {ANSWER_WITHIN:g} s" in served.log
 
 
 async def test_an_idle_follower_gets_keepalive_lines(client):

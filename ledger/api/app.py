@@ -163,8 +163,10 @@ async def wakeups_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def feed_ctx(app: web.Application) -> AsyncIterator[None]:
     """The feed of new events for this process's followers, on a connection
-    of its own to where long reads go."""
-    feed = Feed(app[READ_DSN], app[WAKEUPS], max_buffered=app[SETTINGS].follow_buffer)
+    of its own to where long reads go, checked as often as followers get a
+    keepalive line."""
+    settings = app[SETTINGS]
+    feed = Feed(app[READ_DSN], app[WAKEUPS], max_buffered=settings.follow_buffer, quiet=settings.stream_keepalive)
     app[FEED] = feed
     task = asyncio.create_task(feed.run(), name="ledger-feed")
     yield

@@ -12,6 +12,11 @@ whatever its size, and more only up to ``max_buffered`` bytes. One that
 falls further behind (a client that stops reading) is cut off: its buffer
 is dropped and it is told so, so that a slow follower can neither grow the
 service's memory nor hold up the others.
+
+A connection that stops answering without closing (its host hung or gone,
+the network between cut) neither closes nor notifies: while anyone follows,
+the feed asks it to answer after every quiet interval, and it replaces one
+that takes longer than :data:`ANSWER_WITHIN` to answer that or a read.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import asyncpg
 
@@ -32,6 +38,12 @@ from .lines import EVENT_PAGE, PAGE
 from .retry import CONNECTION_LOST
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Seconds the feed's connection has to answer a query before the feed takes
+#: it for gone: far longer than a page takes on a database that is up.
+ANSWER_WITHIN = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +111,15 @@ class Subscription:
 
 class Feed:
     """Reads each new page of the log once, on a connection to ``dsn``, and
-    hands it to every :class:`Subscription`."""
+    hands it to every :class:`Subscription`; while there are any, checks
+    that the connection answers after every ``quiet`` seconds with nothing
+    to read."""
 
-    def __init__(self, dsn: str, wakeups: Wakeups, *, max_buffered: int) -> None:
+    def __init__(self, dsn: str, wakeups: Wakeups, *, max_buffered: int, quiet: float) -> None:
         self._dsn = dsn
         self._wakeups = wakeups
         self._max_buffered = max_buffered
+        self._quiet = quiet
         self._subscriptions: set[Subscription] = set()
         self._woken = asyncio.Event()
         self._stopped = False
@@ -157,7 +172,7 @@ class Feed:
                 async with self._wakeups.subscribed(conn, self._grown):
                     self._woken.set()  # what was appended while it was not listening
                     while True:
-                        await self._woken.wait()
+                        await self._woken_or_answering(conn)
                         self._woken.clear()
                         if conn.is_closed():
                             raise ConnectionResetError("the connection closed")
@@ -177,6 +192,17 @@ class Feed:
             finally:
                 conn.terminate()
 
+    async def _woken_or_answering(self, conn: asyncpg.Connection) -> None:
+        """Until woken; meanwhile, while there are subscribers, ``conn`` must
+        answer after every quiet interval (:func:`_answered`)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._quiet if self._subscriptions else None):
+                    await self._woken.wait()
+                    return
+            if self._subscriptions:
+                await _answered(conn, conn.execute("SELECT 1"))
+
     def _closed(self, _conn: object) -> None:
         self._woken.set()
 
@@ -193,7 +219,7 @@ class Feed:
         """With no one to hand pages to, move :attr:`position` to the head,
         unless someone subscribed meanwhile (it starts from the position it
         saw, and must get every page after it)."""
-        head = (await read_head(conn)).seq
+        head = (await _answered(conn, read_head(conn))).seq
         if not self._subscriptions:
             self.position = max(self.position, head)
 
@@ -203,7 +229,7 @@ class Feed:
         try:
             while True:
                 after = self.position
-                row = await conn.fetchrow(EVENT_PAGE, after, PAGE)
+                row = await _answered(conn, conn.fetchrow(EVENT_PAGE, after, PAGE))
                 assert row is not None  # an aggregate: always one row
                 self.reads += 1
                 if row["lines"]:
@@ -215,3 +241,15 @@ class Feed:
                     return
         finally:
             self._reading = False
+
+
+async def _answered(conn: asyncpg.Connection, query: Awaitable[T]) -> T:
+    """What ``query`` on ``conn`` returns; if the database takes longer than
+    :data:`ANSWER_WITHIN` to answer it, ``conn`` is closed (nothing more is
+    asked of it, an UNLISTEN included) and ConnectionResetError raised."""
+    try:
+        async with asyncio.timeout(ANSWER_WITHIN):
+            return await query
+    except TimeoutError:
+        conn.terminate()
+        raise ConnectionResetError(f"the database did not answer in {ANSWER_WITHIN:g} s") from None
