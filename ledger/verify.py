@@ -9,10 +9,14 @@ KEY the verifier key ``GET /v1/checkpoint/key`` answers (or a file holding
 it). Checked, reading the export once, line by line, so that its size does
 not matter:
 
-1. the checkpoint's signature, by the key (C2SP signed-note, Ed25519);
-2. seq runs 1, 2, 3… and each event's ``hash`` is SHA-256(previous hash ||
+1. the checkpoint's signature, by the key (C2SP signed-note, Ed25519), and
+   its form (C2SP tlog-checkpoint), before the export is opened;
+2. each line of the export is one event as the ledger writes it: a JSON
+   object of exactly the fields of an event line, each once, ``hash`` in
+   lowercase hex, the line ended by a newline alone;
+3. seq runs 1, 2, 3… and each event's ``hash`` is SHA-256(previous hash ||
    its canonical bytes), the first's previous hash 32 zero bytes;
-3. the RFC 9162 Merkle root of the first ``tree size`` events is the
+4. the RFC 9162 Merkle root of the first ``tree size`` events is the
    checkpoint's root.
 
 Prints ``ok`` and exits 0, or names what is wrong (the first bad seq, where
@@ -39,6 +43,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 #: What an event's canonical bytes cover (keys sorted, no whitespace, UTF-8).
 CANONICAL_FIELDS = ("data", "metadata", "recorded_at", "seq", "stream_id", "type")
+#: Every field of an event line: the canonical ones and the hash.
+LINE_FIELDS = frozenset(CANONICAL_FIELDS) | {"hash"}
 
 
 class Invalid(Exception):
@@ -65,6 +71,8 @@ def parse_verifier_key(text: str) -> tuple[str, bytes, Ed25519PublicKey]:
 def verified_text(note: str, key: str) -> str:
     """The text of ``note``, if a signature on it by ``key`` verifies."""
     name, key_id, public = parse_verifier_key(key)
+    if any(c < " " and c != "\n" for c in note) or not note.endswith("\n"):
+        raise Invalid("the checkpoint is not a signed note (control characters, or no newline at its end)")
     text, separator, signatures = note.rpartition("\n\n")
     if not separator:
         raise Invalid("the checkpoint is not a signed note (no blank line before its signatures)")
@@ -88,14 +96,18 @@ def verified_text(note: str, key: str) -> str:
 
 
 def parse_checkpoint(text: str) -> tuple[str, int, bytes]:
-    """A C2SP tlog-checkpoint's origin, tree size and root hash."""
-    lines = text.split("\n")
+    """A C2SP tlog-checkpoint's origin, tree size and root hash (``text``
+    is a note's text: it ends in a newline)."""
+    lines = text.split("\n")[:-1]
     try:
         origin, size, root = lines[0], int(lines[1]), base64.b64decode(lines[2], validate=True)
     except (IndexError, ValueError, binascii.Error):
         raise Invalid("the checkpoint is not origin, tree size and base64 root hash, a line each") from None
-    if not lines[1].isdigit() or len(root) != 32:
-        raise Invalid("the checkpoint's tree size or root hash is malformed")
+    if not all(lines) or size < 0 or str(size) != lines[1] or len(root) != 32:
+        raise Invalid(
+            "the checkpoint's lines are malformed: one is empty, the tree size is not"
+            " in plain decimal, or the root is not 32 bytes"
+        )
     return origin, size, root
 
 
@@ -130,20 +142,40 @@ class TreeRoot:
         return node
 
 
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A JSON object's members, refused if a key comes twice (readers differ
+    on which one counts)."""
+    members = dict(pairs)
+    if len(members) != len(pairs):
+        raise ValueError("a key given twice")
+    return members
+
+
+def parse_line(line: bytes) -> tuple[dict[str, object], bytes]:
+    """An export's line: the event and its hash; ValueError if it is not one
+    event line as the ledger writes it."""
+    if not line.endswith(b"\n") or line.endswith(b"\r\n"):
+        raise ValueError("a line ends in a newline alone")
+    event = json.loads(line, object_pairs_hook=_unique_keys)
+    if not isinstance(event, dict) or event.keys() != LINE_FIELDS:
+        raise ValueError("an object of the event line's fields")
+    given = event["hash"]
+    if not isinstance(given, str) or len(given) != 64 or given.strip("0123456789abcdef"):
+        raise ValueError("a hash of 64 lowercase hex digits")
+    return event, bytes.fromhex(given)
+
+
 def verify(lines: Iterable[bytes], size: int, root: bytes) -> int:
     """Check the export ``lines`` and that the root of its first ``size``
     events is ``root``; the number of events read."""
     previous, seq, tree = bytes(32), 0, TreeRoot()
     for line in lines:
-        if not line.strip():
-            continue
         seq += 1
         try:
-            event = json.loads(line)
-            given = bytes.fromhex(event["hash"])
+            event, given = parse_line(line)
             entry = canonical_bytes(event)
-        except (ValueError, KeyError, TypeError):
-            raise Invalid(f"seq {seq}: not an event line of an export") from None
+        except (ValueError, TypeError):
+            raise Invalid(f"seq {seq}: not an event line of an export, as the ledger writes it") from None
         if event["seq"] != seq:
             raise Invalid(f"seq {seq}: the line holds seq {event['seq']!r}")
         previous = hashlib.sha256(previous + entry).digest()
@@ -177,21 +209,20 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--key", required=True, metavar="KEY", help="GET /v1/checkpoint/key, or a file holding it")
     args = parser.parse_args(argv)
     try:
-        note = Path(args.checkpoint).read_text(encoding="utf-8")
+        with open(args.checkpoint, encoding="utf-8", newline="") as file:  # a CR is kept, to be refused
+            note = file.read()
         key = _key_text(args.key)
-        export = open(args.export, "rb")
+        origin, size, root = parse_checkpoint(verified_text(note, key))
+        if origin != key.split("+")[0].strip():
+            raise Invalid(f"the checkpoint is of the log {origin!r}, not of the key's")
+        with open(args.export, "rb") as export:
+            verify(export, size, root)
     except (OSError, UnicodeDecodeError) as error:
         print(f"cannot read: {error}", file=sys.stderr)
         return 2
-    with export:
-        try:
-            origin, size, root = parse_checkpoint(verified_text(note, key))
-            if origin != key.split("+")[0].strip():
-                raise Invalid(f"the checkpoint is of the log {origin!r}, not of the key's")
-            verify(export, size, root)
-        except Invalid as error:
-            print(f"not ok: {error}")
-            return 1
+    except Invalid as error:
+        print(f"not ok: {error}")
+        return 1
     print("ok")
     return 0
 

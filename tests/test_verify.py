@@ -3,6 +3,7 @@ chain, its Merkle root at the checkpoint's size, the signature), by the
 command and by ledger/verify.py copied out on its own."""
 
 import ast
+import base64
 import hashlib
 import json
 import shutil
@@ -122,6 +123,68 @@ def test_another_key_is_refused(database_url, exported, tmp_path):
     export, checkpoint, _ = exported
     other = ledger_cli(database_url, "keygen", str(tmp_path / "other.pem")).stdout.decode().strip()
     code, said = verify(database_url, export, checkpoint, other)
+    assert code == 1 and "signature" in said
+
+
+def test_a_field_the_event_line_does_not_have_is_refused_naming_its_seq(database_url, exported):
+    export, checkpoint, key = exported
+    # Outside the hash: only refusing it makes `ok` cover every field of the file.
+    rewritten(export, lambda line: line["seq"] == 5 and line.update(note="injected"), rechain=False)
+    code, said = verify(database_url, export, checkpoint, key)
+    assert code == 1 and "seq 5: not an event line" in said
+
+
+def test_a_field_given_twice_is_refused_naming_its_seq(database_url, exported):
+    export, checkpoint, key = exported
+    lines = export.read_text().splitlines(keepends=True)
+    # Readers differ on which of the two counts: the hash covers one of them.
+    lines[2] = '{"data":{"amount":"0.00"},' + lines[2][1:]
+    export.write_text("".join(lines))
+    code, said = verify(database_url, export, checkpoint, key)
+    assert code == 1 and "seq 3: not an event line" in said
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(lambda line: line[:-1] + b"\r\n", id="crlf"),
+        pytest.param(lambda line: b"\n" + line, id="blank-line-before"),
+    ],
+)
+def test_a_line_not_written_as_the_ledger_writes_it_is_refused(database_url, exported, edit):
+    export, checkpoint, key = exported
+    lines = export.read_bytes().splitlines(keepends=True)
+    lines[3] = edit(lines[3])
+    export.write_bytes(b"".join(lines))
+    code, said = verify(database_url, export, checkpoint, key)
+    assert code == 1 and "seq 4: not an event line" in said
+
+
+def test_a_hash_in_uppercase_hex_is_refused(database_url, exported):
+    export, checkpoint, key = exported
+    rewritten(export, lambda line: line["seq"] == 6 and line.update(hash=line["hash"].upper()), rechain=False)
+    code, said = verify(database_url, export, checkpoint, key)
+    assert code == 1 and "seq 6: not an event line" in said
+
+
+def test_a_checkpoint_with_carriage_returns_is_not_a_signed_note(database_url, exported):
+    export, checkpoint, key = exported
+    checkpoint.write_bytes(checkpoint.read_bytes().replace(b"\n", b"\r\n"))
+    code, said = verify(database_url, export, checkpoint, key)
+    assert code == 1 and "not a signed note" in said
+
+
+@pytest.mark.parametrize("size", ["0333", "+333", " 333", "-1", "\u0663"])
+def test_a_tree_size_not_in_plain_decimal_is_malformed(size):
+    root = base64.b64encode(bytes(32)).decode()
+    with pytest.raises(ledger.verify.Invalid, match="tree size is not in plain decimal"):
+        ledger.verify.parse_checkpoint(f"example.com/log\n{size}\n{root}\n")
+
+
+def test_a_bad_signature_is_said_before_the_export_is_opened(database_url, exported, tmp_path):
+    _, checkpoint, _ = exported
+    other = ledger_cli(database_url, "keygen", str(tmp_path / "other.pem")).stdout.decode().strip()
+    code, said = verify(database_url, tmp_path / "no-such-export", checkpoint, other)
     assert code == 1 and "signature" in said
 
 
