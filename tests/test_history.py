@@ -172,6 +172,14 @@ async def test_bad_history_parameters_are_refused_in_the_error_shape(
     assert (error["code"], error.get("field")) == (code, field)
 
 
+async def test_an_integer_with_leading_zeros_is_refused_saying_so(client):
+    response = await client.get("/v1/events", params={"after_seq": "007"})
+    assert response.status == 422
+    error = (await response.json())["error"]
+    assert error["field"] == "after_seq"
+    assert error["message"] == "expected an integer in decimal digits without leading zeros, got '007'"
+
+
 # -- writes first --------------------------------------------------------------
 
 

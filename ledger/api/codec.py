@@ -125,9 +125,10 @@ def _decode(request: web.Request, decode_: Callable[..., Any], data: bytes | msg
 def convert(values: dict[str, str], type_: type[T]) -> T:
     """Query parameters (strings) as ``type_``, with the same errors as bodies.
 
-    An integer is written in decimal digits and a boolean as ``true`` or
-    ``false``: converting text, msgspec would also read ``1e2`` and ``1.0``
-    as integers and ``1`` or ``TRUE`` as true."""
+    An integer is written in decimal digits without leading zeros (which
+    msgspec refuses, saying only that it expected an integer) and a boolean
+    as ``true`` or ``false``: converting text, msgspec would also read ``1e2``
+    and ``1.0`` as integers and ``1`` or ``TRUE`` as true."""
     kinds = _STRICT_KINDS.get(type_)
     if kinds is None:
         kinds = _STRICT_KINDS[type_] = _strict_kinds(type_)
@@ -136,7 +137,7 @@ def convert(values: dict[str, str], type_: type[T]) -> T:
         if value is None:
             continue
         if kind is int and not _INTEGER.fullmatch(value):
-            raise InvalidField(f"expected an integer in decimal digits, got {value!r}", name)
+            raise InvalidField(f"expected an integer in decimal digits without leading zeros, got {value!r}", name)
         if kind is bool and value not in ("true", "false"):
             raise InvalidField(f"expected true or false, got {value!r}", name)
     try:
@@ -145,7 +146,7 @@ def convert(values: dict[str, str], type_: type[T]) -> T:
         raise invalid_field(str(error)) from None
 
 
-_INTEGER = re.compile(r"-?[0-9]+")
+_INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
 #: :func:`_strict_kinds` of each query struct, once found.
 _STRICT_KINDS: dict[type, dict[str, type]] = {}
 
