@@ -1,6 +1,7 @@
 """Bad input of every kind gets its documented error and changes nothing."""
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -62,6 +63,37 @@ def encoded(coding: str):
         "data": b'{"currency": "USD", "scale": 2}',
         "headers": {"Content-Type": "application/json", "Content-Encoding": coding},
     }
+
+
+def given_twice(key: str, first, last, body=None):
+    """A JSON body (a transfer from a to b, unless ``body`` builds another)
+    that gives ``key`` twice: ``first``, then ``last``."""
+
+    def build(acc):
+        fields = body(acc) if body else transfer_body(acc["a"], acc["b"], "1.00")
+        fields.pop(key, None)
+        members = [
+            f"{json.dumps(key)}: {json.dumps(first)}",
+            json.dumps(fields)[1:-1],
+            f"{json.dumps(key)}: {json.dumps(last)}",
+        ]
+        return {"data": ("{" + ", ".join(members) + "}").encode(), "headers": {"Content-Type": "application/json"}}
+
+    return build
+
+
+def msgpack_given_twice(key: str, first, last):
+    """A transfer from a to b in MessagePack, its map giving ``key`` twice."""
+
+    def build(acc):
+        fields = {k: v for k, v in transfer_body(acc["a"], acc["b"], "1.00").items() if k != key}
+        pairs = [(key, first), *fields.items(), (key, last)]
+        data = bytes([0x80 | len(pairs)]) + b"".join(
+            msgspec.msgpack.encode(k) + msgspec.msgpack.encode(v) for k, v in pairs
+        )
+        return {"data": data, "headers": {"Content-Type": "application/msgpack"}}
+
+    return build
 
 
 def nested(depth: int) -> list:
@@ -431,6 +463,58 @@ CASES = {
     "an unknown content coding": ("POST", "/v1/accounts", encoded("foo"), 415, "unsupported_media_type", None),
     "a plain body declared gzip": ("POST", "/v1/accounts", encoded("gzip"), 400, "malformed_body", None),
     "a plain body declared deflate": ("POST", "/v1/accounts", encoded("deflate"), 400, "malformed_body", None),
+    "an amount given twice": (
+        "POST",
+        "/v1/transfers",
+        given_twice("amount", "1.00", "1000.00"),
+        422,
+        "invalid_field",
+        "amount",
+    ),
+    "an id given twice": (
+        "POST",
+        "/v1/transfers",
+        given_twice("id", str(uuid.uuid4()), str(uuid.uuid4())),
+        422,
+        "invalid_field",
+        "id",
+    ),
+    "a metadata key given twice": (
+        "POST",
+        "/v1/transfers",
+        lambda acc: {
+            "data": json.dumps(transfer_body(acc["a"], acc["b"], "1.00"))[:-1].encode()
+            + b', "metadata": {"k": 1, "k": 2}}',
+            "headers": {"Content-Type": "application/json"},
+        },
+        422,
+        "invalid_field",
+        "k",
+    ),
+    # Read as the last value says, an atomic batch would be recorded in part.
+    "atomic given twice in a batch": (
+        "POST",
+        "/v1/transfer-batches",
+        given_twice(
+            "atomic",
+            True,
+            False,
+            body=lambda acc: {
+                "transfers": [transfer_body(acc["a"], acc["b"], "1.00"), transfer_body(acc["a"], acc["eur"], "1.00")]
+            },
+        ),
+        422,
+        "invalid_field",
+        "atomic",
+    ),
+    "a MessagePack key given twice": (
+        "POST",
+        "/v1/transfers",
+        msgpack_given_twice("amount", "1.00", "700.00"),
+        422,
+        "invalid_field",
+        "amount",
+    ),
     "unknown endpoint": ("GET", "/v1/nothing-here", lambda acc: {}, 404, "not_found", None),
     "wrong method": ("DELETE", "/v1/transfers", lambda acc: {}, 405, "method_not_allowed", None),
 }
@@ -447,6 +531,14 @@ async def test_bad_request_is_refused_and_changes_nothing(client, db, accounts, 
     assert body["error"].get("field") == field
     assert body["error"]["message"]
     assert await ledger_snapshot(db) == before
+
+
+async def test_colons_in_values_are_no_key_given_twice(client, accounts):
+    body = transfer_body(
+        accounts["a"], accounts["b"], "1.00", metadata={"at": "10:00:00", "url": "https://x.example/a:b"}
+    )
+    response = await client.post("/v1/transfers", json=body)
+    assert response.status == 201, await response.text()
 
 
 async def test_float_amount_message_says_amounts_are_strings(client, accounts):

@@ -3,16 +3,21 @@
 Decoding is strict: msgspec checks types, patterns and unknown fields, and
 its complaint becomes a 422 ``invalid_field`` naming the field's path
 (``transfers[3].amount``); a body that is not JSON/MessagePack at all is 400.
+An object that gives a key twice is refused too (422): msgspec would keep
+the last value, where another reader of the same bytes (a gateway, an audit
+of the request) may keep the first.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import msgpack
 import msgspec
 import msgspec.inspect
 from aiohttp import compression_utils, hdrs, web
@@ -73,7 +78,65 @@ async def decode(request: web.Request, type_: type[T], *, optional: bool = False
         raise LedgerError(Code.MALFORMED_BODY, "the connection closed before the body ended") from None
     if optional and not body:
         return type_()
-    return _decode(request, _decoder(request), body, type_)
+    decoded = _decode(request, _decoder(request), body, type_)
+    _refuse_keys_given_twice(_content_type(request) == JSON, body)
+    return decoded
+
+
+def _refuse_keys_given_twice(is_json: bool, body: bytes) -> None:
+    """Raise :class:`InvalidField` if an object of ``body`` (decoded already,
+    so valid) gives a key twice.
+
+    A JSON body whose colons are as many as its keys once decoded has none
+    given twice (every key takes a colon, and a key given twice is counted
+    once): most bodies pass so, for a decode without types. Any other, and
+    every MessagePack body, is read again by a parser that sees each key
+    (the standard library's, msgpack's)."""
+    try:
+        if is_json:
+            if body.count(b":") == _key_count(msgspec.json.decode(body)):
+                return
+            json.loads(body, object_pairs_hook=_each_key_once)
+        else:
+            msgpack.unpackb(body, object_pairs_hook=_each_key_once, strict_map_key=False)
+    except _GivenTwice as given:
+        raise InvalidField(
+            f"the key {given.key!r} is given twice in one object; give each field once", str(given.key)
+        ) from None
+    except (ValueError, TypeError, RecursionError, msgpack.UnpackException):
+        # What msgspec read but these cannot (a key that is not hashable,
+        # nesting deeper than they go) is refused where it is decoded.
+        pass
+
+
+class _GivenTwice(Exception):
+    def __init__(self, key: object) -> None:
+        self.key = key
+
+
+def _each_key_once(pairs: list[tuple[Any, Any]]) -> None:
+    """An ``object_pairs_hook`` that raises :class:`_GivenTwice` for a key
+    an object gives twice (the objects themselves are not needed)."""
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _GivenTwice(key)
+        seen.add(key)
+
+
+def _key_count(value: object) -> int:
+    """The keys of every object in ``value`` (a decoded JSON document)."""
+    if isinstance(value, dict):
+        count = len(value)
+        value = value.values()
+    elif isinstance(value, list):
+        count = 0
+    else:
+        return 0
+    for item in value:
+        if type(item) is dict or type(item) is list:
+            count += _key_count(item)
+    return count
 
 
 def part_decoder(request: web.Request) -> Callable[[msgspec.Raw, type[T], str], T]:
