@@ -533,6 +533,12 @@ async def test_bad_request_is_refused_and_changes_nothing(client, db, accounts, 
     assert await ledger_snapshot(db) == before
 
 
+async def test_zeros_ending_an_amount_beyond_the_scale_are_not_digits_beyond_it(client, accounts):
+    response = await client.post("/v1/transfers", json=transfer_body(accounts["a"], accounts["b"], "1.000"))
+    assert response.status == 201, await response.text()
+    assert (await response.json())["amount"] == "1.00"
+
+
 async def test_colons_in_values_are_no_key_given_twice(client, accounts):
     body = transfer_body(
         accounts["a"], accounts["b"], "1.00", metadata={"at": "10:00:00", "url": "https://x.example/a:b"}
