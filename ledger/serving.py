@@ -42,7 +42,7 @@ from pathlib import Path
 
 from prometheus_client import multiprocess as prometheus_multiprocess
 
-from . import logs, metrics, signing
+from . import logs, metrics, processes, signing
 from .api.access_log import AccessLogger
 from .api.app import StartupError
 from .config import Settings
@@ -367,11 +367,21 @@ class _Supervisor:
                     os.kill(worker.process.pid, signum)
 
 
+#: The name of a metrics directory begins so, then the supervisor's pid and a dash.
+_METRICS_PREFIX = "ledger-metrics-"
+
+
 @contextlib.contextmanager
 def _metrics_directory() -> Iterator[str]:
     """A private directory for the workers' metrics, named to the workers
-    (which inherit the environment) for the block, removed after it."""
-    directory = tempfile.mkdtemp(prefix="ledger-metrics-")
+    (which inherit the environment) for the block, removed after it; and
+    first, the directories left by supervisors that are gone (killed, they
+    could not remove their own)."""
+    for stale in Path(tempfile.gettempdir()).glob(f"{_METRICS_PREFIX}*-*"):
+        pid = stale.name.removeprefix(_METRICS_PREFIX).partition("-")[0]
+        if pid.isdigit() and not processes.alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    directory = tempfile.mkdtemp(prefix=f"{_METRICS_PREFIX}{os.getpid()}-")
     previous = os.environ.get(metrics.MULTIPROCESS_DIR)
     os.environ[metrics.MULTIPROCESS_DIR] = directory
     try:

@@ -6,7 +6,9 @@ import random
 import re
 import signal
 import sys
+import tempfile
 import uuid
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -167,6 +169,19 @@ async def test_workers_stop_when_their_parent_is_killed_and_free_the_port(servic
     assert await served.stopped() == -signal.SIGKILL
     assert not any(process_exists(pid) for pid in pids)
     assert served.log.count("the service's parent process is gone; this worker stops") == 2, served.log
+
+
+async def test_the_metrics_directory_a_killed_parent_left_is_removed_by_the_next_start(service, database_url):
+    served = await service("--workers", WORKERS, LEDGER_DATABASE_URL=database_url)
+    [left] = Path(tempfile.gettempdir()).glob(f"ledger-metrics-{served.process.pid}-*")
+    served.send(signal.SIGKILL)
+    await served.stopped()
+    assert left.exists()
+
+    again = await service("--workers", WORKERS, LEDGER_DATABASE_URL=database_url)
+
+    assert not left.exists()
+    assert await again.stop() == 0, again.log
 
 
 async def test_a_second_service_with_workers_cannot_take_the_port_of_one_that_serves(service, database_url):

@@ -8,13 +8,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import subprocess
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .. import processes
 from . import migrations
 
 log = logging.getLogger(__name__)
@@ -105,19 +105,9 @@ def _forget_dead_holders(data_dir: Path) -> None:
         holders = json.loads(path.read_text())
     except (OSError, ValueError):
         return
-    alive = [pid for pid in holders if isinstance(pid, int) and _alive(pid)]
+    alive = [pid for pid in holders if isinstance(pid, int) and processes.alive(pid)]
     if alive != holders:
         path.write_text(json.dumps(alive))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
 
 
 @contextlib.contextmanager
