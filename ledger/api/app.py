@@ -8,7 +8,6 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-import asyncpg
 from aiohttp import web
 
 from ..config import Settings
@@ -19,7 +18,7 @@ from ..store.connection import connect, create_pool
 from ..store.expiry import Expirer
 from ..store.feed import Feed
 from ..store.follow import HeadPoller, Notifications
-from ..store.retry import CONNECTION_LOST
+from ..store.retry import CANNOT_OPEN
 from ..store.writer import Clock, Writer
 from . import accounts, admin, checkpoints, health, history, monitoring, openapi, proofs, transfers
 from .auth import auth_middleware
@@ -137,7 +136,7 @@ async def stream_pool_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _check_replica(dsn: str) -> None:
     try:
         state = await replica.read_state(dsn)
-    except CONNECTION_LOST + (asyncpg.PostgresError,) as error:
+    except CANNOT_OPEN as error:
         log.warning("the read replica is unreachable (its reads answer 503 until it is back): %s", error)
         return
     if not state.standby:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import asyncpg
 from aiohttp import web
 
 from ..store import migrations, replica
 from ..store.connection import PROBE_WAIT, Conn, read_within
 from ..store.head import read_head
-from ..store.retry import CONNECTION_LOST
+from ..store.retry import CANNOT_OPEN, CONNECTION_LOST
 from . import codec
 from .keys import COALESCER, POOL, SETTINGS, STREAM_POOL, STREAMS, WRITER
 from .openapi import documented
@@ -89,7 +88,7 @@ async def _replica(dsn: str, primary_head: int) -> dict[str, object]:
     ready: writes and point reads do not need it, only its long reads fail."""
     try:
         state = await replica.read_state(dsn)
-    except CONNECTION_LOST + (asyncpg.PostgresError,) as error:
+    except CANNOT_OPEN as error:
         return {"status": "unavailable", "reason": f"replica unreachable: {error}"}
     return {
         "status": "ok",

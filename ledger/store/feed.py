@@ -35,7 +35,7 @@ from .connection import connect
 from .follow import Wakeups
 from .head import read_head
 from .lines import EVENT_PAGE, PAGE
-from .retry import CONNECTION_LOST
+from .retry import CANNOT_OPEN, CONNECTION_LOST
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ class Feed:
         while True:
             try:
                 conn = await connect(self._dsn, server_settings={"application_name": "ledger-feed"})
-            except CONNECTION_LOST + (asyncpg.PostgresError,) as error:
+            except CANNOT_OPEN as error:
                 if not unreachable:
                     log.warning("the event feed cannot reach the database: %s", error)
                 unreachable = True

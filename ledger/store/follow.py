@@ -24,7 +24,7 @@ import asyncpg
 
 from .connection import Conn
 from .head import NOTIFY_CHANNEL
-from .retry import CONNECTION_LOST
+from .retry import CANNOT_OPEN
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class HeadPoller:
             if self._conn is None:
                 self._conn = await asyncpg.connect(self._dsn)
             head = await self._conn.fetchval(_HEAD)
-        except CONNECTION_LOST + (asyncpg.PostgresError,) as error:
+        except CANNOT_OPEN as error:
             if self._conn is not None:
                 self._conn.terminate()
                 self._conn = None

@@ -41,9 +41,9 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
 )
 
 
-#: What opening the database can fail with before any work: the database
-#: out of reach (:data:`CONNECTION_LOST`), or refusing (no such database or
-#: role, a setting it does not know).
+#: What opening the database, or reading its state (its head, its role), can fail with:
+#: the database out of reach (:data:`CONNECTION_LOST`), or refusing (no such
+#: database or role, a setting it does not know, a schema it lacks).
 CANNOT_OPEN: tuple[type[BaseException], ...] = CONNECTION_LOST + (asyncpg.PostgresError,)
 
 
