@@ -78,8 +78,9 @@ async def decode(request: web.Request, type_: type[T], *, optional: bool = False
         raise LedgerError(Code.MALFORMED_BODY, "the connection closed before the body ended") from None
     if optional and not body:
         return type_()
-    decoded = _decode(request, _decoder(request), body, type_)
-    _refuse_keys_given_twice(_content_type(request) == JSON, body)
+    decoder = _decoder(request)
+    decoded = _decode(request, decoder, body, type_)
+    _refuse_keys_given_twice(decoder is msgspec.json.decode, body)
     return decoded
 
 
