@@ -85,6 +85,17 @@ def test_the_access_log_setting_refuses_anything_else():
         Settings.from_env({"LEDGER_ACCESS_LOG": "sometimes"})
 
 
+def settings_only(**settings: str) -> dict[str, str]:
+    """This environment with no ``LEDGER_*`` setting but ``settings``."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}, **settings}
+
+
+def ledger_with_only(*args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """``ledger ARGS`` run with no ``LEDGER_*`` setting but ``settings``; what it did."""
+    command = [sys.executable, "-m", "ledger.cli", *args]
+    return subprocess.run(command, env=settings_only(**settings), capture_output=True, text=True, timeout=60)
+
+
 @pytest.mark.parametrize(
     "args, settings, complaint",
     [
@@ -108,11 +119,7 @@ def test_the_access_log_setting_refuses_anything_else():
     ],
 )
 def test_bad_configuration_is_one_line_and_status_2(tmp_path, args, settings, complaint):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
-    env.update({"LEDGER_DATA_DIR": str(tmp_path / "data"), **settings})
-    done = subprocess.run(
-        [sys.executable, "-m", "ledger.cli", *args], env=env, capture_output=True, text=True, timeout=60
-    )
+    done = ledger_with_only(*args, **{"LEDGER_DATA_DIR": str(tmp_path / "data"), **settings})
     assert done.returncode == 2, done.stderr
     [line] = [line for line in done.stderr.splitlines() if "ERROR" in line]
     assert complaint in line
@@ -124,15 +131,8 @@ def test_a_data_directory_that_holds_other_files_is_refused_saying_so_and_left_a
     data = tmp_path / "data"
     data.mkdir()
     (data / "notes.txt").write_text("not PostgreSQL's")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
 
-    done = subprocess.run(
-        [sys.executable, "-m", "ledger.cli", "serve"],
-        env={**env, "LEDGER_DATA_DIR": str(data)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = ledger_with_only("serve", LEDGER_DATA_DIR=str(data))
 
     assert done.returncode == 2, done.stderr
     [line] = [line for line in done.stderr.splitlines() if "ERROR" in line]
@@ -164,8 +164,7 @@ def test_an_error_nothing_caught_is_one_json_line_when_json_is_asked_for():
 
 
 async def test_ctrl_c_while_the_service_starts_stops_it_and_its_postgresql_without_a_traceback(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
-    env.update(LEDGER_DATA_DIR=str(tmp_path / "data"), LEDGER_PORT="0")
+    env = settings_only(LEDGER_DATA_DIR=str(tmp_path / "data"), LEDGER_PORT="0")
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "ledger.cli", "serve", env=env, stderr=asyncio.subprocess.PIPE
     )
@@ -182,10 +181,8 @@ async def test_ctrl_c_while_the_service_starts_stops_it_and_its_postgresql_witho
 
 
 def test_a_bad_setting_is_one_json_line_when_json_is_asked_for(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
-    env.update(LEDGER_DATA_DIR=str(tmp_path / "data"), LEDGER_LOG_FORMAT="json", LEDGER_PORT="abc")
-    done = subprocess.run(
-        [sys.executable, "-m", "ledger.cli", "serve"], env=env, capture_output=True, text=True, timeout=60
+    done = ledger_with_only(
+        "serve", LEDGER_DATA_DIR=str(tmp_path / "data"), LEDGER_LOG_FORMAT="json", LEDGER_PORT="abc"
     )
     assert done.returncode == 2, done.stderr
     [line] = done.stderr.splitlines()
