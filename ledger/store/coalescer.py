@@ -23,7 +23,10 @@ Decisions stay per command and in queue order (the append decides each
 request's commands in order, atomic requests all-or-nothing), so a refused
 command never fails its neighbours. An append that fails for good (retries
 exhausted, database gone) fails every request in it with the same error; the
-next append starts clean.
+next append starts clean. An append the database does not answer within the
+retry policy's time limit (:class:`~ledger.store.retry.NoAnswer`) also fails
+every request waiting behind it, none of them sent: each would wait as long
+again, on the same database.
 
 The queue is bounded by commands: when it is full a new write is refused at
 once with :class:`~ledger.store.retry.Unavailable`, so memory does not grow
@@ -41,7 +44,7 @@ from dataclasses import dataclass
 
 from .. import metrics
 from ..domain.ledger import Outcome
-from .retry import Unavailable
+from .retry import NoAnswer, Unavailable
 from .write_path import AppendRequest, Committed, Copy, Decided, Pending, Sealed
 from .writer import Writer
 
@@ -54,6 +57,10 @@ MAX_COMMANDS = 8190
 #: before it is cut down to what the last append changed, the accounts only
 #: if they are past it too (bounds memory under endless load).
 CHAIN_LIMIT = 50_000
+
+
+#: What the requests behind an append the database did not answer are told.
+_NOT_SENT = "the database did not answer the write before this one in time; this one was not sent, and is not recorded"
 
 
 @dataclass(slots=True)
@@ -201,6 +208,9 @@ class Coalescer:
             while True:
                 if in_flight is not None and in_flight.task.done():
                     last = self._answer(in_flight)
+                    if isinstance(in_flight.task.exception(), NoAnswer):
+                        self._refuse_waiting(upcoming, Unavailable(_NOT_SENT))
+                        upcoming = None
                     if upcoming is not None:
                         in_flight, upcoming = self._start(_following(upcoming, in_flight, last)), None
                     else:
@@ -240,15 +250,9 @@ class Coalescer:
             # every caller it holds, rather than leave them waiting for ever.
             log.critical("the write queue failed; writes are refused from now on", exc_info=True)
             self._closing = True
-            self._failure = failure = Unavailable("the service cannot write; see its log")
-            stranded = [*(upcoming.waiting if upcoming else ()), *self._queue]
-            self._queue.clear()
-            self._queued = 0
-            metrics.WRITE_QUEUE_DEPTH.set(0)
+            self._failure = Unavailable("the service cannot write; see its log")
+            self._refuse_waiting(upcoming, self._failure)
             self._idle.set()
-            for waiting in stranded:
-                if not waiting.result.done():
-                    waiting.result.set_exception(failure)
             if in_flight is not None:
                 await asyncio.wait((in_flight.task,))
                 self._answer(in_flight)
@@ -359,6 +363,17 @@ class Coalescer:
             if not waiting.result.done():
                 waiting.result.set_result(outcomes)
         return committed
+
+    def _refuse_waiting(self, upcoming: _Next | None, error: Unavailable) -> None:
+        """Fail with ``error`` every request not handed to the writer yet:
+        ``upcoming``'s and the queue's."""
+        stranded = [*(upcoming.waiting if upcoming else ()), *self._queue]
+        self._queue.clear()
+        self._queued = 0
+        metrics.WRITE_QUEUE_DEPTH.set(0)
+        for waiting in stranded:
+            if not waiting.result.done():
+                waiting.result.set_exception(error)
 
     def _take(self, room: int) -> list[_Waiting]:
         """Everything waiting, in order, up to ``room`` commands (a single

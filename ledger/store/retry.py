@@ -1,5 +1,6 @@
 """Retrying a unit of work: exponential backoff with full jitter, bounded in
-attempts and in time, then :class:`Unavailable`."""
+attempts and in time, then :class:`Unavailable`; given up, an attempt in
+progress included, when it outlasts its time limit (:class:`NoAnswer`)."""
 
 from __future__ import annotations
 
@@ -62,6 +63,12 @@ class Unavailable(Exception):
         self.retry_after = retry_after
 
 
+class NoAnswer(Unavailable):
+    """The database did not finish the work within the policy's time limit,
+    and it was given up: what the attempt in progress asked may or may not
+    have been done (a commit may have been on its way)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     attempts: int = 10
@@ -69,6 +76,10 @@ class RetryPolicy:
     max_delay: float = 0.25
     #: Seconds after the first attempt's start past which none is begun.
     deadline: float = 5.0
+    #: Seconds after the first attempt's start at which the work is given up,
+    #: an attempt in progress included: a database that stops answering, or a
+    #: lock that is not let go, is not waited on for ever.
+    time_limit: float = 10.0
 
 
 async def retrying(
@@ -77,11 +88,28 @@ async def retrying(
     retry_on: tuple[type[BaseException], ...] = CONFLICTS,
 ) -> T:
     """Run ``attempt`` until it succeeds, raising :class:`Unavailable` when the
-    policy's attempts or deadline run out on errors in ``retry_on``.
+    policy's attempts or deadline run out on errors in ``retry_on``, and
+    :class:`NoAnswer` when its time limit does (the attempt in progress is
+    cancelled: it must leave nothing behind that its cancellation breaks).
 
     ``attempt`` must be safe to run again from the start: every unit the
     service retries is one whole transaction.
     """
+    limit = asyncio.timeout(policy.time_limit)
+    try:
+        async with limit:
+            return await _retried(attempt, policy, retry_on)
+    except TimeoutError as error:
+        if not limit.expired():
+            raise
+        raise NoAnswer(f"the database did not answer within {policy.time_limit:g} s") from error
+
+
+async def _retried(
+    attempt: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    retry_on: tuple[type[BaseException], ...],
+) -> T:
     started = time.monotonic()
     for number in range(1, policy.attempts + 1):
         try:

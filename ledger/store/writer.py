@@ -25,7 +25,7 @@ from ..domain.ledger import Outcome
 from ..domain.merkle import Frontier
 from .connection import connect, widen_send_buffer
 from .head import LOCK, LogHead
-from .retry import CONFLICTS, CONNECTION_LOST, RetryPolicy, retrying
+from .retry import CONFLICTS, CONNECTION_LOST, NoAnswer, RetryPolicy, retrying
 from .tree import read_tip
 from .write_path import (
     COPY_FROM,
@@ -62,6 +62,9 @@ _KEYED = {"random_page_cost": "1.1"}
 #: (see :func:`~ledger.store.write_path.write`): SERIALIZABLE as every append.
 _WRITING = {**_KEYED, "default_transaction_isolation": "serializable"}
 
+#: What the requests of an append given up at the time limit are told.
+_MAY_BE_RECORDED = "the write may have been recorded: retry it with the same id, which never applies it twice"
+
 #: BEGIN and the append lock in one round trip (a simple query may hold
 #: several statements): every round trip of an append is a wait that the
 #: HTTP work queued meanwhile lengthens.
@@ -71,11 +74,13 @@ _BEGIN_LOCKED = f"BEGIN ISOLATION LEVEL SERIALIZABLE; {LOCK}"
 @contextlib.asynccontextmanager
 async def _locked_transaction(conn: asyncpg.Connection) -> AsyncIterator[None]:
     """A SERIALIZABLE transaction holding the append lock, committed if the
-    block succeeds and rolled back if it raises."""
+    block succeeds and rolled back if it raises. Cancelled, it sends nothing
+    more: the caller must close the connection, which ends the transaction
+    (a server that was not answering would not answer a ROLLBACK either)."""
     try:
         await conn.execute(_BEGIN_LOCKED)
         yield
-    except BaseException:
+    except Exception:
         if not conn.is_closed() and conn.is_in_transaction():
             with contextlib.suppress(*CONNECTION_LOST):
                 await conn.execute("ROLLBACK")
@@ -124,10 +129,16 @@ class Writer:
         decided afresh under the lock.
 
         Raises :class:`~ledger.store.retry.Unavailable` when conflicts or a lost
-        database outlast the retry policy.
+        database outlast the retry policy, and
+        :class:`~ledger.store.retry.NoAnswer` when the policy's time limit
+        passes first: the connection is closed, and the batch may or may not
+        have been recorded.
         """
         async with self._lock:
-            return await retrying(lambda: self._attempt(batch), self._policy, CONFLICTS + CONNECTION_LOST)
+            try:
+                return await retrying(lambda: self._attempt(batch), self._policy, CONFLICTS + CONNECTION_LOST)
+            except NoAnswer as error:
+                raise NoAnswer(f"{error}; {_MAY_BE_RECORDED}") from error
 
     async def submit(self, requests: Sequence[AppendRequest]) -> list[list[Outcome]]:
         """Append ``requests`` as one batch, decided under the lock; one list
@@ -165,13 +176,17 @@ class Writer:
 
     async def _read(self, read: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """``read(connection, *args, **kwargs)`` on the reading connection,
-        opened anew if it was lost."""
-        self._reader = reader = await self._connected(self._reader, READER_NAME, _KEYED)
-        try:
-            return await read(reader, *args, **kwargs)
-        except CONNECTION_LOST:
-            reader.terminate()
-            raise
+        opened anew if it was lost; :class:`TimeoutError` (the connection
+        closed) if the read and the opening together outlast the policy's
+        time limit."""
+        async with asyncio.timeout(self._policy.time_limit):
+            try:
+                self._reader = reader = await self._connected(self._reader, READER_NAME, _KEYED)
+                return await read(reader, *args, **kwargs)
+            except CONNECTION_LOST + (asyncio.CancelledError,):
+                if self._reader is not None:
+                    self._reader.terminate()
+                raise
 
     async def _attempt(self, batch: Sealed | Pending) -> Committed:
         try:
@@ -187,6 +202,9 @@ class Writer:
             async with _locked_transaction(conn):
                 committed = await decide_under_lock(conn, batch, now=self._clock(), copy_from=self._copy_from)
             return self._committed(committed, started)
+        except asyncio.CancelledError:
+            self._terminate()  # what it was last asked may be unanswered still
+            raise
         except CONNECTION_LOST:
             await self.close()
             self.retries += 1
@@ -209,6 +227,13 @@ class Writer:
         if conn is None or conn.is_closed():
             conn = await connect(self._dsn, server_settings={"application_name": name, **settings})
         return conn
+
+    def _terminate(self) -> None:
+        """Close the appending connection at once, without a word to the
+        server; the next attempt opens another."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.terminate()
 
     async def close(self) -> None:
         reader, self._reader = self._reader, None

@@ -1,0 +1,91 @@
+"""A write the database does not finish within the time limit
+(``LEDGER_WRITE_TIMEOUT``) is answered 503 ``unavailable``, never left waiting.
+
+The append is held up for real: the test's own transaction holds the append
+lock, or the whole PostgreSQL server is stopped (SIGSTOP), as a hung host
+leaves it. The write given up may have been recorded (its commit may have
+been on its way); the writes queued behind it were never sent.
+"""
+
+import asyncio
+import time
+
+import aiohttp
+import pytest
+
+from ledger.api.app import create_app
+from ledger.config import Settings
+from ledger.store.retry import RetryPolicy
+from tests.conftest import appends_held_up, transfer_body, wait_for_blocked_backend
+
+LIMIT = 1.0
+
+
+@pytest.fixture
+async def client(database_url, signing_key_file, clock, aiohttp_client):
+    """The service, giving up a write after :data:`LIMIT` seconds."""
+    settings = Settings(
+        database_url=database_url, signing_key_file=signing_key_file, retry=RetryPolicy(time_limit=LIMIT)
+    )
+    return await aiohttp_client(create_app(settings, clock=clock))
+
+
+async def test_a_write_held_up_past_the_time_limit_is_503_saying_it_may_be_recorded(client, open_account, db):
+    a, b = await open_account(), await open_account()
+    async with appends_held_up(db):
+        started = time.monotonic()
+        response = await client.post("/v1/transfers", json=transfer_body(a, b, "1.00"))
+        waited = time.monotonic() - started
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "1"
+    error = (await response.json())["error"]
+    assert error["code"] == "unavailable"
+    assert "did not answer within 1 s" in error["message"]
+    assert "retry it with the same id" in error["message"]
+    assert LIMIT <= waited < LIMIT + 5
+
+
+async def test_writes_queued_behind_it_are_503_and_never_recorded(client, open_account, db):
+    a, b = await open_account(), await open_account()
+    first = transfer_body(a, b, "1.00")
+    behind = [transfer_body(a, b, "2.00") for _ in range(4)]
+    async with appends_held_up(db):
+        in_flight = asyncio.ensure_future(client.post("/v1/transfers", json=first))
+        await wait_for_blocked_backend(db)
+        responses = await asyncio.gather(*(client.post("/v1/transfers", json=body) for body in behind))
+        assert (await in_flight).status == 503
+    for response in responses:
+        assert response.status == 503
+        assert "this one was not sent, and is not recorded" in (await response.json())["error"]["message"]
+    # Appends are serial: once a new one is recorded, the one given up has
+    # ended too, recorded or not.
+    assert (await client.post("/v1/transfers", json=transfer_body(a, b, "3.00"))).status == 201
+    for body in behind:
+        assert (await client.get(f"/v1/transfers/{body['id']}")).status == 404
+
+
+async def test_the_write_retried_with_its_id_once_the_database_answers_is_applied_once(client, open_account, db):
+    a, b = await open_account(), await open_account()
+    body = transfer_body(a, b, "1.00")
+    async with appends_held_up(db):
+        assert (await client.post("/v1/transfers", json=body)).status == 503
+    again = await client.post("/v1/transfers", json=body)
+    assert again.status in (200, 201), await again.text()
+    account = await (await client.get(f"/v1/accounts/{a['id']}")).json()
+    assert account["balance"]["debits_posted"] == "1.00"
+    assert await db.fetchval("SELECT count(*) FROM transfers") == 1
+
+
+async def test_a_write_to_a_database_that_stops_answering_is_503_within_the_time_limit(service, freeze_database):
+    served = await service(LEDGER_WRITE_TIMEOUT="1")
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        a, b = [
+            await (await session.post(f"{served.url}/v1/accounts", json={"currency": "USD", "scale": 2})).json()
+            for _ in "ab"
+        ]
+        freeze_database(served)
+        started = time.monotonic()
+        async with session.post(f"{served.url}/v1/transfers", json=transfer_body(a, b, "1.00")) as response:
+            assert response.status == 503
+            assert (await response.json())["error"]["code"] == "unavailable"
+        assert time.monotonic() - started < 10
