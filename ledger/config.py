@@ -100,6 +100,8 @@ class Settings:
     #: Connections for point reads (the writer has its own).
     pool_min_size: int = 2
     pool_max_size: int = 16
+    #: How appends are retried, and how long they may take (its ``time_limit``
+    #: is :attr:`database_timeout`).
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     #: Empty: authentication is off (allowed on a loopback address only).
     tokens: tuple[Token, ...] = ()
@@ -138,6 +140,13 @@ class Settings:
     signing_key_file: Path | None = None
     #: The log's name in its checkpoints, and its signing key's.
     log_origin: str = "ledger"
+
+    @property
+    def database_timeout(self) -> float:
+        """Seconds the service waits on the database for a write (its append,
+        retries included) or for one query of a read, before it answers 503
+        ``unavailable``."""
+        return self.retry.time_limit
 
     def with_workers(self, workers: int) -> Settings:
         """These settings with ``workers`` processes (``ledger serve --workers``)."""
@@ -231,6 +240,6 @@ class Settings:
             replica_poll_interval=number("LEDGER_REPLICA_POLL_INTERVAL", 0.05, 0.001, 60.0),
             retry=RetryPolicy(
                 attempts=number("LEDGER_RETRY_ATTEMPTS", RetryPolicy().attempts, 1),
-                time_limit=number("LEDGER_WRITE_TIMEOUT", RetryPolicy().time_limit, 0.01, 3600.0),
+                time_limit=number("LEDGER_DATABASE_TIMEOUT", RetryPolicy().time_limit, 0.01, 3600.0),
             ),
         )

@@ -97,8 +97,16 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The pool of point reads and pages, every query of which (and every
+    connection it opens) is given up with :class:`TimeoutError` after
+    ``LEDGER_DATABASE_TIMEOUT`` seconds: the request gets 503, where a
+    database that stopped answering would hold it for ever. asyncpg then
+    cancels the query, within as long again, or closes the connection."""
     settings = app[SETTINGS]
-    async with await create_pool(app[DSN], min_size=settings.pool_min_size, max_size=settings.pool_max_size) as pool:
+    limit = settings.database_timeout
+    async with await create_pool(
+        app[DSN], min_size=settings.pool_min_size, max_size=settings.pool_max_size, command_timeout=limit, timeout=limit
+    ) as pool:
         app[POOL] = pool
         yield
 

@@ -13,6 +13,7 @@ from aiohttp import web
 from ..domain.codes import Code, LedgerError
 from ..store.retry import CONNECTION_LOST, Unavailable
 from .codec import error_response
+from .keys import SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(request, LedgerError(code, message), headers=_allow(exc))
     except Unavailable as error:
         return _unavailable(request, str(error), error.retry_after)
+    except TimeoutError:  # a read pool's query, given up (see app.pool_ctx); an OSError, so first
+        limit = request.app[SETTINGS].database_timeout
+        log.warning("the database did not answer a read within %g s", limit)
+        return _unavailable(request, f"the database did not answer within {limit:g} s", 1)
     except CONNECTION_LOST as error:
         log.warning("database unreachable: %s", error)
         return _unavailable(request, "the database is unreachable", 1)

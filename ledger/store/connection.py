@@ -85,9 +85,11 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
-async def create_pool(dsn: str, *, min_size: int, max_size: int) -> asyncpg.Pool:
+async def create_pool(dsn: str, *, min_size: int, max_size: int, **connect: Any) -> asyncpg.Pool:
+    """A pool of connections made by :func:`init_connection`, each opened
+    with ``connect`` (``asyncpg.connect``'s arguments)."""
     return await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=init_connection, reset=_keep_session
+        dsn, min_size=min_size, max_size=max_size, init=init_connection, reset=_keep_session, **connect
     )
 
 

@@ -1,10 +1,12 @@
-"""A write the database does not finish within the time limit
-(``LEDGER_WRITE_TIMEOUT``) is answered 503 ``unavailable``, never left waiting.
+"""The service does not wait on the database for ever: a write it does not
+finish, or a query of a read it does not answer, within
+``LEDGER_DATABASE_TIMEOUT`` seconds is answered 503 ``unavailable``.
 
-The append is held up for real: the test's own transaction holds the append
-lock, or the whole PostgreSQL server is stopped (SIGSTOP), as a hung host
-leaves it. The write given up may have been recorded (its commit may have
-been on its way); the writes queued behind it were never sent.
+The database is held up for real: the test's own transaction holds the
+append lock or a table's lock, or the whole PostgreSQL server is stopped
+(SIGSTOP), as a hung host leaves it. A write given up may have been recorded
+(its commit may have been on its way); the writes queued behind it were
+never sent.
 """
 
 import asyncio
@@ -23,7 +25,7 @@ LIMIT = 1.0
 
 @pytest.fixture
 async def client(database_url, signing_key_file, clock, aiohttp_client):
-    """The service, giving up a write after :data:`LIMIT` seconds."""
+    """The service, giving up on the database after :data:`LIMIT` seconds."""
     settings = Settings(
         database_url=database_url, signing_key_file=signing_key_file, retry=RetryPolicy(time_limit=LIMIT)
     )
@@ -77,7 +79,7 @@ async def test_the_write_retried_with_its_id_once_the_database_answers_is_applie
 
 
 async def test_a_write_to_a_database_that_stops_answering_is_503_within_the_time_limit(service, freeze_database):
-    served = await service(LEDGER_WRITE_TIMEOUT="1")
+    served = await service(LEDGER_DATABASE_TIMEOUT="1")
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         a, b = [
             await (await session.post(f"{served.url}/v1/accounts", json={"currency": "USD", "scale": 2})).json()
@@ -89,3 +91,32 @@ async def test_a_write_to_a_database_that_stops_answering_is_503_within_the_time
             assert response.status == 503
             assert (await response.json())["error"]["code"] == "unavailable"
         assert time.monotonic() - started < 10
+
+
+async def test_a_read_held_up_past_the_time_limit_is_503_and_the_next_read_is_served(client, open_account, db):
+    account = await open_account()
+    async with db.transaction():
+        await db.execute("LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        response = await client.get(f"/v1/accounts/{account['id']}")
+        waited = time.monotonic() - started
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "1"
+    assert (await response.json())["error"] == {
+        "code": "unavailable",
+        "message": "the database did not answer within 1 s",
+    }
+    assert LIMIT <= waited < LIMIT + 5
+    assert (await client.get(f"/v1/accounts/{account['id']}")).status == 200
+
+
+async def test_a_read_of_a_database_that_stops_answering_is_503_within_twice_the_time_limit(service, freeze_database):
+    served = await service(LEDGER_DATABASE_TIMEOUT="1")
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        account = await (await session.post(f"{served.url}/v1/accounts", json={"currency": "USD", "scale": 2})).json()
+        freeze_database(served)
+        started = time.monotonic()
+        async with session.get(f"{served.url}/v1/accounts/{account['id']}") as response:
+            assert response.status == 503
+            assert (await response.json())["error"]["code"] == "unavailable"
+        assert time.monotonic() - started < 2 * LIMIT + 5
