@@ -240,6 +240,6 @@ class Settings:
             replica_poll_interval=number("LEDGER_REPLICA_POLL_INTERVAL", 0.05, 0.001, 60.0),
             retry=RetryPolicy(
                 attempts=number("LEDGER_RETRY_ATTEMPTS", RetryPolicy().attempts, 1),
-                time_limit=number("LEDGER_DATABASE_TIMEOUT", RetryPolicy().time_limit, 0.01, 3600.0),
+                time_limit=number("LEDGER_DATABASE_TIMEOUT", RetryPolicy().time_limit, 1.0, 3600.0),
             ),
         )

@@ -347,18 +347,20 @@ async def kill_writer(db: asyncpg.Connection, name: str = WRITER_NAME) -> int:
     )
 
 
-async def wait_for_blocked_backend(db: asyncpg.Connection, timeout: float = 10.0) -> None:
-    """Until a backend of this database waits on a lock (an append the test holds up)."""
+async def wait_for_blocked_backend(db: asyncpg.Connection, timeout: float = 10.0, *, blocked: bool = True) -> None:
+    """Until a backend of this database waits on a lock (an append the test
+    holds up); with ``blocked`` false, until none does."""
     deadline = asyncio.get_running_loop().time() + timeout
     # Inside a transaction pg_stat_activity is read once and then cached: the
     # snapshot is cleared before each look, or a wait begun later goes unseen.
     while True:
         await db.execute("SELECT pg_stat_clear_snapshot()")
-        if await db.fetchval(
+        waiting = await db.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        ):
+        )
+        if bool(waiting) is blocked:
             return
-        assert asyncio.get_running_loop().time() < deadline, "the append never blocked"
+        assert asyncio.get_running_loop().time() < deadline, "the append never blocked" if blocked else "still blocked"
         await asyncio.sleep(0.01)
 
 

@@ -101,7 +101,7 @@ def ledger_with_only(*args: str, **settings: str) -> subprocess.CompletedProcess
     [
         (["serve", "--workers", "0"], {}, "--workers must be at least 1"),
         (["serve"], {"LEDGER_WORKERS": "-2"}, "LEDGER_WORKERS must be at least 1"),
-        (["serve"], {"LEDGER_DATABASE_TIMEOUT": "0"}, "LEDGER_DATABASE_TIMEOUT must be at least 0.01"),
+        (["serve"], {"LEDGER_DATABASE_TIMEOUT": "0.5"}, "LEDGER_DATABASE_TIMEOUT must be at least 1.0"),
         (["serve"], {"LEDGER_READ_DATABASE_URL": "mysql://u:secret@h/db"}, "must be a PostgreSQL URL"),
         (["serve"], {"LEDGER_DATABASE_URL": UNREACHABLE}, "cannot reach the database"),
         (["migrate"], {"LEDGER_DATABASE_URL": UNREACHABLE}, "cannot reach the database"),

@@ -24,9 +24,12 @@ request's commands in order, atomic requests all-or-nothing), so a refused
 command never fails its neighbours. An append that fails for good (retries
 exhausted, database gone) fails every request in it with the same error; the
 next append starts clean. An append the database does not answer within the
-retry policy's time limit (:class:`~ledger.store.retry.NoAnswer`) also fails
-every request waiting behind it, none of them sent: each would wait as long
-again, on the same database.
+retry policy's time limit (:class:`~ledger.store.retry.NoAnswer`) fails its
+requests as perhaps recorded, and every request waiting behind it as not
+sent: each would wait as long again, on the same database. The read of the
+head that begins a batch on an idle service, not answered within the limit,
+fails every request waiting as not sent; a read for a batch's decisions, so
+left unanswered, has the batch decided under the lock instead.
 
 The queue is bounded by commands: when it is full a new write is refused at
 once with :class:`~ledger.store.retry.Unavailable`, so memory does not grow
@@ -59,8 +62,15 @@ MAX_COMMANDS = 8190
 CHAIN_LIMIT = 50_000
 
 
-#: What the requests behind an append the database did not answer are told.
-_NOT_SENT = "the database did not answer the write before this one in time; this one was not sent, and is not recorded"
+#: What the requests of an append the database did not answer are told,
+#: after what was not answered.
+_MAY_BE_RECORDED = "the write may have been recorded: retry it with the same id to learn its outcome"
+#: What the requests not yet sent when the database did not answer are told.
+_NOT_SENT = "this write was not sent, and is not recorded"
+
+
+def _not_sent(error: NoAnswer) -> Unavailable:
+    return Unavailable(f"{error}; {_NOT_SENT}")
 
 
 @dataclass(slots=True)
@@ -208,8 +218,8 @@ class Coalescer:
             while True:
                 if in_flight is not None and in_flight.task.done():
                     last = self._answer(in_flight)
-                    if isinstance(in_flight.task.exception(), NoAnswer):
-                        self._refuse_waiting(upcoming, Unavailable(_NOT_SENT))
+                    if isinstance(error := in_flight.task.exception(), NoAnswer):
+                        self._refuse_waiting(upcoming, _not_sent(error))
                         upcoming = None
                     if upcoming is not None:
                         in_flight, upcoming = self._start(_following(upcoming, in_flight, last)), None
@@ -228,7 +238,11 @@ class Coalescer:
                     await self._wait()
                     continue
                 if upcoming is None:
-                    upcoming, rested = await self._begin(in_flight, last, rested), None
+                    try:
+                        upcoming, rested = await self._begin(in_flight, last, rested), None
+                    except NoAnswer as error:
+                        self._refuse_waiting(None, _not_sent(error))
+                        continue
                     if upcoming is None:  # what the append in flight leaves is known once it commits
                         await self._wait()
                         continue
@@ -278,6 +292,8 @@ class Coalescer:
             return _Next([], Decided.after(last.sealed, limit=self._chain_limit))
         try:
             decided = await self._writer.at_head()
+        except NoAnswer:
+            raise
         except Exception:
             log.warning("reading the head of the log failed; deciding under the lock", exc_info=True)
             return _Next([], Pending())
@@ -353,7 +369,10 @@ class Coalescer:
         try:
             committed = in_flight.task.result()
         except Exception as error:  # the callers answer for it (503, or 500 if unexpected)
-            if not isinstance(error, Unavailable):
+            if isinstance(error, NoAnswer):
+                log.warning("an append of %d requests was given up: %s", len(in_flight.waiting), error)
+                error = Unavailable(f"{error}; {_MAY_BE_RECORDED}")
+            elif not isinstance(error, Unavailable):
                 log.exception("an append of %d requests failed", len(in_flight.waiting))
             for waiting in in_flight.waiting:
                 if not waiting.result.done():

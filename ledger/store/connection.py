@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -34,9 +35,31 @@ def _decode_jsonb(data: bytes) -> object:
     return _json_decoder.decode(data[1:])
 
 
+#: Milliseconds between a running statement's checks that its client is
+#: still connected (PostgreSQL 14 and later).
+CLIENT_CHECK_INTERVAL_MS = 1000
+
+
+async def _check_for_client(conn: asyncpg.Connection) -> None:
+    """Have the server end a statement of ``conn`` within
+    :data:`CLIENT_CHECK_INTERVAL_MS` of the service closing the connection.
+
+    Otherwise a statement runs to its end though nobody waits for it: an
+    append given up while it waited for the append lock (or whose process
+    died) would be recorded once the lock is let go, its caller long told
+    otherwise, and its session would hold a connection slot meanwhile.
+    Where the server has no such check, or may not change it (a managed
+    service may fix it at 0), connections go without it."""
+    if conn.get_server_version() >= (14,):
+        with contextlib.suppress(asyncpg.PostgresError):
+            await conn.execute(f"SET client_connection_check_interval = {CLIENT_CHECK_INTERVAL_MS}")
+
+
 async def init_connection(conn: asyncpg.Connection) -> None:
     """jsonb in and out as Python objects, through msgspec; numeric as
-    :class:`~decimal.Decimal` through its text form."""
+    :class:`~decimal.Decimal` through its text form; statements ended by the
+    server once the connection is closed (:func:`_check_for_client`)."""
+    await _check_for_client(conn)
     await conn.set_type_codec(
         "jsonb", schema="pg_catalog", encoder=_encode_jsonb, decoder=_decode_jsonb, format="binary"
     )

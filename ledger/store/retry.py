@@ -27,12 +27,15 @@ CONFLICTS: tuple[type[BaseException], ...] = (
     asyncpg.DeadlockDetectedError,
 )
 
-#: The connection is gone (server restarted, backend terminated, network).
+#: The connection is gone (server restarted, backend terminated, network),
+#: or none can be had now (the server is starting, stopping, or has as many
+#: clients as it takes).
 #: InternalClientError is here because a backend terminated while the
 #: connection sat idle leaves asyncpg's protocol in a state where the next
 #: query fails with it; the connection is unusable and must be replaced.
 CONNECTION_LOST: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
+    asyncpg.TooManyConnectionsError,
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,
     asyncpg.CannotConnectNowError,
@@ -64,9 +67,12 @@ class Unavailable(Exception):
 
 
 class NoAnswer(Unavailable):
-    """The database did not finish the work within the policy's time limit,
-    and it was given up: what the attempt in progress asked may or may not
-    have been done (a commit may have been on its way)."""
+    """The database did not finish the work within ``seconds``, and it was
+    given up: what the attempt in progress asked may or may not have been
+    done (a commit may have been on its way)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the database did not answer within {seconds:g} s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +108,7 @@ async def retrying(
     except TimeoutError as error:
         if not limit.expired():
             raise
-        raise NoAnswer(f"the database did not answer within {policy.time_limit:g} s") from error
+        raise NoAnswer(policy.time_limit) from error
 
 
 async def _retried(

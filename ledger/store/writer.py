@@ -62,9 +62,6 @@ _KEYED = {"random_page_cost": "1.1"}
 #: (see :func:`~ledger.store.write_path.write`): SERIALIZABLE as every append.
 _WRITING = {**_KEYED, "default_transaction_isolation": "serializable"}
 
-#: What the requests of an append given up at the time limit are told.
-_MAY_BE_RECORDED = "the write may have been recorded: retry it with the same id, which never applies it twice"
-
 #: BEGIN and the append lock in one round trip (a simple query may hold
 #: several statements): every round trip of an append is a wait that the
 #: HTTP work queued meanwhile lengthens.
@@ -135,10 +132,7 @@ class Writer:
         have been recorded.
         """
         async with self._lock:
-            try:
-                return await retrying(lambda: self._attempt(batch), self._policy, CONFLICTS + CONNECTION_LOST)
-            except NoAnswer as error:
-                raise NoAnswer(f"{error}; {_MAY_BE_RECORDED}") from error
+            return await retrying(lambda: self._attempt(batch), self._policy, CONFLICTS + CONNECTION_LOST)
 
     async def submit(self, requests: Sequence[AppendRequest]) -> list[list[Outcome]]:
         """Append ``requests`` as one batch, decided under the lock; one list
@@ -176,17 +170,20 @@ class Writer:
 
     async def _read(self, read: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """``read(connection, *args, **kwargs)`` on the reading connection,
-        opened anew if it was lost; :class:`TimeoutError` (the connection
-        closed) if the read and the opening together outlast the policy's
-        time limit."""
-        async with asyncio.timeout(self._policy.time_limit):
-            try:
+        opened anew if it was lost; :class:`~ledger.store.retry.NoAnswer`
+        (the connection closed) if the read and the opening together outlast
+        the policy's time limit."""
+        limit = asyncio.timeout(self._policy.time_limit)
+        try:
+            async with limit:
                 self._reader = reader = await self._connected(self._reader, READER_NAME, _KEYED)
                 return await read(reader, *args, **kwargs)
-            except CONNECTION_LOST + (asyncio.CancelledError,):
-                if self._reader is not None:
-                    self._reader.terminate()
-                raise
+        except CONNECTION_LOST + (asyncio.CancelledError,) as error:
+            if self._reader is not None:
+                self._reader.terminate()
+            if isinstance(error, TimeoutError) and limit.expired():
+                raise NoAnswer(self._policy.time_limit) from error
+            raise
 
     async def _attempt(self, batch: Sealed | Pending) -> Committed:
         try:
