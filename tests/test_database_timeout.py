@@ -129,6 +129,32 @@ async def test_a_read_held_up_past_the_time_limit_is_503_and_the_next_read_is_se
     assert (await client.get(f"/v1/accounts/{account['id']}")).status == 200
 
 
+async def test_reads_waiting_for_a_read_connection_are_503_within_the_time_limit_too(
+    database_url, signing_key_file, aiohttp_client, db
+):
+    settings = Settings(
+        database_url=database_url,
+        signing_key_file=signing_key_file,
+        pool_min_size=1,
+        pool_max_size=2,
+        retry=RetryPolicy(time_limit=LIMIT),
+    )
+    client = await aiohttp_client(create_app(settings))
+    account = await (await client.post("/v1/accounts", json={"currency": "USD", "scale": 2})).json()
+
+    async def timed_read() -> tuple[int, float]:
+        started = time.monotonic()
+        response = await client.get(f"/v1/accounts/{account['id']}")
+        return response.status, time.monotonic() - started
+
+    async with db.transaction():
+        await db.execute("LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
+        # Ten reads on two connections: one after another they would take five limits.
+        reads = await asyncio.gather(*(timed_read() for _ in range(10)))
+    assert {status for status, _ in reads} == {503}
+    assert max(waited for _, waited in reads) < 3.5 * LIMIT
+
+
 async def test_a_read_of_a_database_that_stops_answering_is_503_within_twice_the_time_limit(service, freeze_database):
     served = await service(LEDGER_DATABASE_TIMEOUT="1")
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:

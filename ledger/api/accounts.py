@@ -11,9 +11,9 @@ from ..domain.model import Account
 from ..store import queries
 from ..store.queries import AccountFilter
 from . import codec, filters
-from .keys import POOL
 from .openapi import documented
 from .paths import account_in_path, uuid_param
+from .pool import read_connection
 from .responses import AccountOut, AccountPage, account_out
 from .schemas import AccountIn, AccountsQuery, EmptyIn, given
 from .submit import submit_one
@@ -80,7 +80,8 @@ async def list_accounts(request: web.Request) -> web.Response:
     query, metadata = filters.parse(request, AccountsQuery)
     found = AccountFilter(currency=given(query.currency), closed=given(query.closed), metadata=metadata)
     # One more than asked for tells whether another page exists.
-    page = await queries.find_accounts(request.app[POOL], found, after=given(query.after), limit=query.limit + 1)
+    async with read_connection(request) as conn:
+        page = await queries.find_accounts(conn, found, after=given(query.after), limit=query.limit + 1)
     more = len(page) > query.limit
     page = page[: query.limit]
     return codec.respond(

@@ -10,7 +10,7 @@ from aiohttp import web
 from ..domain.codes import Code, InvalidField, LedgerError
 from ..domain.model import Account, Transfer
 from ..store import reads
-from .keys import POOL
+from .pool import read_connection
 
 
 def uuid_param(request: web.Request, name: str = "id") -> UUID:
@@ -27,7 +27,8 @@ def uuid_param(request: web.Request, name: str = "id") -> UUID:
 async def account_in_path(request: web.Request) -> Account:
     """The account the path's ``id`` names, or 404 ``account_not_found``."""
     account_id = uuid_param(request)
-    account = await reads.get_account(request.app[POOL], account_id)
+    async with read_connection(request) as conn:
+        account = await reads.get_account(conn, account_id)
     if account is None:
         raise LedgerError(Code.ACCOUNT_NOT_FOUND, f"account {account_id} does not exist")
     return account
@@ -36,7 +37,8 @@ async def account_in_path(request: web.Request) -> Account:
 async def transfer_in_path(request: web.Request) -> Transfer:
     """The transfer the path's ``id`` names, or 404 ``transfer_not_found``."""
     transfer_id = uuid_param(request)
-    transfer = await reads.get_transfer(request.app[POOL], transfer_id)
+    async with read_connection(request) as conn:
+        transfer = await reads.get_transfer(conn, transfer_id)
     if transfer is None:
         raise LedgerError(Code.TRANSFER_NOT_FOUND, f"transfer {transfer_id} does not exist")
     return transfer

@@ -24,8 +24,9 @@ from ..store.connection import Conn
 from ..store.head import read_head
 from ..store.lines import Pace
 from ..store.retry import CONNECTION_LOST, Unavailable
-from .keys import COALESCER, POOL, SETTINGS, STREAM_POOL, STREAMS
+from .keys import COALESCER, SETTINGS, STREAM_POOL, STREAMS
 from .middlewares import REQUEST_ID, request_id, route_template
+from .pool import read_connection
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ async def refuse_past_head(request: web.Request, value: int, head: int, field: s
     reads see: 422 ``invalid_field`` naming ``field``, or 503 while a
     replica has yet to replay an event the primary has."""
     if request.app[SETTINGS].read_database_url is not None:
-        async with request.app[POOL].acquire() as primary:
+        async with read_connection(request) as primary:
             if value <= (await read_head(primary)).seq:
                 raise Unavailable(f"the read replica has replayed the log up to event {head}, not yet {value}")
     raise InvalidField(f"{field} {value} is past the head of the log ({head})", field)

@@ -15,9 +15,9 @@ from ..domain.model import Transfer
 from ..store import queries
 from ..store.queries import TransferFilter
 from . import codec, filters
-from .keys import POOL
 from .openapi import documented
 from .paths import transfer_in_path, uuid_param
+from .pool import read_connection
 from .responses import BatchItemError, BatchItemOut, BatchOut, TransferOut, TransferPage, transfer_out
 from .schemas import (
     BATCH_ITEMS,
@@ -168,13 +168,14 @@ async def find_transfers(request: web.Request) -> web.Response:
         metadata=metadata,
     )
     # One more than asked for tells whether another page exists.
-    page = await queries.find_transfers(
-        request.app[POOL],
-        found,
-        after_seq=filters.cursor_seq(given(query.cursor), bound_to),
-        descending=query.order == "desc",
-        limit=query.limit + 1,
-    )
+    async with read_connection(request) as conn:
+        page = await queries.find_transfers(
+            conn,
+            found,
+            after_seq=filters.cursor_seq(given(query.cursor), bound_to),
+            descending=query.order == "desc",
+            limit=query.limit + 1,
+        )
     more = len(page) > query.limit
     page = page[: query.limit]
     next_ = filters.make_cursor(page[-1].seq, bound_to) if more else None
