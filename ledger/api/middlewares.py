@@ -122,7 +122,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(request, LedgerError(code, message), headers=_allow(exc))
     except Unavailable as error:
         return _unavailable(request, str(error), error.retry_after)
-    except TimeoutError:  # a read pool's query, given up (see app.pool_ctx); an OSError, so first
+    except TimeoutError:  # a read's query or connection, given up (api.pool); an OSError, so first
         limit = request.app[SETTINGS].database_timeout
         log.warning("the database did not answer a read within %g s", limit)
         return _unavailable(request, f"the database did not answer within {limit:g} s", 1)
