@@ -2,6 +2,7 @@
 its deadline on, and the service records its expiry by itself, exactly once."""
 
 import asyncio
+import logging
 from datetime import datetime
 
 import pytest
@@ -10,7 +11,14 @@ from ledger.api.app import create_app
 from ledger.api.keys import EXPIRER
 from ledger.config import ConfigError, Settings
 from ledger.store.head import NOTIFY_CHANNEL
-from tests.conftest import assert_log_matches_projections, balance, ledger_snapshot, transfer_body
+from ledger.store.retry import RetryPolicy
+from tests.conftest import (
+    assert_log_matches_projections,
+    balance,
+    ledger_snapshot,
+    transfer_body,
+    wait_for_blocked_backend,
+)
 
 
 @pytest.fixture
@@ -148,3 +156,34 @@ async def test_expiry_interval_is_a_setting():
 def test_expiry_interval_out_of_range_is_refused_at_start(raw):
     with pytest.raises(ConfigError, match="LEDGER_EXPIRY_INTERVAL"):
         Settings.from_env({"LEDGER_EXPIRY_INTERVAL": raw})
+
+
+async def test_sweeps_failing_while_the_database_is_away_are_logged_once_and_their_end_once(
+    database_url, signing_key_file, aiohttp_client, db, caplog
+):
+    settings = Settings(
+        database_url=database_url,
+        signing_key_file=signing_key_file,
+        expiry_interval=0.5,
+        retry=RetryPolicy(time_limit=1.0),
+    )
+    await aiohttp_client(create_app(settings))
+    caplog.set_level(logging.INFO, logger="ledger.store.expiry")
+    async with db.transaction():
+        # Each sweep's read waits on the lock until the read pool gives it up.
+        await db.execute("LOCK TABLE transfers IN ACCESS EXCLUSIVE MODE")
+        for _ in range(3):
+            await wait_for_blocked_backend(db)
+            await wait_for_blocked_backend(db, blocked=False)
+    async with asyncio.timeout(10):
+        while "expiry sweeps succeed again" not in caplog.text:
+            await asyncio.sleep(0.01)
+    records = [(r.levelname, r.getMessage(), r.exc_info) for r in caplog.records if r.name == "ledger.store.expiry"]
+    assert records == [
+        (
+            "WARNING",
+            "expiry sweeps fail while the database is away (no answer in time); retrying every 0.5 s",
+            None,
+        ),
+        ("INFO", "expiry sweeps succeed again", None),
+    ]

@@ -17,6 +17,7 @@ import asyncpg
 
 from ..domain.commands import ExpireTransfer
 from ..domain.ledger import Outcome, Recorded
+from .retry import CONNECTION_LOST, Unavailable
 from .write_path import AppendRequest
 from .writer import Clock
 
@@ -64,14 +65,30 @@ class Expirer:
                 return recorded
 
     async def run(self) -> None:
-        """Sweep every ``interval`` seconds until cancelled. A sweep that fails
-        (database away, retries exhausted) is logged and tried again next time."""
+        """Sweep every ``interval`` seconds until cancelled; a sweep that fails
+        is tried again next time. While the database is away (out of reach,
+        not answering, or its writes refused) that is logged once, without a
+        traceback, and once more when a sweep succeeds again: an outage is two
+        lines, not one a second. Any other failure is logged with its
+        traceback every time."""
+        away = False
         while True:
             try:
                 count = await self.sweep()
+            except (Unavailable, *CONNECTION_LOST) as error:
+                if not away:
+                    # A read given up at the time limit is a TimeoutError without a message.
+                    why = str(error) or ("no answer in time" if isinstance(error, TimeoutError) else repr(error))
+                    log.warning(
+                        "expiry sweeps fail while the database is away (%s); retrying every %g s", why, self._interval
+                    )
+                away = True
             except Exception:
                 log.exception("expiry sweep failed; trying again in %s s", self._interval)
             else:
+                if away:
+                    log.info("expiry sweeps succeed again")
+                away = False
                 if count:
                     log.info("expired %d pending transfer(s)", count)
             await asyncio.sleep(self._interval)
