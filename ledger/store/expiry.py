@@ -75,7 +75,7 @@ class Expirer:
         while True:
             try:
                 count = await self.sweep()
-            except (Unavailable, *CONNECTION_LOST) as error:
+            except CONNECTION_LOST + (Unavailable,) as error:
                 if not away:
                     # A read given up at the time limit is a TimeoutError without a message.
                     why = str(error) or ("no answer in time" if isinstance(error, TimeoutError) else repr(error))
