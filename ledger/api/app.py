@@ -121,7 +121,7 @@ async def checkpoints_ctx(app: web.Application) -> AsyncIterator[None]:
             key = load_key(settings.signing_key_file)
         except KeyFileError as error:
             raise StartupError(str(error)) from None
-        app[CHECKPOINTS] = Checkpoints(NoteSigner(settings.log_origin, key), app[POOL])
+        app[CHECKPOINTS] = Checkpoints(NoteSigner(settings.log_origin, key), app[POOL], wait=settings.database_timeout)
     yield
 
 

@@ -37,11 +37,13 @@ def checkpoint_text(origin: str, size: int, root: bytes) -> str:
 class Checkpoints:
     """The latest signed checkpoint of the log, made anew when older than
     :data:`MAX_AGE`; one signing at a time, whoever else asks meanwhile
-    waits for it."""
+    waits for it. A connection of ``pool`` is waited for at most ``wait``
+    seconds (:class:`TimeoutError`)."""
 
-    def __init__(self, signer: NoteSigner, pool: asyncpg.Pool) -> None:
+    def __init__(self, signer: NoteSigner, pool: asyncpg.Pool, *, wait: float) -> None:
         self.signer = signer
         self._pool = pool
+        self._wait = wait
         self._lock = asyncio.Lock()
         self._latest = ""
         self._made = -MAX_AGE
@@ -52,7 +54,7 @@ class Checkpoints:
         async with self._lock:
             if time.monotonic() - self._made >= MAX_AGE:
                 made = time.monotonic()
-                async with self._pool.acquire() as conn:
+                async with self._pool.acquire(timeout=self._wait) as conn:
                     head, tree = await read_tip(conn)
                 self._latest = self.signer.sign(checkpoint_text(self.signer.name, head.seq, tree.root()))
                 self._made = made

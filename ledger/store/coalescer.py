@@ -26,10 +26,11 @@ exhausted, database gone) fails every request in it with the same error; the
 next append starts clean. An append the database does not answer within the
 retry policy's time limit (:class:`~ledger.store.retry.NoAnswer`) fails its
 requests as perhaps recorded, and every request waiting behind it as not
-sent: each would wait as long again, on the same database. The read of the
-head that begins a batch on an idle service, not answered within the limit,
-fails every request waiting as not sent; a read for a batch's decisions, so
-left unanswered, has the batch decided under the lock instead.
+sent: each would wait as long again, on the same database. So does a read
+for a batch begun with nothing in flight (the head of the log, or what the
+batch's decisions need) that is not answered within the limit: the append
+would ask the same database next. A read for a batch decided ahead, so left
+unanswered, has it decided under the lock once the append in flight ends.
 
 The queue is bounded by commands: when it is full a new write is refused at
 once with :class:`~ledger.store.retry.Unavailable`, so memory does not grow
@@ -66,7 +67,7 @@ CHAIN_LIMIT = 50_000
 #: after what was not answered.
 _MAY_BE_RECORDED = "the write may have been recorded: retry it with the same id to learn its outcome"
 #: What the requests not yet sent when the database did not answer are told.
-_NOT_SENT = "this write was not sent, and is not recorded"
+_NOT_SENT = "this write was not sent: retry it with the same id"
 
 
 def _not_sent(error: NoAnswer) -> Unavailable:
@@ -254,7 +255,16 @@ class Coalescer:
                     continue
                 waiting = self._take(room)
                 upcoming.waiting.extend(waiting)
-                upcoming.batch = await self._decide(upcoming.batch, [w.request for w in waiting])
+                try:
+                    upcoming.batch = await self._decide(
+                        upcoming.batch, [w.request for w in waiting], alone=in_flight is None
+                    )
+                except NoAnswer as error:
+                    # What it decided moved on the ledger of ``last``, if it
+                    # followed it: nothing follows that from here.
+                    self._refuse_waiting(upcoming, _not_sent(error))
+                    upcoming = last = None
+                    continue
                 if in_flight is None:
                     in_flight, upcoming = self._start(upcoming), None
                 elif upcoming.commands == self._max_commands:
@@ -275,7 +285,8 @@ class Coalescer:
         """The next append, nothing taken into it yet: decided after the append
         in flight if that one was sealed, else after the last one; with none
         of either, against the log as it stands (or, if it cannot be read,
-        pending), or ``rested`` (nothing decided yet, after the append the
+        pending; :class:`~ledger.store.retry.NoAnswer` if it is not answered
+        in time), or ``rested`` (nothing decided yet, after the append the
         queue ran dry after) if the head is still its basis. None while the
         append in flight is pending: what it leaves is known only once it
         commits.
@@ -303,16 +314,22 @@ class Coalescer:
             return _Next([], rested)
         return _Next([], decided)
 
-    async def _decide(self, batch: Pending | Decided | Sealed, requests: list[AppendRequest]) -> Pending | Decided:
+    async def _decide(
+        self, batch: Pending | Decided | Sealed, requests: list[AppendRequest], *, alone: bool
+    ) -> Pending | Decided:
         """``batch`` with ``requests`` taken into it: decided outside the lock
-        if ``batch`` is decided; pending if it is, or if deciding fails."""
+        if ``batch`` is decided; pending if it is, or if deciding fails, but
+        for :class:`~ledger.store.retry.NoAnswer` when the batch is ``alone``
+        (no append in flight), which is raised."""
         match batch:
             case Decided():
                 decided = len(batch.requests)
                 try:
                     await self._writer.decide(batch, requests)
                     return batch
-                except Exception:
+                except Exception as error:
+                    if alone and isinstance(error, NoAnswer):
+                        raise
                     log.warning("deciding outside the lock failed; deciding under it", exc_info=True)
                     return Pending([*batch.requests[:decided], *requests])
             case Pending():

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import asyncpg
 import msgspec
+
+from .retry import CONNECTION_LOST
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -45,9 +47,10 @@ async def _check_for_client(conn: asyncpg.Connection) -> None:
     :data:`CLIENT_CHECK_INTERVAL_MS` of the service closing the connection.
 
     Otherwise a statement runs to its end though nobody waits for it: an
-    append given up while it waited for the append lock (or whose process
-    died) would be recorded once the lock is let go, its caller long told
-    otherwise, and its session would hold a connection slot meanwhile.
+    append sent as one statement (committed by itself), given up while it
+    waited for the append lock or lost with its process, would be recorded
+    once the lock is let go, its caller long told otherwise, and its session
+    would hold a connection slot meanwhile.
     Where the server has no such check, or may not change it (a managed
     service may fix it at 0), connections go without it."""
     if conn.get_server_version() >= (14,):
@@ -70,9 +73,40 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
+    """A connection made by :func:`init_connection`; closed again if that
+    fails or is cancelled."""
     conn: asyncpg.Connection = await asyncpg.connect(dsn, **kwargs)
-    await init_connection(conn)
+    try:
+        await init_connection(conn)
+    except BaseException:
+        conn.terminate()
+        raise
     return conn
+
+
+#: Opens a SERIALIZABLE transaction.
+BEGIN_SERIALIZABLE = "BEGIN ISOLATION LEVEL SERIALIZABLE"
+
+
+@contextlib.asynccontextmanager
+async def transaction(conn: asyncpg.Connection, begin: str = BEGIN_SERIALIZABLE) -> AsyncIterator[None]:
+    """A transaction that ``begin`` opens on ``conn`` (a simple query, which
+    may take a lock as well), committed if the block succeeds and rolled back
+    if it raises.
+
+    Cancelled, it sends nothing more, where asyncpg's own transaction would
+    send a ROLLBACK and wait for its answer: a server that stopped answering,
+    the reason for most cancellations, would answer neither. Whoever cancels
+    must close ``conn``, which ends the transaction."""
+    try:
+        await conn.execute(begin)
+        yield
+    except Exception:
+        if not conn.is_closed() and conn.is_in_transaction():
+            with contextlib.suppress(*CONNECTION_LOST):
+                await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
 
 
 #: The send buffer asked of the kernel for a connection that sends large
@@ -102,7 +136,8 @@ def widen_send_buffer(conn: asyncpg.Connection, size: int = SEND_BUFFER) -> None
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Pool reset hook that skips asyncpg's reset query.
 
-    The service never changes session state on pooled connections, and the
+    The service sets session state on a pooled connection only as it opens
+    it (:func:`init_connection`), which must last as long as it, and the
     reset query is a round trip on every release, which small reads would
     pay each time. asyncpg still rolls back an open transaction on release.
     """

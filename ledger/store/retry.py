@@ -104,7 +104,7 @@ async def retrying(
     limit = asyncio.timeout(policy.time_limit)
     try:
         async with limit:
-            return await _retried(attempt, policy, retry_on)
+            return await _retried(attempt, policy, retry_on, limit)
     except TimeoutError as error:
         if not limit.expired():
             raise
@@ -115,12 +115,18 @@ async def _retried(
     attempt: Callable[[], Awaitable[T]],
     policy: RetryPolicy,
     retry_on: tuple[type[BaseException], ...],
+    limit: asyncio.Timeout,
 ) -> T:
     started = time.monotonic()
     for number in range(1, policy.attempts + 1):
         try:
             return await attempt()
         except retry_on as error:
+            if limit.expired():
+                # The attempt turned its cancellation into an error of its own
+                # (asyncpg may): the time is up all the same, and the limit
+                # cancels nothing more.
+                raise NoAnswer(policy.time_limit) from error
             last = error
             log.info("attempt %d failed: %s", number, error)
         delay = random.uniform(0, min(policy.max_delay, policy.base_delay * 2**number))

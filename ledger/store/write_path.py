@@ -57,6 +57,7 @@ from ..domain.events import RecordedEvent
 from ..domain.ledger import Entry, Ledger, Outcome, Recorded, Refused
 from ..domain.merkle import Frontier, Node, leaf_hash
 from ..domain.model import Transfer
+from .connection import transaction
 from .copying import CopyText, event_line
 from .head import NOTIFY_CHANNEL, LogHead
 from .projections import Projection, projection, projection_ctes
@@ -468,11 +469,11 @@ async def _record(conn: asyncpg.Connection, sealed: Sealed) -> Committed | Stale
 @contextlib.asynccontextmanager
 async def _transaction(conn: asyncpg.Connection) -> AsyncIterator[None]:
     """The transaction ``conn`` is in (that of :func:`decide_under_lock`),
-    else a new SERIALIZABLE one."""
+    else a new SERIALIZABLE one (:func:`~ledger.store.connection.transaction`)."""
     if conn.is_in_transaction():
         yield
     else:
-        async with conn.transaction(isolation="serializable"):
+        async with transaction(conn):
             yield
 
 

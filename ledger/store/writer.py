@@ -11,10 +11,9 @@ append is safe because every command carries its id.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -23,7 +22,7 @@ import asyncpg
 from .. import metrics
 from ..domain.ledger import Outcome
 from ..domain.merkle import Frontier
-from .connection import connect, widen_send_buffer
+from .connection import BEGIN_SERIALIZABLE, connect, transaction, widen_send_buffer
 from .head import LOCK, LogHead
 from .retry import CONFLICTS, CONNECTION_LOST, NoAnswer, RetryPolicy, retrying
 from .tree import read_tip
@@ -65,24 +64,7 @@ _WRITING = {**_KEYED, "default_transaction_isolation": "serializable"}
 #: BEGIN and the append lock in one round trip (a simple query may hold
 #: several statements): every round trip of an append is a wait that the
 #: HTTP work queued meanwhile lengthens.
-_BEGIN_LOCKED = f"BEGIN ISOLATION LEVEL SERIALIZABLE; {LOCK}"
-
-
-@contextlib.asynccontextmanager
-async def _locked_transaction(conn: asyncpg.Connection) -> AsyncIterator[None]:
-    """A SERIALIZABLE transaction holding the append lock, committed if the
-    block succeeds and rolled back if it raises. Cancelled, it sends nothing
-    more: the caller must close the connection, which ends the transaction
-    (a server that was not answering would not answer a ROLLBACK either)."""
-    try:
-        await conn.execute(_BEGIN_LOCKED)
-        yield
-    except Exception:
-        if not conn.is_closed() and conn.is_in_transaction():
-            with contextlib.suppress(*CONNECTION_LOST):
-                await conn.execute("ROLLBACK")
-        raise
-    await conn.execute("COMMIT")
+_BEGIN_LOCKED = f"{BEGIN_SERIALIZABLE}; {LOCK}"
 
 
 def _counted(committed: Committed, started: float) -> Committed:
@@ -196,7 +178,7 @@ class Writer:
                     case Stale() as stale:
                         self.decided_again += 1
                         batch = stale.again()
-            async with _locked_transaction(conn):
+            async with transaction(conn, _BEGIN_LOCKED):
                 committed = await decide_under_lock(conn, batch, now=self._clock(), copy_from=self._copy_from)
             return self._committed(committed, started)
         except asyncio.CancelledError:
