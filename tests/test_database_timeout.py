@@ -184,3 +184,31 @@ async def test_a_read_of_a_database_that_stops_answering_is_503_within_twice_the
             assert response.status == 503
             assert (await response.json())["error"]["code"] == "unavailable"
         assert time.monotonic() - started < 2 * LIMIT + 5
+
+
+async def test_checkpoints_asked_at_once_of_a_database_held_up_are_503_within_the_limit_each(client, db):
+    async def timed_checkpoint() -> tuple[int, float]:
+        started = time.monotonic()
+        response = await client.get("/v1/checkpoint")
+        return response.status, time.monotonic() - started
+
+    async with db.transaction():
+        await db.execute("LOCK TABLE ledger_head IN ACCESS EXCLUSIVE MODE")
+        # One signing at a time: one after another they would take six limits.
+        answers = await asyncio.gather(*(timed_checkpoint() for _ in range(6)))
+    assert {status for status, _ in answers} == {503}
+    assert max(waited for _, waited in answers) < 3.5 * LIMIT
+
+
+async def test_a_proof_of_a_database_held_up_is_503_within_the_limit(client, open_account, db):
+    await open_account()  # the log's first event
+    async with db.transaction():
+        await db.execute("LOCK TABLE ledger_head IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        async with asyncio.timeout(10 * LIMIT):
+            response = await client.get("/v1/proofs/inclusion", params={"seq": "1"})
+        waited = time.monotonic() - started
+    assert response.status == 503
+    assert (await response.json())["error"]["message"] == "the database did not answer within 1 s"
+    assert LIMIT <= waited < 3 * LIMIT
+    assert (await client.get("/v1/proofs/inclusion", params={"seq": "1"})).status == 200

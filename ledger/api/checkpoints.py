@@ -37,8 +37,8 @@ def checkpoint_text(origin: str, size: int, root: bytes) -> str:
 class Checkpoints:
     """The latest signed checkpoint of the log, made anew when older than
     :data:`MAX_AGE`; one signing at a time, whoever else asks meanwhile
-    waits for it. A connection of ``pool`` is waited for at most ``wait``
-    seconds (:class:`TimeoutError`)."""
+    waits for it. The signing, and a connection of ``pool``, are each waited
+    for at most ``wait`` seconds (:class:`TimeoutError`)."""
 
     def __init__(self, signer: NoteSigner, pool: asyncpg.Pool, *, wait: float) -> None:
         self.signer = signer
@@ -51,13 +51,17 @@ class Checkpoints:
     async def latest(self) -> str:
         if time.monotonic() - self._made < MAX_AGE:
             return self._latest
-        async with self._lock:
+        async with asyncio.timeout(self._wait):
+            await self._lock.acquire()
+        try:
             if time.monotonic() - self._made >= MAX_AGE:
                 made = time.monotonic()
                 async with self._pool.acquire(timeout=self._wait) as conn:
                     head, tree = await read_tip(conn)
                 self._latest = self.signer.sign(checkpoint_text(self.signer.name, head.seq, tree.root()))
                 self._made = made
+        finally:
+            self._lock.release()
         return self._latest
 
 

@@ -45,7 +45,7 @@ async def _tree_size(request: web.Request, conn: Conn, size: int | UnsetType, fi
 async def inclusion(request: web.Request) -> web.Response:
     query = filters.parse_plain(request, InclusionQuery)
     index = query.seq - 1
-    async with stream_connection(request) as conn:
+    async with stream_connection(request, within=True) as conn:
         size = await _tree_size(request, conn, query.tree_size, "tree_size")
         if query.seq > size:
             raise InvalidField(f"seq {query.seq} is not in a tree of {size} events", "seq")
@@ -64,7 +64,7 @@ async def consistency(request: web.Request) -> web.Response:
     query = filters.parse_plain(request, ConsistencyQuery)
     if query.first > query.second:
         raise InvalidField(f"first ({query.first}) is past second ({query.second})", "first")
-    async with stream_connection(request) as conn:
+    async with stream_connection(request, within=True) as conn:
         await _tree_size(request, conn, query.second, "second")
         proof = await tree.consistency(conn, query.first, query.second)
     return codec.respond(request, ConsistencyProof(query.first, query.second, [h.hex() for h in proof]))

@@ -20,7 +20,7 @@ from typing import NoReturn
 from aiohttp import web
 
 from ..domain.codes import InvalidField
-from ..store.connection import Conn
+from ..store.connection import Conn, answered_within
 from ..store.head import read_head
 from ..store.lines import Pace
 from ..store.retry import CONNECTION_LOST, Unavailable
@@ -37,22 +37,31 @@ CHUNK = 64 * 1024
 
 
 @contextlib.asynccontextmanager
-async def stream_connection(request: web.Request) -> AsyncIterator[Conn]:
+async def stream_connection(request: web.Request, *, within: bool = False) -> AsyncIterator[Conn]:
     """A connection of the stream pool, or 503: after ``stream_wait`` seconds,
-    or at once when the read replica cannot be reached."""
+    or at once when the read replica cannot be reached. ``within``: the
+    block is given up after ``LEDGER_DATABASE_TIMEOUT`` seconds
+    (:func:`~ledger.store.connection.answered_within`; 503), for reads that
+    are short whatever the log's size (proofs), where a stream's may rightly
+    run for minutes."""
     pool = request.app[STREAM_POOL]
     settings = request.app[SETTINGS]
     try:
         conn = await pool.acquire(timeout=settings.stream_wait)
     except TimeoutError:
-        raise Unavailable(f"all {pool.get_max_size()} stream connections are busy; try again shortly") from None
+        raise Unavailable(
+            f"no stream connection within {settings.stream_wait:g} s: all {pool.get_max_size()} are busy,"
+            " or the database does not answer; try again shortly"
+        ) from None
     except CONNECTION_LOST as error:
         if settings.read_database_url is None:
             raise
         log.warning("the read replica is unreachable: %s", error)
         raise Unavailable("the read replica is unreachable; try again shortly") from None
+    bound = answered_within(conn, settings.database_timeout) if within else contextlib.nullcontext()
     try:
-        yield conn
+        async with bound:
+            yield conn
     finally:
         await pool.release(conn)
 

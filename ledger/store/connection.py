@@ -156,19 +156,27 @@ async def create_pool(dsn: str, *, min_size: int, max_size: int, **connect: Any)
 PROBE_WAIT = 2.0
 
 
-async def read_within(pool: asyncpg.Pool, seconds: float, read: Callable[[Conn], Awaitable[T]]) -> T:
-    """``read(connection)`` on a connection of ``pool``, given up with
-    :class:`TimeoutError` after ``seconds`` waiting for the connection or as
-    long reading: what a probe of the database (readiness, a scrape) waits
-    for at most, however the database fails. A connection whose read is given
-    up is closed, not pooled again: a server that does not answer may not
-    answer the cancellation either."""
-    conn = await pool.acquire(timeout=seconds)
+@contextlib.asynccontextmanager
+async def answered_within(conn: Conn, seconds: float) -> AsyncIterator[None]:
+    """The block, given up with :class:`TimeoutError` after ``seconds``, and
+    ``conn`` then closed, not used or pooled again: a server that does not
+    answer may not answer the cancellation either."""
     try:
         async with asyncio.timeout(seconds):
-            return await read(conn)
+            yield
     except TimeoutError:
         conn.terminate()
         raise
+
+
+async def read_within(pool: asyncpg.Pool, seconds: float, read: Callable[[Conn], Awaitable[T]]) -> T:
+    """``read(connection)`` on a connection of ``pool``, given up with
+    :class:`TimeoutError` after ``seconds`` waiting for the connection or as
+    long reading (:func:`answered_within`): what a probe of the database
+    (readiness, a scrape) waits for at most, however the database fails."""
+    conn = await pool.acquire(timeout=seconds)
+    try:
+        async with answered_within(conn, seconds):
+            return await read(conn)
     finally:
         await pool.release(conn)
