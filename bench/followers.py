@@ -108,7 +108,7 @@ async def _accounts(dsn: str) -> list[str]:
     try:
         return [str(i) for i in await open_accounts(writer, 1000)]
     finally:
-        await writer.close()
+        writer.close()
 
 
 def main() -> None:

@@ -51,7 +51,7 @@ async def fill(dsn: str, accounts: list[uuid.UUID], count: int, rng: random.Rand
                 commands.append(MakeTransfer(uuid.uuid4(), debit, credit, amount, "USD", rng.choice(CODES), metadata))
             await writer.submit([AppendRequest(commands)])
     finally:
-        await writer.close()
+        writer.close()
 
 
 Page = Callable[[asyncpg.Pool, int], Awaitable[object]]
@@ -158,7 +158,7 @@ async def opened_accounts(dsn: str, count: int) -> list[uuid.UUID]:
     try:
         return await open_accounts(writer, count)
     finally:
-        await writer.close()
+        writer.close()
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ async def build(dsn: str, accounts: int, events: int, steps: int, measure) -> No
             done = target
             await measure(done, rate)
     finally:
-        await writer.close()
+        writer.close()
 
 
 async def raw_scan(dsn: str) -> float:

@@ -76,7 +76,7 @@ async def build(dsn: str, rows: int) -> str:
         print(f"  built {rows:,} transfers in {time.monotonic() - started:.0f} s", flush=True)
         return str(accounts[0])
     finally:
-        await writer.close()
+        writer.close()
 
 
 async def measure(url: str, path: str, limit: int) -> tuple[int, float, float]:

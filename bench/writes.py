@@ -210,7 +210,7 @@ async def make_accounts(dsn: str, count: int) -> list[str]:
     try:
         return [str(i) for i in await open_accounts(writer, count)]
     finally:
-        await writer.close()
+        writer.close()
 
 
 class Measured(NamedTuple):

@@ -183,7 +183,7 @@ async def writer(database_url: str, clock: FakeClock) -> AsyncIterator[Writer]:
     """A writer of the test's own, without the service around it."""
     writer = Writer(database_url, policy=RetryPolicy(), clock=clock)
     yield writer
-    await writer.close()
+    writer.close()
 
 
 @contextlib.asynccontextmanager
@@ -377,6 +377,7 @@ class ServiceProcess:
         self.lines: list[str] = []
         self.url = ""
         self._listening = asyncio.Event()
+        self._new_line = asyncio.Event()
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -384,6 +385,7 @@ class ServiceProcess:
         async for raw in self.process.stderr:
             line = raw.decode()
             self.lines.append(line)
+            self._new_line.set()
             if not self.url and (found := re.search(r"listening on (http://[^\s\"]+)", line)):
                 self.url = found.group(1)
                 self._listening.set()
@@ -400,6 +402,13 @@ class ServiceProcess:
         exited.cancel()
         listening.cancel()
         assert self._listening.is_set(), f"the service never said where it listens:\n{self.log}"
+
+    async def said(self, text: str, timeout: float = 10.0) -> None:
+        """Until a line of its log holds ``text``."""
+        async with asyncio.timeout(timeout):
+            while not any(text in line for line in self.lines):
+                self._new_line.clear()
+                await self._new_line.wait()
 
     def send(self, signum: int) -> None:
         self.process.send_signal(signum)
@@ -477,6 +486,80 @@ async def freeze_database(service, tmp_path: Path) -> AsyncIterator[Callable[[Se
             os.kill(pid, signal.SIGCONT)
     for served in stopping:
         assert await served.stop() == 0, served.log
+
+
+class DatabaseLink:
+    """A TCP proxy between a service and the test's database server, whose
+    link can be held: after :meth:`hold` it passes no byte either way and
+    closes nothing, as a cut network or a hung host leaves the service's
+    connections. :attr:`url` is the test's database through it."""
+
+    def __init__(self, database_url: str, upstream: tuple[str, int] | str) -> None:
+        self._database_url = database_url
+        self._upstream = upstream
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._server: asyncio.Server | None = None
+        self._pumps: set[asyncio.Task[None]] = set()
+        self.url = ""
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._link, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        parts = urlsplit(self._database_url)
+        user = parts.netloc.rpartition("@")[0]
+        self.url = urlunsplit(parts._replace(netloc=f"{user}@127.0.0.1:{port}", query=""))
+
+    def hold(self) -> None:
+        self._flowing.clear()
+
+    async def close(self) -> None:
+        """Stop listening and cut every connection through it."""
+        assert self._server is not None
+        self._server.close()
+        for pump in self._pumps:
+            pump.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+
+    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if isinstance(self._upstream, str):
+            up_reader, up_writer = await asyncio.open_unix_connection(self._upstream)
+        else:
+            up_reader, up_writer = await asyncio.open_connection(*self._upstream)
+        for pump in (self._pump(reader, up_writer), self._pump(up_reader, writer)):
+            task = asyncio.create_task(pump)
+            self._pumps.add(task)
+            task.add_done_callback(self._pumps.discard)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                await self._flowing.wait()
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def database_link(database_url: str, db: asyncpg.Connection) -> AsyncIterator[DatabaseLink]:
+    """The test's database through a :class:`DatabaseLink`, cut at the end."""
+    where = await db.fetchrow(
+        "SELECT host(inet_server_addr()) AS host, inet_server_port() AS port,"
+        " split_part(current_setting('unix_socket_directories'), ',', 1) AS socket_dir,"
+        " current_setting('port')::int AS socket_port"
+    )
+    upstream: tuple[str, int] | str = (
+        (where["host"], where["port"])
+        if where["host"] is not None
+        else f"{where['socket_dir'].strip()}/.s.PGSQL.{where['socket_port']}"
+    )
+    link = DatabaseLink(database_url, upstream)
+    await link.start()
+    yield link
+    await link.close()
 
 
 def process_exists(pid: int) -> bool:

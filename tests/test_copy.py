@@ -51,7 +51,7 @@ async def copying_writer(database_url: str, clock) -> AsyncIterator[Writer]:
     """A writer that records by COPY every batch that records anything."""
     writer = Writer(database_url, policy=RetryPolicy(), clock=clock, copy_from=1)
     yield writer
-    await writer.close()
+    writer.close()
 
 
 def one_request(*commands) -> list[AppendRequest]:
@@ -110,7 +110,7 @@ async def record_awkward_appends(dsn: str, *, copy_from: int, chunks_made_ahead:
                 pass
         await writer.append(sealed)
     finally:
-        await writer.close()
+        writer.close()
     conn = await connect(dsn)
     try:
         # The chain, verified from the rows as read back.

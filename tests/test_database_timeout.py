@@ -10,6 +10,7 @@ never sent.
 """
 
 import asyncio
+import signal
 import time
 
 import aiohttp
@@ -213,3 +214,32 @@ async def test_a_proof_of_a_database_held_up_is_503_within_the_limit(client, ope
     assert (await response.json())["error"]["message"] == "the database did not answer within 1 s"
     assert LIMIT <= waited < 3 * LIMIT
     assert (await client.get("/v1/proofs/inclusion", params={"seq": "1"})).status == 200
+
+
+async def test_told_to_stop_while_the_database_does_not_answer_it_answers_what_is_in_flight_and_exits_0(
+    service, database_link, signing_key_file
+):
+    served = await service(
+        LEDGER_DATABASE_URL=database_link.url,
+        LEDGER_DATABASE_TIMEOUT=str(LIMIT),
+        LEDGER_SIGNING_KEY_FILE=str(signing_key_file),
+    )
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        a, b = [
+            await (await session.post(f"{served.url}/v1/accounts", json={"currency": "USD", "scale": 2})).json()
+            for _ in "ab"
+        ]
+        assert (await session.post(f"{served.url}/v1/transfers", json=transfer_body(a, b, "1.00"))).status == 201
+        assert (await session.get(f"{served.url}/v1/events?limit=1")).status == 200
+        await served.said('"GET /v1/events?limit=1 HTTP/1.1" 200')  # its connection back in the stream pool
+        database_link.hold()
+        in_flight = asyncio.ensure_future(session.post(f"{served.url}/v1/transfers", json=transfer_body(a, b, "2.00")))
+        await asyncio.sleep(0)  # sent before the signal
+        started = time.monotonic()
+        served.send(signal.SIGTERM)
+        assert (await in_flight).status == 503
+        assert await served.stopped() == 0, served.log
+        waited = time.monotonic() - started
+    # The write, then the two pools' closing, each given up after the limit.
+    assert waited < 3 * LIMIT + 2, served.log
+    assert "the read pool did not close within 1 s: its connections were dropped" in served.log

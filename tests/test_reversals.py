@@ -352,7 +352,7 @@ async def test_reversals_by_two_processes_at_once_never_exceed_the_amount(pay, d
         outcomes = await asyncio.gather(*(writers[n % 2].submit(r) for n, r in enumerate(requests)))
     finally:
         for writer in writers:
-            await writer.close()
+            writer.close()
 
     recorded = [o for [[o]] in outcomes if isinstance(o, Recorded)]
     assert len(recorded) == 10

@@ -80,7 +80,7 @@ class LedgerMachine(RuleBasedStateMachine):
         return outcomes
 
     def teardown(self) -> None:
-        self.run(self.writer.close())
+        self.writer.close()
         self.run(self.pool.close())
         self.run(self.db.close())
         self.run(drop_database(self.server_dsn, self.dsn))

@@ -284,7 +284,7 @@ async def test_an_append_by_another_process_meanwhile_has_it_decided_again(
     try:
         [[spent]] = await other.submit(one_request(transfer(wallet, shop, "5.00")))
     finally:
-        await other.close()
+        other.close()
     assert isinstance(spent, Recorded)
 
     sealed = seal(decided)
@@ -309,7 +309,7 @@ async def test_a_refusal_decided_on_a_head_since_moved_is_decided_again(
     try:
         await other.submit(one_request(transfer(shop, wallet, "5.00")))
     finally:
-        await other.close()
+        other.close()
 
     # The batch records nothing, yet its refusal stood on the old head.
     committed = await writer.append(seal(decided))
@@ -338,7 +338,7 @@ async def test_two_processes_writing_from_one_head_at_once_record_both(
         committed = await asyncio.gather(*(w.append(seal(b)) for w, b in zip(writers, batches)))
         decided_again = writer.decided_again + other.decided_again
     finally:
-        await other.close()
+        other.close()
 
     assert decided_again == 1
     outcomes = sorted(type(c.results[0][0]).__name__ for c in committed)
@@ -519,7 +519,7 @@ async def started_coalescer(database_url, clock):
     yield make
     for coalescer, writer in made:
         await coalescer.close()
-        await writer.close()
+        writer.close()
 
 
 async def submitted_behind_a_held_up_append(coalescer: Coalescer, db, commands: list[Command]) -> list[Outcome]:

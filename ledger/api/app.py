@@ -14,7 +14,7 @@ from ..config import Settings
 from ..signing import KeyFileError, NoteSigner, load_key
 from ..store import migrations, replica
 from ..store.coalescer import Coalescer
-from ..store.connection import connect, create_pool
+from ..store.connection import close_within, connect, create_pool
 from ..store.expiry import Expirer
 from ..store.feed import Feed
 from ..store.follow import HeadPoller, Notifications
@@ -104,11 +104,11 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
     cancels the query, within as long again, or closes the connection."""
     settings = app[SETTINGS]
     limit = settings.database_timeout
-    async with await create_pool(
+    app[POOL] = pool = await create_pool(
         app[DSN], min_size=settings.pool_min_size, max_size=settings.pool_max_size, command_timeout=limit, timeout=limit
-    ) as pool:
-        app[POOL] = pool
-        yield
+    )
+    yield
+    await close_within(pool, limit, "the read pool")
 
 
 async def checkpoints_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -136,9 +136,9 @@ async def stream_pool_ctx(app: web.Application) -> AsyncIterator[None]:
     app[READ_DSN] = settings.read_database_url or app[DSN]
     if settings.read_database_url is not None:
         await _check_replica(settings.read_database_url)
-    async with await create_pool(app[READ_DSN], min_size=0, max_size=settings.stream_pool_size) as pool:
-        app[STREAM_POOL] = pool
-        yield
+    app[STREAM_POOL] = pool = await create_pool(app[READ_DSN], min_size=0, max_size=settings.stream_pool_size)
+    yield
+    await close_within(pool, settings.database_timeout, "the stream pool")
 
 
 async def _check_replica(dsn: str) -> None:
@@ -196,7 +196,7 @@ async def writer_ctx(app: web.Application) -> AsyncIterator[None]:
     coalescer.start()
     yield
     await coalescer.close()
-    await writer.close()
+    writer.close()
 
 
 async def expiry_ctx(app: web.Application) -> AsyncIterator[None]:

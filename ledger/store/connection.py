@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 import asyncpg
 import msgspec
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
 
 #: A connection of its own, or one a pool lends: what a read runs on.
 Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -156,8 +159,14 @@ async def create_pool(dsn: str, *, min_size: int, max_size: int, **connect: Any)
 PROBE_WAIT = 2.0
 
 
+class Droppable(Protocol):
+    """A connection or a pool: what :func:`answered_within` can drop."""
+
+    def terminate(self) -> None: ...
+
+
 @contextlib.asynccontextmanager
-async def answered_within(conn: Conn, seconds: float) -> AsyncIterator[None]:
+async def answered_within(conn: Droppable, seconds: float) -> AsyncIterator[None]:
     """The block, given up with :class:`TimeoutError` after ``seconds``, and
     ``conn`` then closed, not used or pooled again: a server that does not
     answer may not answer the cancellation either."""
@@ -167,6 +176,19 @@ async def answered_within(conn: Conn, seconds: float) -> AsyncIterator[None]:
     except TimeoutError:
         conn.terminate()
         raise
+
+
+async def close_within(closable: asyncpg.Connection | asyncpg.Pool, seconds: float, what: str) -> None:
+    """Close ``closable`` as PostgreSQL expects (a pool once its connections
+    are given back), or, if that is not done within ``seconds``, drop it: its
+    sockets are closed without a word, which ends their sessions all the
+    same. A database that stops answering (a hung host, a cut network) never
+    answers a close, and the service must still stop when told to."""
+    try:
+        async with answered_within(closable, seconds):
+            await closable.close()
+    except TimeoutError:
+        log.warning("%s did not close within %g s: its connections were dropped", what, seconds)
 
 
 async def read_within(pool: asyncpg.Pool, seconds: float, read: Callable[[Conn], Awaitable[T]]) -> T:

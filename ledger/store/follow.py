@@ -37,7 +37,10 @@ _HEAD = "SELECT seq FROM ledger_head"
 
 class Wakeups(Protocol):
     def subscribed(self, conn: Conn, wake: Wake) -> contextlib.AbstractAsyncContextManager[None]:
-        """For the block, ``wake(head)`` is called whenever the log may have grown."""
+        """For the block, ``wake(head)`` is called whenever the log may have
+        grown. ``conn`` is not used after it: its owner closes it, which ends
+        whatever it listened to (an UNLISTEN would wait on a database that may
+        not answer, as the service stops)."""
         ...
 
 
@@ -51,10 +54,7 @@ class Notifications:
             wake(int(payload) if isinstance(payload, str) and payload.isdigit() else None)
 
         await conn.add_listener(NOTIFY_CHANNEL, notified)
-        try:
-            yield
-        finally:
-            await conn.remove_listener(NOTIFY_CHANNEL, notified)
+        yield
 
 
 class HeadPoller:
@@ -82,8 +82,10 @@ class HeadPoller:
             self._wakes.discard(wake)
 
     async def run(self) -> None:
-        """Poll until cancelled, then close the connection. A replica out of
-        reach is logged once, and polled again until it answers."""
+        """Poll until cancelled, then drop the connection (as the feed drops
+        its own: a replica that stopped answering would not answer a close).
+        A replica out of reach is logged once, and polled again until it
+        answers."""
         try:
             while True:
                 if self._wakes:
@@ -91,7 +93,7 @@ class HeadPoller:
                 await asyncio.sleep(self._interval)
         finally:
             if self._conn is not None:
-                await self._conn.close()
+                self._conn.terminate()
 
     async def _poll(self) -> None:
         try:

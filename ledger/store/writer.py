@@ -185,7 +185,7 @@ class Writer:
             self._terminate()  # what it was last asked may be unanswered still
             raise
         except CONNECTION_LOST:
-            await self.close()
+            self.close()
             self.retries += 1
             raise
         except CONFLICTS:
@@ -214,13 +214,11 @@ class Writer:
         if conn is not None:
             conn.terminate()
 
-    async def close(self) -> None:
+    def close(self) -> None:
+        """Drop both connections: idle once nothing is appended (the
+        coalescer has drained), so that dropping them loses nothing, and a
+        database that stopped answering holds up no shutdown."""
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.terminate()
-        conn, self._conn = self._conn, None
-        if conn is not None and not conn.is_closed():
-            try:
-                await asyncio.wait_for(conn.close(), timeout=5)
-            except CONNECTION_LOST + (TimeoutError,):
-                conn.terminate()
+        self._terminate()
