@@ -37,6 +37,8 @@ import msgspec
 from aiohttp.http_exceptions import HttpProcessingError
 from pythonjsonlogger.msgspec import MsgspecFormatter
 
+from .store.retry import CONNECTION_LOST
+
 LogFormat = Literal["text", "json"]
 FORMATS: tuple[LogFormat, ...] = ("text", "json")
 
@@ -349,20 +351,42 @@ def access_handler(logger: logging.Logger) -> StderrHandler | None:
     return None
 
 
-class ClientFaults(logging.Filter):
-    """On aiohttp's server logger: a request aiohttp could not parse (an
-    :class:`~aiohttp.http_exceptions.HttpProcessingError`) is the client's
-    fault, which any client can commit, so it is one WARNING line with the
-    reason, not an ERROR with a traceback of the server. (Its access line
-    says 400 too.)"""
+class OneLine(logging.Filter):
+    """Makes a record whose exception ``reason`` explains, a fault that is
+    not the service's (a client's, the database's), one WARNING line that
+    ends with that reason, without a traceback of the service."""
+
+    def __init__(self, reason: Callable[[BaseException], str | None]) -> None:
+        super().__init__()
+        self._reason = reason
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, HttpProcessingError):
+        reason = None if error is None else self._reason(error)
+        if reason is not None:
             record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
-            record.msg, record.args = f"{record.getMessage()}: {error.message}", ()
+            record.msg, record.args = f"{record.getMessage()}: {reason}", ()
             record.exc_info = record.exc_text = None
         return True
+
+
+def _client_fault(error: BaseException) -> str | None:
+    """A request aiohttp could not parse: any client can send one, and its
+    access line says 400 as well."""
+    return error.message if isinstance(error, HttpProcessingError) else None
+
+
+def _database_away(error: BaseException) -> str | None:
+    """A connection a pool could not open to restore its floor, which asyncpg
+    logs at every retry of an outage (a back-off of up to a minute)."""
+    if isinstance(error, TimeoutError):
+        return "no answer in time"
+    return (str(error) or type(error).__name__) if isinstance(error, CONNECTION_LOST) else None
+
+
+#: The loggers whose lines of faults not the service's are made one line
+#: each (:class:`OneLine`), and what says the reason.
+ONE_LINERS = {"aiohttp.server": _client_fault, "asyncpg.pool": _database_away}
 
 
 def formatter(log_format: LogFormat) -> logging.Formatter:
@@ -385,9 +409,10 @@ def configure(log_format: LogFormat = "text") -> None:
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     for noisy in QUIET:
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    server = logging.getLogger("aiohttp.server")
-    if not any(isinstance(f, ClientFaults) for f in server.filters):
-        server.addFilter(ClientFaults())
+    for name, reason in ONE_LINERS.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, OneLine) for f in logger.filters):
+            logger.addFilter(OneLine(reason))
     sys.excepthook = _log_uncaught
 
 

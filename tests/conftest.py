@@ -562,6 +562,17 @@ async def database_link(database_url: str, db: asyncpg.Connection) -> AsyncItera
     await link.close()
 
 
+@pytest.fixture
+async def linked_service(service, database_link: DatabaseLink, signing_key_file: Path) -> ServiceProcess:
+    """``ledger serve`` on the test's database through ``database_link``,
+    giving up on it after 1 s (``LEDGER_DATABASE_TIMEOUT``)."""
+    return await service(
+        LEDGER_DATABASE_URL=database_link.url,
+        LEDGER_DATABASE_TIMEOUT="1",
+        LEDGER_SIGNING_KEY_FILE=str(signing_key_file),
+    )
+
+
 def process_exists(pid: int) -> bool:
     """Whether ``pid`` runs: a process that has exited but was not reaped
     (a zombie, as orphans stay where nothing reaps them) does not."""

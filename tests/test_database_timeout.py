@@ -217,13 +217,9 @@ async def test_a_proof_of_a_database_held_up_is_503_within_the_limit(client, ope
 
 
 async def test_told_to_stop_while_the_database_does_not_answer_it_answers_what_is_in_flight_and_exits_0(
-    service, database_link, signing_key_file
+    linked_service, database_link
 ):
-    served = await service(
-        LEDGER_DATABASE_URL=database_link.url,
-        LEDGER_DATABASE_TIMEOUT=str(LIMIT),
-        LEDGER_SIGNING_KEY_FILE=str(signing_key_file),
-    )
+    served = linked_service  # giving up after LIMIT
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         a, b = [
             await (await session.post(f"{served.url}/v1/accounts", json={"currency": "USD", "scale": 2})).json()

@@ -111,6 +111,25 @@ async def test_a_request_the_service_cannot_parse_is_a_warning_without_a_traceba
     assert "exc_info" not in warning
 
 
+async def test_a_pool_that_cannot_reconnect_while_the_database_does_not_answer_says_so_in_one_line(
+    linked_service, database_link
+):
+    served = linked_service
+    database_link.hold()
+    # The expiry sweep's query goes unanswered; its connection is closed, and
+    # the read pool tries to open another, in vain.
+    await served.said("Failed to restore the pool connection floor", timeout=30)
+    assert await served.stop() == 0, served.log
+    retries = [line for line in served.lines if "Failed to restore the pool connection floor" in line]
+    assert all(
+        line.rstrip().endswith(
+            "WARNING asyncpg.pool: Failed to restore the pool connection floor; retrying: no answer in time"
+        )
+        for line in retries
+    ), retries
+    assert "Traceback" not in served.log
+
+
 async def test_text_is_the_default_log_format(service):
     served = await service()
     assert await served.stop() == 0
