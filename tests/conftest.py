@@ -499,6 +499,7 @@ class DatabaseLink:
         self._upstream = upstream
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self._hold_at_copy = False
         self._server: asyncio.Server | None = None
         self._pumps: set[asyncio.Task[None]] = set()
         self.url = ""
@@ -508,17 +509,29 @@ class DatabaseLink:
         port = self._server.sockets[0].getsockname()[1]
         parts = urlsplit(self._database_url)
         user = parts.netloc.rpartition("@")[0]
-        self.url = urlunsplit(parts._replace(netloc=f"{user}@127.0.0.1:{port}", query=""))
+        # In clear, so that the link can read what the service sends.
+        self.url = urlunsplit(parts._replace(netloc=f"{user}@127.0.0.1:{port}", query="sslmode=disable"))
 
     def hold(self) -> None:
         self._flowing.clear()
+
+    def hold_at_copy(self) -> None:
+        """Hold once a service has sent the first message of a COPY's data:
+        the server is then in the middle of the COPY."""
+        self._hold_at_copy = True
+
+    def cut(self) -> None:
+        """Close every connection through the link, what it held unsent
+        lost, and let new ones through."""
+        for pump in self._pumps:
+            pump.cancel()
+        self._flowing.set()
 
     async def close(self) -> None:
         """Stop listening and cut every connection through it."""
         assert self._server is not None
         self._server.close()
-        for pump in self._pumps:
-            pump.cancel()
+        self.cut()
         await asyncio.gather(*self._pumps, return_exceptions=True)
 
     async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -526,21 +539,66 @@ class DatabaseLink:
             up_reader, up_writer = await asyncio.open_unix_connection(self._upstream)
         else:
             up_reader, up_writer = await asyncio.open_connection(*self._upstream)
-        for pump in (self._pump(reader, up_writer), self._pump(up_reader, writer)):
+        for pump in (self._pump(reader, up_writer, _FrontendMessages()), self._pump(up_reader, writer, None)):
             task = asyncio.create_task(pump)
             self._pumps.add(task)
             task.add_done_callback(self._pumps.discard)
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, messages: _FrontendMessages | None
+    ) -> None:
         try:
             while data := await reader.read(65536):
                 await self._flowing.wait()
+                end = None if messages is None else messages.copy_data_end(data)
+                if end is not None and self._hold_at_copy:
+                    self._hold_at_copy = False
+                    self.hold()
+                    writer.write(data[:end])
+                    data = data[end:]
+                    await self._flowing.wait()
                 writer.write(data)
                 await writer.drain()
         except ConnectionError:
             pass
         finally:
             writer.close()
+
+
+class _FrontendMessages:
+    """Where the messages a PostgreSQL client sends end, in the stream of its
+    bytes (protocol 3.0: untyped startup messages, the SSL or GSSAPI request
+    before the one that starts the session, then a type byte and a length)."""
+
+    _ENCRYPTION_REQUESTS = (80877103, 80877104)
+
+    def __init__(self) -> None:
+        self._unread = bytearray()
+        self._untyped = True
+
+    def copy_data_end(self, data: bytes) -> int | None:
+        """Where in ``data``, the next bytes sent, a CopyData message ends
+        (the first, if more do); ``None`` if none does."""
+        before = len(self._unread)
+        self._unread += data
+        at, found = 0, None
+        while True:
+            if self._untyped and len(self._unread) - at >= 8:
+                length = int.from_bytes(self._unread[at : at + 4])
+                kind = b"" if int.from_bytes(self._unread[at + 4 : at + 8]) in self._ENCRYPTION_REQUESTS else b"S"
+            elif not self._untyped and len(self._unread) - at >= 5:
+                kind = bytes(self._unread[at : at + 1])
+                length = 1 + int.from_bytes(self._unread[at + 1 : at + 5])
+            else:
+                break
+            if len(self._unread) - at < length:
+                break
+            at += length
+            self._untyped = self._untyped and kind == b""
+            if kind == b"d" and found is None:
+                found = at - before
+        del self._unread[:at]
+        return found
 
 
 @pytest.fixture

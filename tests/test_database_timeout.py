@@ -10,6 +10,7 @@ never sent.
 """
 
 import asyncio
+import random
 import signal
 import time
 
@@ -19,7 +20,8 @@ import pytest
 from ledger.api.app import create_app
 from ledger.config import Settings
 from ledger.store.retry import RetryPolicy
-from tests.conftest import appends_held_up, transfer_body, wait_for_blocked_backend
+from ledger.store.write_path import COPY_FROM
+from tests.conftest import appends_held_up, assert_log_matches_projections, transfer_body, wait_for_blocked_backend
 
 LIMIT = 1.0
 
@@ -239,3 +241,30 @@ async def test_told_to_stop_while_the_database_does_not_answer_it_answers_what_i
     # The write, then the two pools' closing, each given up after the limit.
     assert waited < 3 * LIMIT + 2, served.log
     assert "the read pool did not close within 1 s: its connections were dropped" in served.log
+
+
+async def test_a_copied_batch_whose_database_stops_answering_mid_copy_is_503_and_its_retry_is_recorded_once(
+    linked_service, database_link, db
+):
+    served = linked_service
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        accounts = [
+            await (await session.post(f"{served.url}/v1/accounts", json={"currency": "USD", "scale": 2})).json()
+            for _ in range(8)
+        ]
+        rng = random.Random(7)
+        batch = {"transfers": [transfer_body(*rng.sample(accounts, 2), "0.01") for _ in range(COPY_FROM + 10)]}
+        database_link.hold_at_copy()
+        started = time.monotonic()
+        async with session.post(f"{served.url}/v1/transfer-batches", json=batch) as response:
+            assert response.status == 503
+            assert "may have been recorded" in (await response.json())["error"]["message"]
+        assert time.monotonic() - started < 2 * LIMIT + 2
+        copying = "SELECT count(*) FROM pg_stat_progress_copy AS c JOIN pg_database AS d ON d.oid = c.datid"
+        assert await db.fetchval(f"{copying} WHERE d.datname = current_database()") == 1  # held mid-COPY
+        database_link.cut()  # what was held is lost, as on a cut network
+        async with session.post(f"{served.url}/v1/transfer-batches", json=batch) as response:
+            assert response.status == 200, await response.text()
+            assert {r["status"] for r in (await response.json())["results"]} == {"created"}
+    assert await db.fetchval("SELECT count(*) FROM transfers") == COPY_FROM + 10
+    await assert_log_matches_projections(db)
