@@ -499,6 +499,7 @@ class DatabaseLink:
         self._upstream = upstream
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self._holding = asyncio.Event()
         self._hold_at_copy = False
         self._server: asyncio.Server | None = None
         self._pumps: set[asyncio.Task[None]] = set()
@@ -514,6 +515,11 @@ class DatabaseLink:
 
     def hold(self) -> None:
         self._flowing.clear()
+        self._holding.clear()
+
+    async def holding(self) -> None:
+        """Until, held, the link has bytes it does not pass on."""
+        await self._holding.wait()
 
     def hold_at_copy(self) -> None:
         """Hold once a service has sent the first message of a COPY's data:
@@ -549,6 +555,8 @@ class DatabaseLink:
     ) -> None:
         try:
             while data := await reader.read(65536):
+                if not self._flowing.is_set():
+                    self._holding.set()
                 await self._flowing.wait()
                 end = None if messages is None else messages.copy_data_end(data)
                 if end is not None and self._hold_at_copy:
@@ -621,14 +629,22 @@ async def database_link(database_url: str, db: asyncpg.Connection) -> AsyncItera
 
 
 @pytest.fixture
-async def linked_service(service, database_link: DatabaseLink, signing_key_file: Path) -> ServiceProcess:
-    """``ledger serve`` on the test's database through ``database_link``,
-    giving up on it after 1 s (``LEDGER_DATABASE_TIMEOUT``)."""
-    return await service(
-        LEDGER_DATABASE_URL=database_link.url,
-        LEDGER_DATABASE_TIMEOUT="1",
-        LEDGER_SIGNING_KEY_FILE=str(signing_key_file),
-    )
+def linked_service(
+    service, database_link: DatabaseLink, signing_key_file: Path
+) -> Callable[..., Awaitable[ServiceProcess]]:
+    """Start ``ledger serve`` with ``LEDGER_*`` settings on the test's
+    database through ``database_link``, giving up on it after 1 s
+    (``LEDGER_DATABASE_TIMEOUT``)."""
+
+    def start(**settings: str) -> Awaitable[ServiceProcess]:
+        return service(
+            LEDGER_DATABASE_URL=database_link.url,
+            LEDGER_DATABASE_TIMEOUT="1",
+            LEDGER_SIGNING_KEY_FILE=str(signing_key_file),
+            **settings,
+        )
+
+    return start
 
 
 def process_exists(pid: int) -> bool:

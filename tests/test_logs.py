@@ -114,7 +114,7 @@ async def test_a_request_the_service_cannot_parse_is_a_warning_without_a_traceba
 async def test_a_pool_that_cannot_reconnect_while_the_database_does_not_answer_says_so_in_one_line(
     linked_service, database_link
 ):
-    served = linked_service
+    served = await linked_service()
     database_link.hold()
     # The expiry sweep's query goes unanswered; its connection is closed, and
     # the read pool tries to open another, in vain.

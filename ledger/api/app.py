@@ -14,7 +14,7 @@ from ..config import Settings
 from ..signing import KeyFileError, NoteSigner, load_key
 from ..store import migrations, replica
 from ..store.coalescer import Coalescer
-from ..store.connection import close_within, connect, create_pool
+from ..store.connection import Closing, connect, create_pool
 from ..store.expiry import Expirer
 from ..store.feed import Feed
 from ..store.follow import HeadPoller, Notifications
@@ -26,6 +26,7 @@ from .checkpoints import Checkpoints
 from .keys import (
     CHECKPOINTS,
     CLOCK,
+    CLOSING,
     COALESCER,
     DSN,
     EXPIRER,
@@ -86,6 +87,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     if dsn is None:
         raise StartupError("no database: set LEDGER_DATABASE_URL (or run `ledger serve`)")
     app[DSN] = dsn
+    app[CLOSING] = Closing(app[SETTINGS].database_timeout)
     conn = await connect(dsn)
     try:
         problem = await migrations.schema_problem(conn)
@@ -108,7 +110,7 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
         app[DSN], min_size=settings.pool_min_size, max_size=settings.pool_max_size, command_timeout=limit, timeout=limit
     )
     yield
-    await close_within(pool, limit, "the read pool")
+    await app[CLOSING].close(pool, "the read pool")
 
 
 async def checkpoints_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -138,7 +140,7 @@ async def stream_pool_ctx(app: web.Application) -> AsyncIterator[None]:
         await _check_replica(settings.read_database_url)
     app[STREAM_POOL] = pool = await create_pool(app[READ_DSN], min_size=0, max_size=settings.stream_pool_size)
     yield
-    await close_within(pool, settings.database_timeout, "the stream pool")
+    await app[CLOSING].close(pool, "the stream pool")
 
 
 async def _check_replica(dsn: str) -> None:

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from ..config import Settings
 from ..store.coalescer import Coalescer
+from ..store.connection import Closing
 from ..store.expiry import Expirer
 from ..store.feed import Feed
 from ..store.follow import Wakeups
@@ -23,6 +24,8 @@ CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 #: The DSN the service runs on (the embedded server's, when it started one).
 DSN = web.AppKey("dsn", str)
 POOL = web.AppKey("pool", asyncpg.Pool)
+#: How the pools close as the service stops.
+CLOSING = web.AppKey("closing", Closing)
 #: Connections for streams only (see :mod:`ledger.api.streams`), to the
 #: replica when there is one.
 STREAM_POOL = web.AppKey("stream_pool", asyncpg.Pool)

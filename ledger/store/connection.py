@@ -8,7 +8,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import asyncpg
 import msgspec
@@ -159,14 +159,8 @@ async def create_pool(dsn: str, *, min_size: int, max_size: int, **connect: Any)
 PROBE_WAIT = 2.0
 
 
-class Droppable(Protocol):
-    """A connection or a pool: what :func:`answered_within` can drop."""
-
-    def terminate(self) -> None: ...
-
-
 @contextlib.asynccontextmanager
-async def answered_within(conn: Droppable, seconds: float) -> AsyncIterator[None]:
+async def answered_within(conn: Conn, seconds: float) -> AsyncIterator[None]:
     """The block, given up with :class:`TimeoutError` after ``seconds``, and
     ``conn`` then closed, not used or pooled again: a server that does not
     answer may not answer the cancellation either."""
@@ -178,17 +172,30 @@ async def answered_within(conn: Droppable, seconds: float) -> AsyncIterator[None
         raise
 
 
-async def close_within(closable: asyncpg.Connection | asyncpg.Pool, seconds: float, what: str) -> None:
-    """Close ``closable`` as PostgreSQL expects (a pool once its connections
-    are given back), or, if that is not done within ``seconds``, drop it: its
-    sockets are closed without a word, which ends their sessions all the
-    same. A database that stops answering (a hung host, a cut network) never
-    answers a close, and the service must still stop when told to."""
-    try:
-        async with answered_within(closable, seconds):
-            await closable.close()
-    except TimeoutError:
-        log.warning("%s did not close within %g s: its connections were dropped", what, seconds)
+class Closing:
+    """The closing of a process's pools as it stops, within ``seconds`` in
+    all, counted from the first.
+
+    Each is closed as PostgreSQL expects (once its connections are given
+    back), or, past that time, dropped: its sockets are closed without a
+    word, which ends their sessions all the same. A database that stopped
+    answering (a hung host, a cut network) answers no close, and the service
+    must still stop when told to; once it has not answered one, the others
+    are not waited on as long again."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._deadline: float | None = None
+
+    async def close(self, pool: asyncpg.Pool, what: str) -> None:
+        if self._deadline is None:
+            self._deadline = asyncio.get_running_loop().time() + self._seconds
+        try:
+            async with asyncio.timeout_at(self._deadline):
+                await pool.close()
+        except TimeoutError:
+            pool.terminate()
+            log.warning("%s did not close within %g s: its connections were dropped", what, self._seconds)
 
 
 async def read_within(pool: asyncpg.Pool, seconds: float, read: Callable[[Conn], Awaitable[T]]) -> T:
