@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -510,8 +510,11 @@ class DatabaseLink:
         port = self._server.sockets[0].getsockname()[1]
         parts = urlsplit(self._database_url)
         user = parts.netloc.rpartition("@")[0]
-        # In clear, so that the link can read what the service sends.
-        self.url = urlunsplit(parts._replace(netloc=f"{user}@127.0.0.1:{port}", query="sslmode=disable"))
+        # The link's address in place of the server's, and in clear, so that
+        # the link can read what the service sends.
+        query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("host", "port", "sslmode")]
+        query.append(("sslmode", "disable"))
+        self.url = urlunsplit(parts._replace(netloc=f"{user}@127.0.0.1:{port}", query=urlencode(query)))
 
     def hold(self) -> None:
         self._flowing.clear()
