@@ -270,3 +270,15 @@ async def test_a_copied_batch_whose_database_stops_answering_mid_copy_is_503_rec
             assert {r["status"] for r in (await response.json())["results"]} == {"created"}
     assert await db.fetchval("SELECT count(*) FROM transfers") == COPY_FROM + 10
     await assert_log_matches_projections(db)
+
+
+async def test_told_to_stop_while_an_expiry_sweep_waits_on_the_database_it_does_not_wait_for_the_sweep(
+    linked_service, database_link
+):
+    served = await linked_service(LEDGER_EXPIRY_INTERVAL="0.1")
+    database_link.hold()
+    await database_link.holding()  # a sweep's query, unanswered
+    started = time.monotonic()
+    assert await served.stop() == 0, served.log
+    # The pools' closing, given up after the limit; the sweep is dropped at once.
+    assert time.monotonic() - started < 2 * LIMIT, served.log

@@ -172,6 +172,19 @@ async def answered_within(conn: Conn, seconds: float) -> AsyncIterator[None]:
         raise
 
 
+@contextlib.asynccontextmanager
+async def dropped_if_cancelled(conn: Conn) -> AsyncIterator[None]:
+    """The block; cancelled (the service stopping), ``conn`` is closed without
+    a word and not pooled again, where asyncpg would cancel its query and
+    wait for the server's answer, which a server that stopped answering
+    never gives."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        conn.terminate()
+        raise
+
+
 class Closing:
     """The closing of a process's pools as it stops, within ``seconds`` in
     all, counted from the first.

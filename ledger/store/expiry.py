@@ -17,6 +17,7 @@ import asyncpg
 
 from ..domain.commands import ExpireTransfer
 from ..domain.ledger import Outcome, Recorded
+from .connection import dropped_if_cancelled
 from .retry import CONNECTION_LOST, Unavailable
 from .write_path import AppendRequest
 from .writer import Clock
@@ -51,7 +52,8 @@ class Expirer:
         this call recorded (those another process expired first are not counted)."""
         recorded = 0
         while True:
-            due = await self._pool.fetch(_DUE, self._clock(), self._batch)
+            async with self._pool.acquire() as conn, dropped_if_cancelled(conn):
+                due = await conn.fetch(_DUE, self._clock(), self._batch)
             if not due:
                 return recorded
             [outcomes] = await self._submit(
