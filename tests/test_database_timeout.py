@@ -185,7 +185,7 @@ async def test_reads_waiting_for_a_read_connection_are_503_within_the_time_limit
     assert longest < 3.5 * LIMIT
 
 
-async def test_a_read_of_a_database_that_stops_answering_is_503_within_twice_the_time_limit(service, freeze_database):
+async def test_a_read_of_a_database_that_stops_answering_is_503_within_the_time_limit(service, freeze_database):
     served = await service(LEDGER_DATABASE_TIMEOUT="1")
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         account = await (await session.post(f"{served.url}/v1/accounts", json={"currency": "USD", "scale": 2})).json()
@@ -194,7 +194,8 @@ async def test_a_read_of_a_database_that_stops_answering_is_503_within_twice_the
         async with session.get(f"{served.url}/v1/accounts/{account['id']}") as response:
             assert response.status == 503
             assert (await response.json())["error"]["code"] == "unavailable"
-        assert time.monotonic() - started < 2 * LIMIT + 5
+        # Not once asyncpg has given up cancelling the query, as long again.
+        assert LIMIT <= time.monotonic() - started < 2 * LIMIT
 
 
 async def test_checkpoints_asked_at_once_of_a_database_held_up_are_503_within_the_limit_each(client, db):

@@ -103,7 +103,8 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
     connection it opens) is given up with :class:`TimeoutError` after
     ``LEDGER_DATABASE_TIMEOUT`` seconds: the request gets 503, where a
     database that stopped answering would hold it for ever. asyncpg then
-    cancels the query, within as long again, or closes the connection."""
+    cancels the query, within as long again, or closes the connection
+    (:func:`~ledger.api.pool.read_connection` does not wait for that)."""
     settings = app[SETTINGS]
     limit = settings.database_timeout
     app[POOL] = pool = await create_pool(

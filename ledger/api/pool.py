@@ -2,20 +2,48 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from ..store.connection import Conn
 from .keys import POOL, SETTINGS
 
-if TYPE_CHECKING:
-    from asyncpg.pool import PoolAcquireContext
+#: Connections whose query was given up, on their way back to the pool.
+_returning: set[asyncio.Task[None]] = set()
 
 
-def read_connection(request: web.Request) -> PoolAcquireContext:
-    """A connection of the read pool for ``request`` (``async with``), waited
-    for at most ``LEDGER_DATABASE_TIMEOUT`` seconds, as each query on it
-    is (see :func:`ledger.api.app.pool_ctx`): :class:`TimeoutError`, which
-    answers 503, rather than a wait for ever behind reads that a database
-    no longer answers."""
-    return request.app[POOL].acquire(timeout=request.app[SETTINGS].database_timeout)
+@contextlib.asynccontextmanager
+async def read_connection(request: web.Request) -> AsyncIterator[Conn]:
+    """A connection of the read pool for ``request``, waited for at most
+    ``LEDGER_DATABASE_TIMEOUT`` seconds, as each query on it is (see
+    :func:`ledger.api.app.pool_ctx`): :class:`TimeoutError`, which answers
+    503, rather than a wait for ever on a database that no longer answers.
+
+    asyncpg gives a connection whose query it gave up back to the pool only
+    once the server has confirmed the query's cancellation, which a server
+    that stopped answering never does: it then closes the connection, after
+    as long again. The request is answered meanwhile, not after that."""
+    pool = request.app[POOL]
+    conn = await pool.acquire(timeout=request.app[SETTINGS].database_timeout)
+    given_up = False
+    try:
+        yield conn
+    except TimeoutError:
+        given_up = True
+        raise
+    finally:
+        if given_up:
+            returning = asyncio.create_task(pool.release(conn))
+            _returning.add(returning)
+            returning.add_done_callback(_returned)
+        else:
+            await pool.release(conn)
+
+
+def _returned(task: asyncio.Task[None]) -> None:
+    _returning.discard(task)
+    if not task.cancelled():
+        task.exception()  # the connection closed instead: nothing more to do
