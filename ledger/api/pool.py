@@ -25,13 +25,15 @@ async def read_connection(request: web.Request) -> AsyncIterator[Conn]:
     asyncpg gives a connection whose query it gave up back to the pool only
     once the server has confirmed the query's cancellation, which a server
     that stopped answering never does: it then closes the connection, after
-    as long again. The request is answered meanwhile, not after that."""
+    as long again. The request is answered meanwhile, not after that, and
+    so is one whose block is given up by a time limit around it (a proof's),
+    which cancels it."""
     pool = request.app[POOL]
     conn = await pool.acquire(timeout=request.app[SETTINGS].database_timeout)
     given_up = False
     try:
         yield conn
-    except TimeoutError:
+    except (TimeoutError, asyncio.CancelledError):
         given_up = True
         raise
     finally:
