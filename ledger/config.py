@@ -114,6 +114,9 @@ class Settings:
     stream_pool_size: int = 8
     #: Seconds a new stream waits for a stream connection before 503.
     stream_wait: float = 2.0
+    #: Seconds a stop waits for the requests in flight (long streams) before
+    #: it cuts them.
+    shutdown_timeout: float = 60.0
     #: Seconds a stream of the primary waits at most, between two pages, for
     #: this process's writes to be done (writes come first); 0: it never waits.
     stream_pause: float = 0.25
@@ -230,6 +233,7 @@ class Settings:
             expiry_interval=number("LEDGER_EXPIRY_INTERVAL", 1.0, 0.001, 3600.0),
             stream_pool_size=number("LEDGER_STREAM_POOL_SIZE", 8, 1),
             stream_wait=number("LEDGER_STREAM_WAIT", 2.0, 0.0, 600.0),
+            shutdown_timeout=number("LEDGER_SHUTDOWN_TIMEOUT", 60.0, 0.0, 3600.0),
             stream_pause=number("LEDGER_STREAM_PAUSE", 0.25, 0.0, 60.0),
             stream_keepalive=number("LEDGER_STREAM_KEEPALIVE", 15.0, 0.001, 3600.0),
             follow_buffer=number("LEDGER_FOLLOW_BUFFER", 8 << 20, 1024),

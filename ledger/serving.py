@@ -194,7 +194,12 @@ async def _serve_app(
     if parent is not None:
         _stop_when_orphaned(loop, parent, stop)
     access_log = logging.getLogger("aiohttp.access") if settings.access_log else None
-    runner = web.AppRunner(create_app(settings), access_log=access_log, access_log_class=AccessLogger)
+    runner = web.AppRunner(
+        create_app(settings),
+        access_log=access_log,
+        access_log_class=AccessLogger,
+        shutdown_timeout=settings.shutdown_timeout,
+    )
     try:
         await runner.setup()
         await web.SockSite(runner, sock).start()

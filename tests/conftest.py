@@ -500,7 +500,7 @@ class DatabaseLink:
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._holding = asyncio.Event()
-        self._hold_at_copy = False
+        self._hold_at: bytes | None = None
         self._server: asyncio.Server | None = None
         self._pumps: set[asyncio.Task[None]] = set()
         self.url = ""
@@ -524,10 +524,11 @@ class DatabaseLink:
         """Until, held, the link has bytes it does not pass on."""
         await self._holding.wait()
 
-    def hold_at_copy(self) -> None:
-        """Hold once a service has sent the first message of a COPY's data:
-        the server is then in the middle of the COPY."""
-        self._hold_at_copy = True
+    def hold_at(self, kind: bytes) -> None:
+        """Hold once a service has sent a message of type ``kind`` (PostgreSQL's
+        frontend protocol): ``b"d"``, COPY data, holds the server in the
+        middle of a COPY; ``b"B"``, a bind, a query past its BEGIN."""
+        self._hold_at = kind
 
     def cut(self) -> None:
         """Close every connection through the link, what it held unsent
@@ -561,12 +562,14 @@ class DatabaseLink:
                 if not self._flowing.is_set():
                     self._holding.set()
                 await self._flowing.wait()
-                end = None if messages is None else messages.copy_data_end(data)
-                if end is not None and self._hold_at_copy:
-                    self._hold_at_copy = False
+                end = None if messages is None else messages.end_of(self._hold_at, data)
+                if end is not None:
+                    self._hold_at = None
                     self.hold()
                     writer.write(data[:end])
                     data = data[end:]
+                    if data:
+                        self._holding.set()
                     await self._flowing.wait()
                 writer.write(data)
                 await writer.drain()
@@ -587,9 +590,9 @@ class _FrontendMessages:
         self._unread = bytearray()
         self._untyped = True
 
-    def copy_data_end(self, data: bytes) -> int | None:
-        """Where in ``data``, the next bytes sent, a CopyData message ends
-        (the first, if more do); ``None`` if none does."""
+    def end_of(self, wanted: bytes | None, data: bytes) -> int | None:
+        """Where in ``data``, the next bytes sent, a message of type ``wanted``
+        ends (the first, if more do); ``None`` if none does."""
         before = len(self._unread)
         self._unread += data
         at, found = 0, None
@@ -606,7 +609,7 @@ class _FrontendMessages:
                 break
             at += length
             self._untyped = self._untyped and kind == b""
-            if kind == b"d" and found is None:
+            if kind == wanted and found is None:
                 found = at - before
         del self._unread[:at]
         return found

@@ -257,7 +257,7 @@ async def test_a_copied_batch_whose_database_stops_answering_mid_copy_is_503_rec
         ]
         rng = random.Random(7)
         batch = {"transfers": [transfer_body(*rng.sample(accounts, 2), "0.01") for _ in range(COPY_FROM + 10)]}
-        database_link.hold_at_copy()
+        database_link.hold_at(b"d")
         started = time.monotonic()
         async with session.post(f"{served.url}/v1/transfer-batches", json=batch) as response:
             assert response.status == 503
@@ -283,3 +283,30 @@ async def test_told_to_stop_while_an_expiry_sweep_waits_on_the_database_it_does_
     assert await served.stop() == 0, served.log
     # The pools' closing, given up after the limit; the sweep is dropped at once.
     assert time.monotonic() - started < 2 * LIMIT, served.log
+
+
+async def test_told_to_stop_while_a_stream_waits_on_the_database_it_cuts_the_stream_after_the_shutdown_timeout(
+    linked_service, database_link
+):
+    served = await linked_service(LEDGER_EXPIRY_INTERVAL="3600", LEDGER_SHUTDOWN_TIMEOUT="1")
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        await (await session.post(f"{served.url}/v1/accounts", json={"currency": "USD", "scale": 2})).read()
+        assert (await session.get(f"{served.url}/v1/events?limit=10")).status == 200
+        await served.said('"GET /v1/events?limit=10 HTTP/1.1" 200')  # its connection back in the stream pool
+        database_link.hold_at(b"B")  # the next stream's page, past its BEGIN
+        async with session.get(f"{served.url}/v1/events?limit=10") as response:
+            assert response.status == 200
+            await database_link.holding()
+            started = time.monotonic()
+            served.send(signal.SIGTERM)
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await response.read()  # truncated: never a stream that looks complete
+        assert await served.stopped() == 0, served.log
+        waited = time.monotonic() - started
+    # aiohttp waits the shutdown timeout for the stream, then as long again
+    # once it has asked it to end (which a stream does not hear), then
+    # cancels it; the pools close within the limit.
+    assert waited < 2 * 1 + 2 * LIMIT, served.log
+    # Cancelled, the stream dropped its connection: no ROLLBACK waited on,
+    # no stream failing when its connection is dropped under it.
+    assert "Traceback" not in served.log

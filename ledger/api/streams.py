@@ -20,7 +20,7 @@ from typing import NoReturn
 from aiohttp import web
 
 from ..domain.codes import InvalidField
-from ..store.connection import Conn, answered_within
+from ..store.connection import Conn, answered_within, dropped_if_cancelled
 from ..store.head import read_head
 from ..store.lines import Pace
 from ..store.retry import CONNECTION_LOST, Unavailable
@@ -58,7 +58,11 @@ async def stream_connection(request: web.Request, *, within: bool = False) -> As
             raise
         log.warning("the read replica is unreachable: %s", error)
         raise Unavailable("the read replica is unreachable; try again shortly") from None
-    bound = answered_within(conn, settings.database_timeout) if within else contextlib.nullcontext()
+    # Cancelled (the service stopping, past LEDGER_SHUTDOWN_TIMEOUT), a stream
+    # drops its connection: its transaction is the service's own
+    # (connection.transaction), which sends nothing more when cancelled. A
+    # block within the limit is done long before.
+    bound = answered_within(conn, settings.database_timeout) if within else dropped_if_cancelled(conn)
     try:
         async with bound:
             yield conn

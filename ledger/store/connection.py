@@ -89,10 +89,12 @@ async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
 
 #: Opens a SERIALIZABLE transaction.
 BEGIN_SERIALIZABLE = "BEGIN ISOLATION LEVEL SERIALIZABLE"
+#: Opens a read-only transaction on one snapshot: what a long read reads in.
+BEGIN_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 
 
 @contextlib.asynccontextmanager
-async def transaction(conn: asyncpg.Connection, begin: str = BEGIN_SERIALIZABLE) -> AsyncIterator[None]:
+async def transaction(conn: Conn, begin: str = BEGIN_SERIALIZABLE) -> AsyncIterator[None]:
     """A transaction that ``begin`` opens on ``conn`` (a simple query, which
     may take a lock as well), committed if the block succeeds and rolled back
     if it raises.

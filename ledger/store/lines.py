@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import NamedTuple, TypeAlias
 from uuid import UUID
 
-from .connection import Conn
+from .connection import BEGIN_SNAPSHOT, Conn, transaction
 
 #: Lines per page: enough that a round trip costs little beside building
 #: them, few enough that the first page comes at once and a page of the
@@ -128,7 +128,7 @@ async def _send_pages(
     ``args``) one after another until one comes short or ``limit`` is
     reached, awaiting ``pace`` (if given) before each after the first."""
     sent = Sent(0, after_seq)
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
+    async with transaction(conn, BEGIN_SNAPSHOT):
         while limit is None or sent.lines < limit:
             if pace is not None and sent.lines:
                 await pace()

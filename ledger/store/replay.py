@@ -17,7 +17,7 @@ import msgspec
 from ..domain.chain import GENESIS, canonical, chained, event_bytes
 from ..domain.events import RecordedEvent, event_from_data
 from ..domain.ledger import Entry, Ledger
-from .connection import Conn
+from .connection import BEGIN_SNAPSHOT, Conn, transaction
 from .head import LogHead, read_head
 from .tables import EVENTS, MAX_BIGINT
 
@@ -224,7 +224,7 @@ async def fold_log(conn: Conn, *, prefetch: int = 1000) -> Ledger:
     The ledger holds every account but only the transfers still pending.
     """
     ledger = Ledger()
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
+    async with transaction(conn, BEGIN_SNAPSHOT):
         async for record, _ in replayed(conn, ledger, prefetch=prefetch):
             if record.seq % FORGET_EVERY == 0:
                 ledger.forget_settled_transfers()
