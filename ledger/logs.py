@@ -37,7 +37,7 @@ import msgspec
 from aiohttp.http_exceptions import HttpProcessingError
 from pythonjsonlogger.msgspec import MsgspecFormatter
 
-from .store.retry import CONNECTION_LOST
+from .store.retry import CONNECTION_LOST, why_away
 
 LogFormat = Literal["text", "json"]
 FORMATS: tuple[LogFormat, ...] = ("text", "json")
@@ -379,9 +379,7 @@ def _client_fault(error: BaseException) -> str | None:
 def _database_away(error: BaseException) -> str | None:
     """A connection a pool could not open to restore its floor, which asyncpg
     logs at every retry of an outage (a back-off of up to a minute)."""
-    if isinstance(error, TimeoutError):
-        return "no answer in time"
-    return (str(error) or type(error).__name__) if isinstance(error, CONNECTION_LOST) else None
+    return why_away(error) if isinstance(error, CONNECTION_LOST) else None
 
 
 #: The loggers whose lines of faults not the service's are made one line

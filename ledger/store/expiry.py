@@ -18,7 +18,7 @@ import asyncpg
 from ..domain.commands import ExpireTransfer
 from ..domain.ledger import Outcome, Recorded
 from .connection import dropped_if_cancelled
-from .retry import CONNECTION_LOST, Unavailable
+from .retry import CONNECTION_LOST, Unavailable, why_away
 from .write_path import AppendRequest
 from .writer import Clock
 
@@ -79,10 +79,10 @@ class Expirer:
                 count = await self.sweep()
             except CONNECTION_LOST + (Unavailable,) as error:
                 if not away:
-                    # A read given up at the time limit is a TimeoutError without a message.
-                    why = str(error) or ("no answer in time" if isinstance(error, TimeoutError) else repr(error))
                     log.warning(
-                        "expiry sweeps fail while the database is away (%s); retrying every %g s", why, self._interval
+                        "expiry sweeps fail while the database is away (%s); retrying every %g s",
+                        why_away(error),
+                        self._interval,
                     )
                 away = True
             except Exception:

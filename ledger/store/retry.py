@@ -51,6 +51,13 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
 CANNOT_OPEN: tuple[type[BaseException], ...] = CONNECTION_LOST + (asyncpg.PostgresError,)
 
 
+def why_away(error: BaseException) -> str:
+    """Why the database is away, in a few words, for an operator: its error's
+    message, or, for a wait given up (a :class:`TimeoutError`, which has
+    none), "no answer in time"."""
+    return str(error) or ("no answer in time" if isinstance(error, TimeoutError) else type(error).__name__)
+
+
 def cannot_open(error: BaseException) -> str:
     """One of :data:`CANNOT_OPEN` in one line, for an operator."""
     if isinstance(error, CONNECTION_LOST):
