@@ -112,8 +112,13 @@ class _ServerLog:
                 text = log_file.read().decode(errors="replace")
         except OSError:
             return ""
-        bare = [line.strip() for line in text.splitlines() if line.strip() and not self._LINE.search(line)]
-        lines = [m.groups() for line in text.splitlines() if (m := self._LINE.search(line))]
+        bare: list[str] = []
+        lines: list[tuple[str, str]] = []
+        for line in text.splitlines():
+            if found := self._LINE.search(line):
+                lines.append((found[1], found[2]))
+            elif line.strip():
+                bare.append(line.strip())
         fatal = next((i for i, (level, _) in enumerate(lines) if level in ("FATAL", "PANIC")), None)
         if fatal is None:
             return "; ".join(bare)
