@@ -35,6 +35,21 @@ async def client(database_url, signing_key_file, clock, aiohttp_client):
     return await aiohttp_client(create_app(settings, clock=clock))
 
 
+async def opened(session: aiohttp.ClientSession, served, count: int) -> list[dict]:
+    """``count`` accounts opened on ``served``, a service this test started."""
+    return [
+        await (await session.post(f"{served.url}/v1/accounts", json={"currency": "USD", "scale": 2})).json()
+        for _ in range(count)
+    ]
+
+
+async def a_stream_connection_pooled(session: aiohttp.ClientSession, served) -> None:
+    """Until ``served`` holds a stream connection idle in its stream pool: one
+    stream made, and its end logged."""
+    assert (await session.get(f"{served.url}/v1/events?limit=1")).status == 200
+    await served.said('"GET /v1/events?limit=1 HTTP/1.1" 200')
+
+
 async def gets_at_once_while_locked(client, db, table: str, path: str, times: int) -> tuple[set[int], float]:
     """``GET path`` ``times`` at once while the test's transaction holds
     ``table`` locked against every read: the statuses answered, and the
@@ -131,10 +146,7 @@ async def test_the_write_retried_with_its_id_once_the_database_answers_is_applie
 async def test_a_write_to_a_database_that_stops_answering_is_503_within_the_time_limit(service, freeze_database):
     served = await service(LEDGER_DATABASE_TIMEOUT="2")
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        a, b = [
-            await (await session.post(f"{served.url}/v1/accounts", json={"currency": "USD", "scale": 2})).json()
-            for _ in "ab"
-        ]
+        a, b = await opened(session, served, 2)
         freeze_database(served)
         started = time.monotonic()
         async with session.post(f"{served.url}/v1/transfers", json=transfer_body(a, b, "1.00")) as response:
@@ -188,7 +200,7 @@ async def test_reads_waiting_for_a_read_connection_are_503_within_the_time_limit
 async def test_a_read_of_a_database_that_stops_answering_is_503_within_the_time_limit(service, freeze_database):
     served = await service(LEDGER_DATABASE_TIMEOUT="1")
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        account = await (await session.post(f"{served.url}/v1/accounts", json={"currency": "USD", "scale": 2})).json()
+        [account] = await opened(session, served, 1)
         freeze_database(served)
         started = time.monotonic()
         async with session.get(f"{served.url}/v1/accounts/{account['id']}") as response:
@@ -224,13 +236,9 @@ async def test_told_to_stop_while_the_database_does_not_answer_it_answers_what_i
 ):
     served = await linked_service(LEDGER_EXPIRY_INTERVAL="3600")  # no sweep: the write is all it sends
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        a, b = [
-            await (await session.post(f"{served.url}/v1/accounts", json={"currency": "USD", "scale": 2})).json()
-            for _ in "ab"
-        ]
+        a, b = await opened(session, served, 2)
         assert (await session.post(f"{served.url}/v1/transfers", json=transfer_body(a, b, "1.00"))).status == 201
-        assert (await session.get(f"{served.url}/v1/events?limit=1")).status == 200
-        await served.said('"GET /v1/events?limit=1 HTTP/1.1" 200')  # its connection back in the stream pool
+        await a_stream_connection_pooled(session, served)
         database_link.hold()
         in_flight = asyncio.ensure_future(session.post(f"{served.url}/v1/transfers", json=transfer_body(a, b, "2.00")))
         await database_link.holding()  # the write has reached the database's side
@@ -251,10 +259,7 @@ async def test_a_copied_batch_whose_database_stops_answering_mid_copy_is_503_rec
 ):
     served = await linked_service()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        accounts = [
-            await (await session.post(f"{served.url}/v1/accounts", json={"currency": "USD", "scale": 2})).json()
-            for _ in range(8)
-        ]
+        accounts = await opened(session, served, 8)
         rng = random.Random(7)
         batch = {"transfers": [transfer_body(*rng.sample(accounts, 2), "0.01") for _ in range(COPY_FROM + 10)]}
         database_link.hold_at(b"d")
@@ -290,9 +295,8 @@ async def test_told_to_stop_while_a_stream_waits_on_the_database_it_cuts_the_str
 ):
     served = await linked_service(LEDGER_EXPIRY_INTERVAL="3600", LEDGER_SHUTDOWN_TIMEOUT="1")
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        await (await session.post(f"{served.url}/v1/accounts", json={"currency": "USD", "scale": 2})).read()
-        assert (await session.get(f"{served.url}/v1/events?limit=10")).status == 200
-        await served.said('"GET /v1/events?limit=10 HTTP/1.1" 200')  # its connection back in the stream pool
+        await opened(session, served, 1)
+        await a_stream_connection_pooled(session, served)
         database_link.hold_at(b"B")  # the next stream's page, past its BEGIN
         async with session.get(f"{served.url}/v1/events?limit=10") as response:
             assert response.status == 200
