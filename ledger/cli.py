@@ -51,12 +51,10 @@ def _migrate(settings: Settings) -> int:
             "(the embedded server is migrated by `ledger serve` itself)"
         )
         return 2
-    import sqlalchemy.exc
-
     try:
         migrations.upgrade(settings.database_url)
-    except sqlalchemy.exc.DBAPIError as error:  # alembic's connection wraps the database's own error
-        log.error("the database refused: %s", error.orig)
+    except migrations.CannotMigrate as error:
+        log.error("%s", error)
         return 2
     log.info("schema at %s", migrations.head_revision())
     return 0

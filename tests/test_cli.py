@@ -15,7 +15,7 @@ import pytest
 
 from ledger.config import ConfigError, Settings
 from ledger.store.embedded import EmbeddedPostgres
-from tests.conftest import ledger_cli, with_database
+from tests.conftest import ledger_cli, process_exists, with_database
 
 #: Nothing listens there.
 UNREACHABLE = "postgresql://postgres@127.0.0.1:9/ledger"
@@ -163,18 +163,29 @@ def no_control_file(data: Path) -> None:
     (data / "global" / "pg_control").unlink()
 
 
+def no_relation_map(data: Path) -> None:
+    """A server that starts, and then fails each connection (and restarts)."""
+    (data / "global" / "pg_filenode.map").unlink()
+
+
+#: pg_ctl's wait for a server to stop, shortened: a server that fails as it
+#: runs may never stop when asked.
+PG_CTL_WAIT = {"PGCTLTIMEOUT": "3"}
+
+
 @pytest.mark.parametrize(
     "how, why",
     [
         (bad_settings, 'invalid value for parameter "shared_buffers": "128mb"; '),
         (bad_settings, 'invalid value for parameter "wal_level": "minimal_please"; '),
         (no_control_file, "could not find the database system"),
+        (no_relation_map, 'could not open file "global/pg_filenode.map": No such file or directory'),
     ],
 )
 def test_an_embedded_server_that_will_not_start_is_one_line_saying_why_in_its_own_words(tmp_path, how, why):
     data = damaged(tmp_path / "data", how)
 
-    done = ledger_with_only("serve", LEDGER_DATA_DIR=str(data))
+    done = ledger_with_only("serve", LEDGER_DATA_DIR=str(data), **PG_CTL_WAIT)
 
     assert done.returncode == 2, done.stderr
     [line] = [line for line in done.stderr.splitlines() if "ERROR" in line]
@@ -182,6 +193,19 @@ def test_an_embedded_server_that_will_not_start_is_one_line_saying_why_in_its_ow
     assert why in line
     assert "pg_ctl" not in line
     assert "Traceback" not in done.stderr
+
+
+def test_an_embedded_server_that_does_not_stop_when_asked_is_killed_and_said_so(tmp_path):
+    data = damaged(tmp_path / "data", no_relation_map)
+
+    done = ledger_with_only("reconcile", LEDGER_DATA_DIR=str(data), **PG_CTL_WAIT)
+
+    assert done.returncode == 2, done.stderr
+    stopping = f"WARNING ledger.store.embedded: embedded PostgreSQL in {data} did not stop when asked and was killed"
+    assert stopping in done.stderr
+    assert "holds it" not in done.stderr
+    postmaster = int((data / "postmaster.pid").read_text().split()[0])
+    assert not process_exists(postmaster)
 
 
 @pytest.mark.parametrize("command", ["serve", "migrate", "reconcile"])

