@@ -74,7 +74,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
             sampler_ctx,
         ]
     )
-    app.on_shutdown.append(_stop_following)
+    app.on_shutdown.append(_stop_streams)
     for module in (accounts, transfers, history, checkpoints, proofs, admin, health, monitoring, openapi):
         app.router.add_routes(module.routes)
     return app
@@ -183,9 +183,12 @@ async def feed_ctx(app: web.Application) -> AsyncIterator[None]:
     await _cancelled(task)
 
 
-async def _stop_following(app: web.Application) -> None:
-    """On shutdown, following streams end (cleanly) instead of holding it up."""
+async def _stop_streams(app: web.Application) -> None:
+    """On shutdown, following streams end (cleanly) instead of holding it
+    up; the others get ``LEDGER_SHUTDOWN_TIMEOUT`` to end, and are then cut
+    (aiohttp would wait as long again before cancelling them)."""
     app[FEED].stop()
+    app[STREAMS].cut_after(app[SETTINGS].shutdown_timeout)
 
 
 async def writer_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -4,34 +4,63 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Iterator
 
 from .. import metrics
 
+log = logging.getLogger(__name__)
+
 
 class OpenStreams:
-    """How many streams are running (shown by ``/health/ready``), and a way
-    to wait until none is."""
+    """How many streams are running (shown by ``/health/ready``), a way to
+    wait until none is, and, when the service stops, the end of those that
+    run too long."""
 
     def __init__(self) -> None:
         self.count = 0
+        self._tasks: set[asyncio.Task[object]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._cutting: asyncio.Task[None] | None = None
 
     @contextlib.contextmanager
     def open(self, route: str) -> Iterator[None]:
-        """One stream of ``route`` (its template) runs for the block."""
+        """One stream of ``route`` (its template) runs for the block, in the
+        current task: the task :meth:`cut_after` cancels."""
         gauge = metrics.OPEN_STREAMS.labels(route)
+        task = asyncio.current_task()
+        assert task is not None, "a stream runs in its request's task"
         self.count += 1
+        self._tasks.add(task)
         gauge.inc()
         self._idle.clear()
         try:
             yield
         finally:
             self.count -= 1
+            self._tasks.discard(task)
             gauge.dec()
             if not self.count:
                 self._idle.set()
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
+
+    def cut_after(self, seconds: float) -> None:
+        """Cancel the streams still running ``seconds`` from now: the
+        service is stopping, and gives them that long to end. A cancelled
+        stream drops its connection, so that its client sees it truncated."""
+        self._cutting = asyncio.create_task(self._cut_after(seconds), name="ledger-stream-cut")
+
+    async def _cut_after(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._idle.wait(), seconds)
+        except TimeoutError:
+            log.warning(
+                "cutting %d stream(s) still running %g s after the stop began (LEDGER_SHUTDOWN_TIMEOUT)",
+                len(self._tasks),
+                seconds,
+            )
+            for task in self._tasks:
+                task.cancel()
