@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from pathlib import Path
 
 
 def alive(pid: int) -> bool:
@@ -14,4 +16,14 @@ def alive(pid: int) -> bool:
         return False
     except PermissionError:  # alive, another user's
         return True
+    return True
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` runs: one that has exited but was not reaped
+    (a zombie, as orphans stay where nothing reaps them) does not."""
+    if not alive(pid):
+        return False
+    with contextlib.suppress(OSError):  # no /proc: the signal's answer stands
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
     return True

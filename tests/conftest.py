@@ -31,7 +31,6 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from ledger import processes
 from ledger.api.app import create_app
 from ledger.config import Settings
 from ledger.signing import write_new_key
@@ -651,16 +650,6 @@ def linked_service(
         )
 
     return start
-
-
-def process_exists(pid: int) -> bool:
-    """Whether ``pid`` runs: a process that has exited but was not reaped
-    (a zombie, as orphans stay where nothing reaps them) does not."""
-    if not processes.alive(pid):
-        return False
-    with contextlib.suppress(FileNotFoundError):  # no /proc: the signal's answer stands
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    return True
 
 
 @pytest.fixture(scope="session")

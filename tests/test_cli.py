@@ -3,6 +3,7 @@
 import asyncio
 import importlib.util
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -11,11 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import pytest
 
 from ledger.config import ConfigError, Settings
+from ledger.processes import running
 from ledger.store.embedded import EmbeddedPostgres
-from tests.conftest import ledger_cli, process_exists, with_database
+from tests.conftest import ledger_cli, with_database
 
 #: Nothing listens there.
 UNREACHABLE = "postgresql://postgres@127.0.0.1:9/ledger"
@@ -205,7 +208,63 @@ def test_an_embedded_server_that_does_not_stop_when_asked_is_killed_and_said_so(
     assert stopping in done.stderr
     assert "holds it" not in done.stderr
     postmaster = int((data / "postmaster.pid").read_text().split()[0])
-    assert not process_exists(postmaster)
+    assert not running(postmaster)
+
+
+def test_an_embedded_server_that_refuses_a_migration_is_one_line_in_the_databases_words(tmp_path):
+    data = tmp_path / "data"
+    server = EmbeddedPostgres(data)
+    dsn = server.start()
+    asyncio.run(execute(dsn, "CREATE TABLE ledger_head (x int)"))  # where migration 0001 makes its own
+    server.stop()
+
+    done = ledger_with_only("reconcile", LEDGER_DATA_DIR=str(data))
+
+    assert done.returncode == 2, done.stderr
+    [line] = [line for line in done.stderr.splitlines() if "ERROR" in line]
+    refused = 'the database refused: relation "ledger_head" already exists'
+    assert line.endswith(f"ERROR ledger: cannot migrate PostgreSQL in {data}: {refused}")
+    assert "Traceback" not in done.stderr
+    assert "embedded PostgreSQL stopped" in done.stderr
+
+
+def test_an_embedded_server_another_process_holds_is_left_running_naming_it(tmp_path):
+    data = tmp_path / "data"
+    server = EmbeddedPostgres(data)
+    server.start()
+    try:
+        done = ledger_with_only("reconcile", LEDGER_DATA_DIR=str(data))
+
+        assert done.returncode == 0, done.stderr
+        assert f"embedded PostgreSQL in {data} left running: process {os.getpid()} holds it" in done.stderr
+        assert running(int((data / "postmaster.pid").read_text().split()[0]))
+    finally:
+        server.stop()
+
+
+def test_a_holder_that_died_without_letting_go_does_not_keep_the_embedded_server_running(tmp_path, caplog):
+    data = tmp_path / "data"
+    server = EmbeddedPostgres(data)
+    server.start()
+    gone = subprocess.Popen(["true"])  # a process that has exited
+    gone.wait()
+    holders = data / ".handle_pids.json"
+    holders.write_text(json.dumps([gone.pid, *json.loads(holders.read_text())]))  # as a SIGKILLed command leaves it
+    postmaster = int((data / "postmaster.pid").read_text().split()[0])
+    caplog.set_level(logging.INFO, "ledger.store.embedded")
+
+    server.stop()
+
+    assert "embedded PostgreSQL stopped" in caplog.messages
+    assert not running(postmaster)
+
+
+async def execute(dsn: str, sql: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
 
 
 @pytest.mark.parametrize("command", ["serve", "migrate", "reconcile"])

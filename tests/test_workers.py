@@ -13,11 +13,11 @@ from typing import Any
 
 import aiohttp
 
+from ledger.processes import running
 from tests.conftest import (
     appends_held_up,
     assert_log_matches_projections,
     assert_no_flag_violated,
-    process_exists,
     wait_for_blocked_backend,
 )
 
@@ -129,7 +129,7 @@ async def test_sigterm_lets_the_request_in_flight_finish_then_stops_every_worker
     assert status == 201
     assert await served.stopped() == 0, served.log
     assert await db.fetchval("SELECT count(*) FROM accounts WHERE id = $1", uuid.UUID(account["id"])) == 1
-    assert not any(process_exists(pid) for pid in pids)
+    assert not any(running(pid) for pid in pids)
 
 
 async def test_ctrl_c_stops_every_worker_with_status_0(service, database_url):
@@ -138,7 +138,7 @@ async def test_ctrl_c_stops_every_worker_with_status_0(service, database_url):
     # A terminal's Ctrl-C signals the whole foreground process group.
     os.killpg(served.process.pid, signal.SIGINT)
     assert await served.stopped() == 0, served.log
-    assert not any(process_exists(pid) for pid in pids)
+    assert not any(running(pid) for pid in pids)
 
 
 async def test_a_hangup_stops_every_worker_with_status_0(service, database_url):
@@ -147,7 +147,7 @@ async def test_a_hangup_stops_every_worker_with_status_0(service, database_url):
     # What a closed terminal sends the process it ran, the parent alone.
     served.send(signal.SIGHUP)
     assert await served.stopped() == 0, served.log
-    assert not any(process_exists(pid) for pid in pids)
+    assert not any(running(pid) for pid in pids)
 
 
 async def test_a_worker_that_dies_is_logged_and_stops_the_service_with_status_1(service, database_url):
@@ -156,7 +156,7 @@ async def test_a_worker_that_dies_is_logged_and_stops_the_service_with_status_1(
     os.kill(victim, signal.SIGKILL)
     assert await served.stopped() == 1, served.log
     assert re.search(rf"worker \d \(pid {victim}\) killed by SIGKILL; stopping the service", served.log), served.log
-    assert not process_exists(other)
+    assert not running(other)
 
 
 async def test_workers_stop_when_their_parent_is_killed_and_free_the_port(service, database_url):
@@ -167,7 +167,7 @@ async def test_workers_stop_when_their_parent_is_killed_and_free_the_port(servic
     await until_refused(served.url)
     # The log ends when the last worker has exited.
     assert await served.stopped() == -signal.SIGKILL
-    assert not any(process_exists(pid) for pid in pids)
+    assert not any(running(pid) for pid in pids)
     assert served.log.count("the service's parent process is gone; this worker stops") == 2, served.log
 
 
@@ -222,7 +222,7 @@ async def test_workers_share_the_one_embedded_postgres_that_the_parent_runs(serv
     assert await served.stop() == 0, served.log
     assert served.log.count("embedded PostgreSQL running") == 1
     assert served.log.count("embedded PostgreSQL stopped") == 1
-    assert not any(process_exists(pid) for pid in pids)
+    assert not any(running(pid) for pid in pids)
 
 
 async def test_expiry_with_two_workers_records_each_expiry_once(service, database_url, db):

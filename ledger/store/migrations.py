@@ -53,9 +53,9 @@ def upgrade(dsn: str) -> None:
     try:
         command.upgrade(alembic_config(dsn), "head")
     except sqlalchemy.exc.DBAPIError as error:  # alembic's connection wraps the database's own error
-        raise CannotMigrate(f"the database refused: {error.orig}") from None
+        raise CannotMigrate(f"the database refused: {error.orig}") from error
     except CANNOT_OPEN as error:
-        raise CannotMigrate(cannot_open(error)) from None
+        raise CannotMigrate(cannot_open(error)) from error
 
 
 @functools.cache
