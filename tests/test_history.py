@@ -16,6 +16,7 @@ import pytest
 
 from ledger.api.app import create_app
 from ledger.api.keys import FEED, STREAM_POOL, STREAMS
+from ledger.api.stream_state import OpenStreams
 from ledger.config import Settings
 from ledger.domain.events import RecordedEvent, event_from_data
 from ledger.domain.ledger import Ledger
@@ -471,6 +472,39 @@ async def test_following_streams_end_cleanly_when_the_service_stops(database_url
             # The stream ends with its final chunk: reading to the end succeeds.
             assert await asyncio.wait_for(response.read(), timeout=20) == b""
             await stopping
+
+
+async def test_streams_are_cut_at_the_stops_deadline_and_one_that_begins_later_as_it_begins(caplog):
+    streams = OpenStreams()
+    opened = asyncio.Event()
+
+    async def a_stream() -> None:
+        with streams.open("/v1/events"):
+            opened.set()
+            await asyncio.get_running_loop().create_future()  # never done of itself
+
+    running = asyncio.create_task(a_stream())
+    await opened.wait()
+    streams.cut_after(0)
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    opened.clear()
+    later = asyncio.create_task(a_stream())  # as a stream whose connection came late
+    with pytest.raises(asyncio.CancelledError):
+        await later
+    assert streams.count == 0
+    warnings = [r.getMessage() for r in caplog.records if r.name == "ledger.api.stream_state"]
+    assert warnings == [
+        "cutting 1 stream(s) still running at the stop's LEDGER_SHUTDOWN_TIMEOUT",
+        "cutting a stream that began after the stop's LEDGER_SHUTDOWN_TIMEOUT",
+    ]
+
+
+async def test_a_stop_with_no_stream_open_cuts_nothing_and_says_nothing_of_streams(service, database_url):
+    served = await service(LEDGER_DATABASE_URL=database_url, LEDGER_SHUTDOWN_TIMEOUT="0")
+
+    assert await served.stop() == 0, served.log
+    assert "stream" not in served.log
 
 
 async def test_an_accounts_entries_are_a_range_scan_of_the_primary_key(db):

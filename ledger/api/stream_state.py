@@ -22,7 +22,8 @@ class OpenStreams:
         self._tasks: set[asyncio.Task[object]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._cutting: asyncio.Task[None] | None = None
+        #: Past the stop's deadline: a stream that opens now is cut as it opens.
+        self._cut = False
 
     @contextlib.contextmanager
     def open(self, route: str) -> Iterator[None]:
@@ -35,6 +36,9 @@ class OpenStreams:
         self._tasks.add(task)
         gauge.inc()
         self._idle.clear()
+        if self._cut:
+            log.warning("cutting a stream that began after the stop's LEDGER_SHUTDOWN_TIMEOUT")
+            task.cancel()
         try:
             yield
         finally:
@@ -48,19 +52,16 @@ class OpenStreams:
         await self._idle.wait()
 
     def cut_after(self, seconds: float) -> None:
-        """Cancel the streams still running ``seconds`` from now: the
-        service is stopping, and gives them that long to end. A cancelled
-        stream drops its connection, so that its client sees it truncated."""
-        self._cutting = asyncio.create_task(self._cut_after(seconds), name="ledger-stream-cut")
+        """Cancel the streams running ``seconds`` from now, and any that
+        begins later: the service is stopping, and gives them that long to
+        end. A cancelled stream drops its connection, so that its client
+        sees it truncated."""
+        loop = asyncio.get_running_loop()
+        loop.call_at(loop.time() + seconds, self._cut_all)
 
-    async def _cut_after(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._idle.wait(), seconds)
-        except TimeoutError:
-            log.warning(
-                "cutting %d stream(s) still running %g s after the stop began (LEDGER_SHUTDOWN_TIMEOUT)",
-                len(self._tasks),
-                seconds,
-            )
-            for task in self._tasks:
-                task.cancel()
+    def _cut_all(self) -> None:
+        self._cut = True
+        if self._tasks:
+            log.warning("cutting %d stream(s) still running at the stop's LEDGER_SHUTDOWN_TIMEOUT", len(self._tasks))
+        for task in self._tasks:
+            task.cancel()
