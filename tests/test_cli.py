@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -257,6 +258,23 @@ def test_a_holder_that_died_without_letting_go_does_not_keep_the_embedded_server
 
     assert "embedded PostgreSQL stopped" in caplog.messages
     assert not running(postmaster)
+
+
+def test_an_embedded_server_that_died_on_its_own_is_said_so_at_the_stop(tmp_path, caplog):
+    data = tmp_path / "data"
+    server = EmbeddedPostgres(data)
+    server.start()
+    postmaster = int((data / "postmaster.pid").read_text().split()[0])
+    os.kill(postmaster, signal.SIGKILL)  # as the OOM killer does
+    deadline = time.monotonic() + 10
+    while running(postmaster):  # a signal is delivered, not waited for
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    caplog.set_level(logging.INFO, "ledger.store.embedded")
+
+    server.stop()
+
+    assert f"embedded PostgreSQL in {data} had stopped on its own (killed, or crashed)" in caplog.text
 
 
 async def execute(dsn: str, sql: str) -> None:
