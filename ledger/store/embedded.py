@@ -90,14 +90,14 @@ class EmbeddedPostgres:
             # reaped; there is nothing left to stop.
             self._server.cleanup()
         self._server = None
-        if others:
-            log.info("embedded PostgreSQL in %s left running: process %s holds it", self.data_dir, others[0])
-        elif not was_running:
+        if not was_running:
             log.warning(
                 "embedded PostgreSQL in %s had stopped on its own (killed, or crashed): "
                 "its next start is a recovery, as after a crash",
                 self.data_dir,
             )
+        elif others:
+            log.info("embedded PostgreSQL in %s left running: process %s holds it", self.data_dir, others[0])
         elif _postmaster(self.data_dir) is not None:
             # PostgreSQL removes its pid file as it stops: this one was killed.
             log.warning(
