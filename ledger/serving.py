@@ -59,6 +59,14 @@ WORKER_DIED = 1
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
+#: Seconds aiohttp's own wait for the requests in flight at a stop outlasts
+#: ``LEDGER_SHUTDOWN_TIMEOUT``, when the service cuts its streams
+#: (``OpenStreams.cut_after``): a cut stream has ended before aiohttp stops
+#: waiting. (aiohttp 3.14 logs an ``InvalidStateError`` for a handler that
+#: ends as its wait expires; and it reads a timeout of 0 as no limit.)
+_AIOHTTP_WAITS_LONGER = 1.0
+
+
 def serve(settings: Settings) -> int:
     """Run the service until a stop signal; its exit status."""
     try:
@@ -198,7 +206,7 @@ async def _serve_app(
         create_app(settings),
         access_log=access_log,
         access_log_class=AccessLogger,
-        shutdown_timeout=settings.shutdown_timeout,
+        shutdown_timeout=settings.shutdown_timeout + _AIOHTTP_WAITS_LONGER,
     )
     try:
         await runner.setup()

@@ -486,18 +486,40 @@ async def test_streams_are_cut_at_the_stops_deadline_and_one_that_begins_later_a
     running = asyncio.create_task(a_stream())
     await opened.wait()
     streams.cut_after(0)
-    with pytest.raises(asyncio.CancelledError):
-        await running
-    opened.clear()
-    later = asyncio.create_task(a_stream())  # as a stream whose connection came late
-    with pytest.raises(asyncio.CancelledError):
-        await later
+    async with asyncio.timeout(10):
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        assert streams.past_deadline
+        later = asyncio.create_task(a_stream())  # as a stream whose connection came late
+        with pytest.raises(asyncio.CancelledError):
+            await later
     assert streams.count == 0
     warnings = [r.getMessage() for r in caplog.records if r.name == "ledger.api.stream_state"]
     assert warnings == [
         "cutting 1 stream(s) still running at the stop's LEDGER_SHUTDOWN_TIMEOUT",
         "cutting a stream that began after the stop's LEDGER_SHUTDOWN_TIMEOUT",
     ]
+
+
+async def test_a_stream_whose_connection_comes_after_the_stops_deadline_is_refused_503(database_url, aiohttp_server):
+    settings = Settings(database_url=database_url, stream_pool_size=1, stream_wait=30, shutdown_timeout=0)
+    server = await aiohttp_server(create_app(settings))
+    app = server.app
+    held = await app[STREAM_POOL].acquire()  # the one stream connection, as a long stream holds it
+    async with aiohttp.ClientSession() as session:
+        waiting = asyncio.ensure_future(session.get(server.make_url("/v1/events")))
+        async with asyncio.timeout(10):
+            while not server.runner.server.requests_count:  # taken: it waits for a connection
+                await asyncio.sleep(0.01)
+            stopping = asyncio.ensure_future(server.close())
+            while not app[STREAMS].past_deadline:
+                await asyncio.sleep(0.01)
+        await app[STREAM_POOL].release(held)
+        response = await waiting
+        assert response.status == 503
+        assert response.headers["Retry-After"] == "1"
+        assert (await response.json())["error"]["message"].startswith("the service is stopping")
+        await stopping
 
 
 async def test_a_stop_with_no_stream_open_cuts_nothing_and_says_nothing_of_streams(service, database_url):

@@ -22,8 +22,9 @@ class OpenStreams:
         self._tasks: set[asyncio.Task[object]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
-        #: Past the stop's deadline: a stream that opens now is cut as it opens.
-        self._cut = False
+        #: Past the stop's deadline: a stream that begins now is refused, or
+        #: cut as it opens.
+        self.past_deadline = False
 
     @contextlib.contextmanager
     def open(self, route: str) -> Iterator[None]:
@@ -36,7 +37,7 @@ class OpenStreams:
         self._tasks.add(task)
         gauge.inc()
         self._idle.clear()
-        if self._cut:
+        if self.past_deadline:
             log.warning("cutting a stream that began after the stop's LEDGER_SHUTDOWN_TIMEOUT")
             task.cancel()
         try:
@@ -60,7 +61,7 @@ class OpenStreams:
         loop.call_at(loop.time() + seconds, self._cut_all)
 
     def _cut_all(self) -> None:
-        self._cut = True
+        self.past_deadline = True
         if self._tasks:
             log.warning("cutting %d stream(s) still running at the stop's LEDGER_SHUTDOWN_TIMEOUT", len(self._tasks))
         for task in self._tasks:

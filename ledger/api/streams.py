@@ -152,6 +152,9 @@ async def stream(
     """
     async with contextlib.AsyncExitStack() as held:
         conn = await held.enter_async_context(stream_connection(request))
+        if request.app[STREAMS].past_deadline:
+            # Its connection came after the stop cut the streams.
+            raise Unavailable("the service is stopping: try again, on another instance if there is one")
         out = NdjsonResponse(request)
         await out.prepare()
         try:
