@@ -260,12 +260,19 @@ def test_a_holder_that_died_without_letting_go_does_not_keep_the_embedded_server
     assert not running(postmaster)
 
 
-def test_an_embedded_server_that_died_on_its_own_is_said_so_at_the_stop(tmp_path, caplog):
+@pytest.mark.parametrize(
+    "signum, said",
+    [
+        (signal.SIGKILL, "had stopped on its own (killed, or crashed)"),  # as the OOM killer does
+        (signal.SIGTERM, "had been stopped already, not by this service"),  # as `pg_ctl stop` does
+    ],
+)
+def test_an_embedded_server_stopped_under_the_service_is_said_so_at_the_stop(tmp_path, caplog, signum, said):
     data = tmp_path / "data"
     server = EmbeddedPostgres(data)
     server.start()
     postmaster = int((data / "postmaster.pid").read_text().split()[0])
-    os.kill(postmaster, signal.SIGKILL)  # as the OOM killer does
+    os.kill(postmaster, signum)
     deadline = time.monotonic() + 10
     while running(postmaster):  # a signal is delivered, not waited for
         assert time.monotonic() < deadline
@@ -274,7 +281,7 @@ def test_an_embedded_server_that_died_on_its_own_is_said_so_at_the_stop(tmp_path
 
     server.stop()
 
-    assert f"embedded PostgreSQL in {data} had stopped on its own (killed, or crashed)" in caplog.text
+    assert f"embedded PostgreSQL in {data} {said}" in caplog.text
 
 
 async def execute(dsn: str, sql: str) -> None:

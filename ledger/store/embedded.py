@@ -90,7 +90,9 @@ class EmbeddedPostgres:
             # reaped; there is nothing left to stop.
             self._server.cleanup()
         self._server = None
-        if not was_running:
+        if postmaster is None:
+            log.warning("embedded PostgreSQL in %s had been stopped already, not by this service", self.data_dir)
+        elif not was_running:
             log.warning(
                 "embedded PostgreSQL in %s had stopped on its own (killed, or crashed): "
                 "its next start is a recovery, as after a crash",
@@ -212,13 +214,13 @@ def _forget_dead_holders(data_dir: Path) -> None:
 
 def _holders(data_dir: Path) -> tuple[list[Any], list[int]]:
     """What ``data_dir``'s list of the processes that hold its server says
-    (empty when there is none), and the living processes in it."""
+    (empty when there is none), and those of them that run."""
     try:
         listed = json.loads((data_dir / _HOLDERS).read_text())
     except (OSError, ValueError):
         return [], []
     listed = listed if isinstance(listed, list) else []
-    return listed, [pid for pid in listed if isinstance(pid, int) and processes.alive(pid)]
+    return listed, [pid for pid in listed if isinstance(pid, int) and processes.running(pid)]
 
 
 @contextlib.contextmanager
