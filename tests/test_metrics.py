@@ -5,8 +5,12 @@ import re
 import uuid
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ledger import metrics
+from ledger.api.app import create_app
+from ledger.config import Settings
 from tests.conftest import transfer_body
 from tests.test_retry import conflicting_transfer
 
@@ -164,6 +168,25 @@ async def test_metrics_are_summed_over_every_worker(service, tmp_path):
         del session
     assert await served.stop() == 0, served.log
     assert not list(tmp_path.glob("ledger-metrics-*")), "the metrics directory outlived the service"
+
+
+async def test_a_stream_cut_at_a_stop_is_counted_with_the_status_it_began_with(database_url, aiohttp_server, db):
+    server = await aiohttp_server(create_app(Settings(database_url=database_url, shutdown_timeout=0)))
+    began = {"method": "GET", "route": "/v1/events", "status": "200"}
+    failed = {**began, "status": "500"}
+
+    def counted(labels: dict[str, str]) -> float:
+        return metrics.REGISTRY.get_sample_value("ledger_http_requests_total", labels) or 0.0
+
+    before = counted(began), counted(failed)
+    async with db.transaction(), aiohttp.ClientSession() as session:
+        await db.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")  # the stream's first page waits
+        async with session.get(server.make_url("/v1/events")) as response:
+            assert response.status == 200
+            await server.close()  # cuts the stream at once (LEDGER_SHUTDOWN_TIMEOUT=0)
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await response.read()
+    assert (counted(began), counted(failed)) == (before[0] + 1, before[1])
 
 
 async def test_metrics_answer_while_the_database_stops_answering(service, freeze_database):

@@ -25,6 +25,9 @@ REQUEST_ID_KEY = web.RequestKey("request_id", str)
 #: the start of what its metrics and its access line time. (aiohttp's own
 #: start is on the event loop's clock, which uvloop keeps to the millisecond.)
 REQUEST_STARTED_KEY = web.RequestKey("request_started", float)
+#: The status of a response that has begun (a stream's): what a request
+#: cancelled after it (a stream cut at a stop) is counted with.
+STATUS_SENT_KEY = web.RequestKey("status_sent", int)
 # A caller's id is echoed only if it is short printable ASCII: it goes into
 # logs, headers and the event log.
 _VALID_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")

@@ -16,7 +16,7 @@ from ..store.connection import PROBE_WAIT, read_within
 from ..store.head import read_head
 from ..store.retry import CONNECTION_LOST
 from .keys import POOL, STREAM_POOL
-from .middlewares import REQUEST_STARTED_KEY, Handler, route_template
+from .middlewares import REQUEST_STARTED_KEY, STATUS_SENT_KEY, Handler, route_template
 from .openapi import documented
 
 routes = web.RouteTableDef()
@@ -49,8 +49,9 @@ def _request_series(method: str, route: str, status: int) -> tuple[Counter, Hist
 
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count every request, by method, route template and the status it got,
-    and time it (a stream until its last line). The first middleware: where
+    """Count every request, by method, route template and the status it got
+    (a stream cut at a stop: the status it began with), and time it (a
+    stream until its last line). The first middleware: where
     a request's time starts (:data:`REQUEST_STARTED_KEY`)."""
     request[REQUEST_STARTED_KEY] = started = time.perf_counter()
     status = 500
@@ -60,6 +61,9 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         return response
     except web.HTTPException as exc:
         status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = request.get(STATUS_SENT_KEY, status)
         raise
     finally:
         method = request.method if request.method in _METHODS else "other"

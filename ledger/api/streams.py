@@ -25,7 +25,7 @@ from ..store.head import read_head
 from ..store.lines import Pace
 from ..store.retry import CONNECTION_LOST, Unavailable
 from .keys import COALESCER, SETTINGS, STREAM_POOL, STREAMS
-from .middlewares import REQUEST_ID, request_id, route_template
+from .middlewares import REQUEST_ID, STATUS_SENT_KEY, request_id, route_template
 from .pool import read_connection
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,7 @@ class NdjsonResponse:
 
     async def prepare(self) -> None:
         await self.response.prepare(self._request)
+        self._request[STATUS_SENT_KEY] = self.response.status
 
     async def send(self, lines: bytes) -> None:
         """Send ``lines`` (one or more whole lines), gathered with those
