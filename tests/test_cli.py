@@ -284,6 +284,27 @@ def test_an_embedded_server_stopped_under_the_service_is_said_so_at_the_stop(tmp
     assert f"embedded PostgreSQL in {data} {said}" in caplog.text
 
 
+def test_a_lock_file_naming_another_process_is_removed_and_that_process_left_alone(tmp_path):
+    data = tmp_path / "data"
+    server = EmbeddedPostgres(data)
+    server.start()
+    lock = (data / "postmaster.pid").read_text()  # as a server killed with its container leaves it
+    server.stop()
+    other = subprocess.Popen(["sleep", "60"])  # its pid given out again, to another process
+    try:
+        (data / "postmaster.pid").write_text(f"{other.pid}\n" + lock.split("\n", 1)[1])
+
+        done = ledger_with_only("reconcile", LEDGER_DATA_DIR=str(data))
+
+        assert done.returncode == 0, done.stderr
+        assert f"removed its lock file, left by a server that is gone (it names process {other.pid}" in done.stderr
+        assert "embedded PostgreSQL stopped" in done.stderr
+        assert other.poll() is None  # not stopped as if it were the server
+    finally:
+        other.kill()
+        other.wait()
+
+
 async def execute(dsn: str, sql: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:

