@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-from pathlib import Path
+
+import psutil
 
 
 def alive(pid: int) -> bool:
@@ -22,8 +22,9 @@ def alive(pid: int) -> bool:
 def running(pid: int) -> bool:
     """Whether process ``pid`` runs: one that has exited but was not reaped
     (a zombie, as orphans stay where nothing reaps them) does not."""
-    if not alive(pid):
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    with contextlib.suppress(OSError):  # no /proc: the signal's answer stands
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    return True
+    except psutil.AccessDenied:  # another user's, which only runs can hide
+        return True

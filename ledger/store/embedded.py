@@ -130,11 +130,15 @@ def _library_quiet() -> Iterator[None]:
 _HOLDERS = ".handle_pids.json"
 
 
+#: PostgreSQL's lock file in its data directory, which names the server's pid
+#: on its first line and is removed as the server stops.
+_LOCK_FILE = "postmaster.pid"
+
+
 def _postmaster(data_dir: Path) -> int | None:
-    """The pid PostgreSQL's lock file in ``data_dir`` names (the server
-    removes it as it stops), if there is one."""
+    """The pid :data:`_LOCK_FILE` in ``data_dir`` names, if there is one."""
     try:
-        first = (data_dir / "postmaster.pid").read_text().split("\n", 1)[0]
+        first = (data_dir / _LOCK_FILE).read_text().split("\n", 1)[0]
     except OSError:
         return None
     return int(first) if first.strip().isdigit() else None
@@ -225,16 +229,15 @@ def _forget_stale_lock(data_dir: Path) -> None:
     as it starts; another user's process, which cannot be looked at, is left
     to it too."""
     pid = _postmaster(data_dir)
-    if pid is None:
+    if pid is None or not processes.alive(pid):
         return
     try:
-        process = psutil.Process(pid)
-        ours = process.status() != psutil.STATUS_ZOMBIE and str(data_dir) in process.cmdline()
+        ours = processes.running(pid) and str(data_dir) in psutil.Process(pid).cmdline()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return
     if ours:
         return
-    (data_dir / "postmaster.pid").unlink(missing_ok=True)
+    (data_dir / _LOCK_FILE).unlink(missing_ok=True)
     log.warning(
         "embedded PostgreSQL in %s: removed its lock file, left by a server that is gone "
         "(it names process %d, which is not that server)",
