@@ -459,6 +459,12 @@ async def service(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Servi
             await served.process.wait()
 
 
+def postmaster_pid(data_dir: Path) -> int:
+    """The pid of the PostgreSQL server running in ``data_dir`` (the first
+    line of its lock file)."""
+    return int((data_dir / "postmaster.pid").read_text().split()[0])
+
+
 @pytest.fixture
 async def freeze_database(service, tmp_path: Path) -> AsyncIterator[Callable[[ServiceProcess], None]]:
     """``freeze(served)``: the database of ``served``, a service this test
@@ -472,7 +478,7 @@ async def freeze_database(service, tmp_path: Path) -> AsyncIterator[Callable[[Se
 
     def freeze(served: ServiceProcess) -> None:
         stopping.append(served)
-        postmaster = int((tmp_path / "data" / "postmaster.pid").read_text().split()[0])
+        postmaster = postmaster_pid(tmp_path / "data")
         os.kill(postmaster, signal.SIGSTOP)  # first: it forks no backend after
         frozen.append(postmaster)
         for child in Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split():

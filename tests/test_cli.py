@@ -19,7 +19,7 @@ import pytest
 from ledger.config import ConfigError, Settings
 from ledger.processes import running
 from ledger.store.embedded import EmbeddedPostgres
-from tests.conftest import ledger_cli, with_database
+from tests.conftest import ledger_cli, postmaster_pid, with_database
 
 #: Nothing listens there.
 UNREACHABLE = "postgresql://postgres@127.0.0.1:9/ledger"
@@ -208,7 +208,7 @@ def test_an_embedded_server_that_does_not_stop_when_asked_is_killed_and_said_so(
     stopping = f"WARNING ledger.store.embedded: embedded PostgreSQL in {data} did not stop when asked and was killed"
     assert stopping in done.stderr
     assert "holds it" not in done.stderr
-    postmaster = int((data / "postmaster.pid").read_text().split()[0])
+    postmaster = postmaster_pid(data)
     assert not running(postmaster)
 
 
@@ -238,7 +238,7 @@ def test_an_embedded_server_another_process_holds_is_left_running_naming_it(tmp_
 
         assert done.returncode == 0, done.stderr
         assert f"embedded PostgreSQL in {data} left running: process {os.getpid()} holds it" in done.stderr
-        assert running(int((data / "postmaster.pid").read_text().split()[0]))
+        assert running(postmaster_pid(data))
     finally:
         server.stop()
 
@@ -251,7 +251,7 @@ def test_a_holder_that_died_without_letting_go_does_not_keep_the_embedded_server
     gone.wait()
     holders = data / ".handle_pids.json"
     holders.write_text(json.dumps([gone.pid, *json.loads(holders.read_text())]))  # as a SIGKILLed command leaves it
-    postmaster = int((data / "postmaster.pid").read_text().split()[0])
+    postmaster = postmaster_pid(data)
     caplog.set_level(logging.INFO, "ledger.store.embedded")
 
     server.stop()
@@ -271,7 +271,7 @@ def test_an_embedded_server_stopped_under_the_service_is_said_so_at_the_stop(tmp
     data = tmp_path / "data"
     server = EmbeddedPostgres(data)
     server.start()
-    postmaster = int((data / "postmaster.pid").read_text().split()[0])
+    postmaster = postmaster_pid(data)
     os.kill(postmaster, signum)
     deadline = time.monotonic() + 10
     while running(postmaster):  # a signal is delivered, not waited for
