@@ -5,6 +5,7 @@ import contextlib
 import io
 import json
 import logging
+import signal
 import sys
 import threading
 import uuid
@@ -109,6 +110,20 @@ async def test_a_request_the_service_cannot_parse_is_a_warning_without_a_traceba
     assert warning["level"] == "WARNING"
     assert "HTTP/9.9" in warning["message"]
     assert "exc_info" not in warning
+
+
+async def test_a_stream_cut_at_a_stop_gets_its_access_line(service, database_url, db):
+    served = await service(LEDGER_DATABASE_URL=database_url, LEDGER_LOG_FORMAT="json", LEDGER_SHUTDOWN_TIMEOUT="0")
+    async with db.transaction(), aiohttp.ClientSession() as session:
+        await db.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")  # the stream's first page waits
+        async with session.get(f"{served.url}/v1/events", headers={"X-Request-ID": "cut-1"}) as response:
+            assert response.status == 200
+            served.send(signal.SIGTERM)  # cuts the stream at once (LEDGER_SHUTDOWN_TIMEOUT=0)
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await response.read()
+    assert await served.stopped() == 0, served.log
+    [line] = access_lines([json.loads(line) for line in served.lines if line.strip()])
+    assert (line["request_id"], line["route"], line["status"]) == ("cut-1", "/v1/events", 200)
 
 
 async def test_a_pool_that_cannot_reconnect_while_the_database_does_not_answer_says_so_in_one_line(

@@ -11,6 +11,7 @@ whole log or of an account's entries lets writes go first
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -146,7 +147,8 @@ async def stream(
     against a prepared :class:`NdjsonResponse`; give the connection back,
     run ``then(out)`` if given, and end the stream.
 
-    A client that goes away ends the stream quietly. A failure once the
+    A client that goes away ends the stream quietly; one cut at a stop
+    still gets its access line. A failure once the
     stream has started cannot become an error response any more: it is
     logged and the connection is cut, so the client sees a truncated stream
     (no final chunk) rather than one that looks complete.
@@ -165,6 +167,12 @@ async def stream(
                     await held.aclose()
                     await then(out)
                 return await out.finish()
+        except asyncio.CancelledError:
+            # Cut at a stop: aiohttp writes no access line for a handler
+            # cancelled, and every request gets one. (The access logger times
+            # the request from the service's own start, not from this.)
+            request.protocol.log_access(request, out.response, asyncio.get_running_loop().time())
+            raise
         except ConnectionError:
             log.info("stream %s: the client went away", request_id(request))
         except Exception:
