@@ -149,6 +149,17 @@ def test_a_data_directory_that_holds_other_files_is_refused_saying_so_and_left_a
     assert (data / "notes.txt").read_text() == "not PostgreSQL's"
 
 
+def ends_within(seconds: float, pid: int) -> bool:
+    """Whether process ``pid`` stops running within ``seconds``: a signal is
+    delivered, not waited for."""
+    deadline = time.monotonic() + seconds
+    while running(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def damaged(data: Path, how: Callable[[Path], None]) -> Path:
     """``data`` made by the embedded server, then damaged ``how``."""
     server = EmbeddedPostgres(data)
@@ -172,11 +183,6 @@ def no_relation_map(data: Path) -> None:
     (data / "global" / "pg_filenode.map").unlink()
 
 
-#: pg_ctl's wait for a server to stop, shortened: a server that fails as it
-#: runs may never stop when asked.
-PG_CTL_WAIT = {"PGCTLTIMEOUT": "3"}
-
-
 @pytest.mark.parametrize(
     "how, why",
     [
@@ -189,7 +195,7 @@ PG_CTL_WAIT = {"PGCTLTIMEOUT": "3"}
 def test_an_embedded_server_that_will_not_start_is_one_line_saying_why_in_its_own_words(tmp_path, how, why):
     data = damaged(tmp_path / "data", how)
 
-    done = ledger_with_only("serve", LEDGER_DATA_DIR=str(data), **PG_CTL_WAIT)
+    done = ledger_with_only("serve", LEDGER_DATA_DIR=str(data))
 
     assert done.returncode == 2, done.stderr
     [line] = [line for line in done.stderr.splitlines() if "ERROR" in line]
@@ -199,17 +205,33 @@ def test_an_embedded_server_that_will_not_start_is_one_line_saying_why_in_its_ow
     assert "Traceback" not in done.stderr
 
 
-def test_an_embedded_server_that_does_not_stop_when_asked_is_killed_and_said_so(tmp_path):
+def test_an_embedded_server_that_fails_as_it_runs_is_shut_down_at_once_and_said_so(tmp_path):
     data = damaged(tmp_path / "data", no_relation_map)
+    started = time.monotonic()
 
-    done = ledger_with_only("reconcile", LEDGER_DATA_DIR=str(data), **PG_CTL_WAIT)
+    done = ledger_with_only("reconcile", LEDGER_DATA_DIR=str(data))
 
+    # Not pg_ctl's wait for a stop (PGCTLTIMEOUT, 60 s), which such a server never finishes.
+    assert time.monotonic() - started < 30
     assert done.returncode == 2, done.stderr
-    stopping = f"WARNING ledger.store.embedded: embedded PostgreSQL in {data} did not stop when asked and was killed"
-    assert stopping in done.stderr
-    assert "holds it" not in done.stderr
+    said = f"WARNING ledger.store.embedded: embedded PostgreSQL in {data} failed and was shut down at once"
+    assert said in done.stderr
+    assert not (data / "postmaster.pid").exists()  # which the server removes as it ends
+
+
+def test_an_embedded_server_that_does_not_stop_when_asked_is_killed_and_said_so(tmp_path, monkeypatch, caplog):
+    data = tmp_path / "data"
+    server = EmbeddedPostgres(data)
+    server.start()
     postmaster = postmaster_pid(data)
-    assert not running(postmaster)
+    os.kill(postmaster, signal.SIGSTOP)  # hears nothing until it is killed
+    monkeypatch.setenv("PGCTLTIMEOUT", "3")  # pg_ctl's wait for the stop, shortened
+    caplog.set_level(logging.INFO, "ledger.store.embedded")
+
+    server.stop()
+
+    assert f"embedded PostgreSQL in {data} did not stop when asked and was killed" in caplog.text
+    assert ends_within(10, postmaster)
 
 
 def test_an_embedded_server_that_refuses_a_migration_is_one_line_in_the_databases_words(tmp_path):
@@ -273,10 +295,7 @@ def test_an_embedded_server_stopped_under_the_service_is_said_so_at_the_stop(tmp
     server.start()
     postmaster = postmaster_pid(data)
     os.kill(postmaster, signum)
-    deadline = time.monotonic() + 10
-    while running(postmaster):  # a signal is delivered, not waited for
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    assert ends_within(10, postmaster)
     caplog.set_level(logging.INFO, "ledger.store.embedded")
 
     server.stop()

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import warnings
 from collections.abc import Iterator
@@ -75,16 +76,26 @@ class EmbeddedPostgres:
             return CannotStart(f"cannot migrate PostgreSQL in {self.data_dir}: {error}")
         return CannotStart(f"cannot run PostgreSQL in {self.data_dir}: {why or error}")
 
-    def stop(self) -> None:
+    def failing(self) -> bool:
+        """Whether the server has said, since it was started, why it stopped
+        or fails (:meth:`failed` quotes it)."""
+        return self._log is not None and bool(self._log.why_it_stopped())
+
+    def stop(self, *, at_once: bool = False) -> None:
         """Stop the server, keeping its data, unless another living process
         still holds it (a ``ledger`` command run beside the service); a server
         that does not stop within pg_ctl's wait (``PGCTLTIMEOUT``, 60 s) is
-        killed. Says which it was. Blocking."""
+        killed. ``at_once``: in PostgreSQL's immediate mode, for a server
+        that fails, which may never finish the work a stop asks of it (one
+        that fails each process it starts restarts them for ever). Says which
+        it was. Blocking."""
         if self._server is None:
             return
         others = [pid for pid in _forget_dead_holders(self.data_dir) if pid != os.getpid()]
         postmaster = _postmaster(self.data_dir)
         was_running = postmaster is not None and processes.running(postmaster)
+        if at_once and postmaster is not None and was_running and not others:
+            _shut_down_at_once(postmaster)
         with _library_quiet(), contextlib.suppress(psutil.Error):
             # The library's stop fails on a server that died and was not
             # reaped; there is nothing left to stop.
@@ -93,22 +104,36 @@ class EmbeddedPostgres:
         if postmaster is None:
             log.warning("embedded PostgreSQL in %s had been stopped already, not by this service", self.data_dir)
         elif not was_running:
-            log.warning(
-                "embedded PostgreSQL in %s had stopped on its own (killed, or crashed): "
-                "its next start is a recovery, as after a crash",
-                self.data_dir,
-            )
+            self._warn_of_recovery("had stopped on its own (killed, or crashed)")
         elif others:
             log.info("embedded PostgreSQL in %s left running: process %s holds it", self.data_dir, others[0])
         elif _postmaster(self.data_dir) is not None:
             # PostgreSQL removes its pid file as it stops: this one was killed.
-            log.warning(
-                "embedded PostgreSQL in %s did not stop when asked and was killed: "
-                "its next start is a recovery, as after a crash",
-                self.data_dir,
-            )
+            self._warn_of_recovery("did not stop when asked and was killed")
+        elif at_once:
+            self._warn_of_recovery("failed and was shut down at once")
         else:
             log.info("embedded PostgreSQL stopped")
+
+    def _warn_of_recovery(self, ended: str) -> None:
+        """Say that the server ``ended`` without a shutdown checkpoint."""
+        log.warning(
+            "embedded PostgreSQL in %s %s: its next start is a recovery, as after a crash", self.data_dir, ended
+        )
+
+
+#: Seconds a server shut down at once is waited for before it is stopped
+#: as any other (and killed if that fails too).
+_AT_ONCE_WAIT = 10.0
+
+
+def _shut_down_at_once(postmaster: int) -> None:
+    """PostgreSQL's immediate shutdown (SIGQUIT to the postmaster, as
+    ``pg_ctl stop -m immediate`` sends), waited for up to :data:`_AT_ONCE_WAIT`."""
+    with contextlib.suppress(psutil.Error):
+        server = psutil.Process(postmaster)
+        server.send_signal(signal.SIGQUIT)
+        server.wait(_AT_ONCE_WAIT)
 
 
 @contextlib.contextmanager
@@ -264,12 +289,14 @@ def migrated(data_dir: Path) -> Iterator[str]:
     the block: its DSN. Stopped (its data kept) when the block ends."""
     server = EmbeddedPostgres(data_dir)
     dsn = server.start()
+    at_once = False
     try:
         try:
             migrations.upgrade(dsn)
         except migrations.CannotMigrate as error:
             # Refused, or started and then failed (data it could not read when asked).
+            at_once = server.failing()
             raise server.failed(error, migrating=True) from error
         yield dsn
     finally:
-        server.stop()
+        server.stop(at_once=at_once)
