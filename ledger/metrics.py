@@ -105,8 +105,13 @@ OPEN_STREAMS = Gauge(
 def exposition(accept: str | None) -> tuple[bytes, str]:
     """Every metric, and its content type, in the format the ``Accept``
     header asks for (Prometheus text 0.0.4 unless it asks for another):
-    summed over the workers in multiprocess mode, else this process's own."""
-    encode, content_type = choose_encoder(accept or "")
+    summed over the workers in multiprocess mode, else this process's own.
+    An ``Accept`` whose version prometheus-client cannot read is taken as
+    absent, as the service takes any ``Accept`` it cannot serve."""
+    try:
+        encode, content_type = choose_encoder(accept or "")
+    except (ValueError, TypeError):  # as prometheus-client fails on a version that is not digits and dots
+        encode, content_type = choose_encoder("")
     if MULTIPROCESS_DIR in os.environ:
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # the library leaves it unannotated

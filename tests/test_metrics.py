@@ -58,6 +58,16 @@ async def test_metrics_are_prometheus_text_with_every_documented_metric(client, 
     assert {name: types.get(name) for name in DOCUMENTED} == DOCUMENTED
 
 
+@pytest.mark.parametrize(
+    "accept", ["application/openmetrics-text; version=abc", "text/plain; version=1.x", "text/plain; version=1.0.x"]
+)
+async def test_an_accept_whose_version_cannot_be_read_gets_the_default_text_format(client, accept):
+    response = await client.get("/metrics", headers={"Accept": accept})
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert Scrape(await response.text()).types.get("ledger_http_requests") == "counter"
+
+
 async def test_one_worker_also_exposes_the_process_and_interpreter_metrics(client):
     types = (await scrape(client)).types
     assert types.get("process_cpu_seconds") == "counter"
