@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import msgspec
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web import RequestPayloadError
 from pythonjsonlogger.msgspec import MsgspecFormatter
 
 from .store.retry import CONNECTION_LOST, why_away
@@ -371,8 +372,13 @@ class OneLine(logging.Filter):
 
 
 def _client_fault(error: BaseException) -> str | None:
-    """A request aiohttp could not parse: any client can send one, and its
-    access line says 400 as well."""
+    """A request aiohttp could not parse, or a body it could not decode as
+    its ``Content-Encoding`` says (met again as aiohttp reads what is left of
+    it once answered): any client can send one, and its access line says
+    400 as well."""
+    if isinstance(error, RequestPayloadError):
+        error = error.__cause__ or error  # what aiohttp's parser raised
+        return error.message if isinstance(error, HttpProcessingError) else str(error)
     return error.message if isinstance(error, HttpProcessingError) else None
 
 

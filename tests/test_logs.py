@@ -112,6 +112,21 @@ async def test_a_request_the_service_cannot_parse_is_a_warning_without_a_traceba
     assert "exc_info" not in warning
 
 
+async def test_a_body_that_is_not_in_its_content_encoding_is_a_warning_without_a_traceback(service):
+    served = await service(LEDGER_LOG_FORMAT="json")
+    headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{served.url}/v1/accounts", data=b"not gzip", headers=headers) as response:
+            assert response.status == 400
+            assert (await response.json())["error"]["code"] == "malformed_body"
+    assert await served.stop() == 0, served.log
+    lines = [json.loads(line) for line in served.lines if line.strip()]
+    [warning] = [line for line in lines if line["logger"] == "aiohttp.server"]
+    assert warning["level"] == "WARNING"
+    assert "gzip" in warning["message"]
+    assert "exc_info" not in warning
+
+
 async def test_a_stream_cut_at_a_stop_gets_its_access_line(service, database_url, db):
     served = await service(LEDGER_DATABASE_URL=database_url, LEDGER_LOG_FORMAT="json", LEDGER_SHUTDOWN_TIMEOUT="0")
     async with db.transaction(), aiohttp.ClientSession() as session:
