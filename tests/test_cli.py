@@ -205,6 +205,19 @@ def test_an_embedded_server_that_will_not_start_is_one_line_saying_why_in_its_ow
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_read_pool_larger_than_the_database_allows_is_one_line_naming_its_setting(tmp_path, workers):
+    # The embedded server takes 100 connections.
+    size = {"LEDGER_POOL_MIN_SIZE": "120", "LEDGER_POOL_MAX_SIZE": "120"}
+
+    done = ledger_with_only("serve", "--workers", workers, LEDGER_DATA_DIR=str(tmp_path / "data"), **size)
+
+    assert done.returncode == 2, done.stderr
+    said = "cannot open the read pool's 120 connections (LEDGER_POOL_MIN_SIZE): "
+    assert any(said in line and "too many clients" in line for line in done.stderr.splitlines()), done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_an_embedded_server_that_fails_as_it_runs_is_shut_down_at_once_and_said_so(tmp_path):
     data = damaged(tmp_path / "data", no_relation_map)
     started = time.monotonic()

@@ -18,7 +18,7 @@ from ..store.connection import Closing, connect, create_pool
 from ..store.expiry import Expirer
 from ..store.feed import Feed
 from ..store.follow import HeadPoller, Notifications
-from ..store.retry import CANNOT_OPEN
+from ..store.retry import CANNOT_OPEN, cannot_open
 from ..store.writer import Clock, Writer
 from . import accounts, admin, checkpoints, health, history, monitoring, openapi, proofs, transfers
 from .auth import auth_middleware
@@ -107,9 +107,19 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
     (:func:`~ledger.api.pool.read_connection` does not wait for that)."""
     settings = app[SETTINGS]
     limit = settings.database_timeout
-    app[POOL] = pool = await create_pool(
-        app[DSN], min_size=settings.pool_min_size, max_size=settings.pool_max_size, command_timeout=limit, timeout=limit
-    )
+    try:
+        app[POOL] = pool = await create_pool(
+            app[DSN],
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            command_timeout=limit,
+            timeout=limit,
+        )
+    except CANNOT_OPEN as error:
+        raise StartupError(
+            f"cannot open the read pool's {settings.pool_min_size} connections (LEDGER_POOL_MIN_SIZE): "
+            + cannot_open(error)
+        ) from None
     yield
     await app[CLOSING].close(pool, "the read pool")
 
