@@ -39,6 +39,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import NoReturn
 
 from prometheus_client import multiprocess as prometheus_multiprocess
 
@@ -67,18 +68,48 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _AIOHTTP_WAITS_LONGER = 1.0
 
 
+class _StopRequested(BaseException):
+    """SIGTERM or SIGHUP before the service serves: it unwinds the start,
+    which stops what it started (the embedded server). (Ctrl-C is Python's
+    :class:`KeyboardInterrupt`, which unwinds it alike.)"""
+
+
+def _stop_requested(signum: int, frame: object) -> NoReturn:
+    raise _StopRequested(signal.Signals(signum).name)
+
+
+def _ignore_stop_signals(loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """From here on the service is stopping: a stop signal that comes now
+    (Ctrl-C reaches the workers and the parent, which passes it on) must not
+    cut a stop already under way, the embedded server's included. ``loop``:
+    the event loop that handles them, which gives each up first (restoring
+    the default disposition, which kills: each is ignored right after)."""
+    for signum in _STOP_SIGNALS:
+        if loop is not None:
+            loop.remove_signal_handler(signum)
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def serve(settings: Settings) -> int:
     """Run the service until a stop signal; its exit status."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop_requested)
     try:
         with _database(settings) as dsn:
-            settings = dataclasses.replace(settings, database_url=dsn, signing_key_file=_signing_key_file(settings))
-            sockets = bind(settings.host, settings.port, settings.workers)
-            if settings.workers == 1:
-                return _run_here(settings, sockets[0])
-            return _Supervisor(settings, sockets).run()
+            try:
+                settings = dataclasses.replace(settings, database_url=dsn, signing_key_file=_signing_key_file(settings))
+                sockets = bind(settings.host, settings.port, settings.workers)
+                if settings.workers == 1:
+                    return _run_here(settings, sockets[0])
+                return _Supervisor(settings, sockets).run()
+            finally:
+                _ignore_stop_signals()
     except StartupError as error:
         log.error("%s", error)
         return STARTUP_FAILED
+    except _StopRequested as stopped:
+        log.info("stopped by %s before serving", stopped)
+        return 0
 
 
 @contextlib.contextmanager
@@ -218,13 +249,7 @@ async def _serve_app(
         # Stops listening, lets the requests in flight finish, then runs the
         # app's cleanup (the write queue drains, pools close).
         await runner.cleanup()
-        # A stop signal that comes now (Ctrl-C reaches the workers and the
-        # parent, which passes it on) must not kill a process that is
-        # already stopping cleanly; the event loop restores the default
-        # disposition only for the handlers it still holds.
-        for signum in _STOP_SIGNALS:
-            loop.remove_signal_handler(signum)
-            signal.signal(signum, signal.SIG_IGN)
+        _ignore_stop_signals(loop)
 
 
 def _stop_when_orphaned(loop: asyncio.AbstractEventLoop, parent: Connection, stop: asyncio.Event) -> None:
@@ -254,8 +279,26 @@ def _worker_main(settings: Settings, sock: socket.socket, ready: Connection, par
         sys.exit(STARTUP_FAILED)
 
 
-def _exit_now(signum: int, frame: object) -> None:
-    sys.exit(0)
+@contextlib.contextmanager
+def _ctrl_c_ignored_by_what_starts() -> Iterator[None]:
+    """Ctrl-C ignored for the block, as a process started in it inherits:
+    the SIGINT a terminal sends the whole process group would interrupt a
+    worker that has yet to take the stop signals over (a traceback printed
+    past the log's handler). The supervisor hears it, and passes the stop
+    on as SIGTERM."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _exit_now(signum: int, frame: object) -> NoReturn:
+    """Exit 0 at once, unwinding nothing: a worker told to stop before it
+    serves has nothing to finish, and an exception raised wherever the
+    signal lands (within the making of its event loop) could leave a
+    half-made loop to be reported as an error."""
+    os._exit(0)
 
 
 @dataclasses.dataclass
@@ -268,6 +311,13 @@ class _Worker:
     #: Its exit has been seen and handled. (Not ``exitcode``: that can be set
     #: before the exit is handled, and a death must never go unhandled.)
     reaped: bool = False
+
+    def failed(self) -> bool:
+        """Whether it ended other than cleanly. One killed by SIGTERM before
+        it served (before it took the stop signals over) had nothing to
+        finish, and did not fail."""
+        code = self.process.exitcode
+        return code != 0 and not (code == -signal.SIGTERM and not self.serving)
 
     def describe(self) -> str:
         code = self.process.exitcode
@@ -317,7 +367,8 @@ class _Supervisor:
             process = context.Process(
                 target=_worker_main, args=(self._settings, sock, send, lifeline), name=f"ledger-worker-{number}"
             )
-            process.start()
+            with _ctrl_c_ignored_by_what_starts():
+                process.start()
             send.close()
             # The worker has its own copy: only it accepts on this socket.
             sock.close()
@@ -356,7 +407,7 @@ class _Supervisor:
                             log.error("%s; stopping the service", worker.describe())
                             died, stopping = worker, True
                             self._signal([w for w in alive if w is not worker], signal.SIGTERM)
-        failed = [w for w in workers if w.process.exitcode != 0 and w is not died]
+        failed = [w for w in workers if w.failed() and w is not died]
         for worker in failed:
             log.error("%s", worker.describe())
         if died is not None:

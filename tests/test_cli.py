@@ -367,19 +367,33 @@ def test_an_error_nothing_caught_is_one_json_line_when_json_is_asked_for():
     assert (logged["level"], "RuntimeError: boom" in logged["exc_info"]) == ("CRITICAL", True)
 
 
-async def test_ctrl_c_while_the_service_starts_stops_it_and_its_postgresql_without_a_traceback(tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize(
+    "signum, statuses",
+    [
+        (signal.SIGINT, (0, 130)),  # Ctrl-C: "interrupted" before it serves
+        (signal.SIGTERM, (0,)),
+        (signal.SIGHUP, (0,)),
+    ],
+)
+async def test_a_stop_signal_while_the_service_starts_stops_it_and_its_postgresql_without_a_traceback(
+    tmp_path, signum, statuses, workers
+):
     env = settings_only(LEDGER_DATA_DIR=str(tmp_path / "data"), LEDGER_PORT="0")
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ledger.cli", "serve", env=env, stderr=asyncio.subprocess.PIPE
+        *[sys.executable, "-m", "ledger.cli", "serve", "--workers", workers],
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,  # a process group of its own, as a terminal gives it
     )
     assert process.stderr is not None
     async for line in process.stderr:  # PostgreSQL runs; the service is starting or has just started
         if b"embedded PostgreSQL running" in line:
             break
-    process.send_signal(signal.SIGINT)
+    os.killpg(process.pid, signum)  # as a terminal sends Ctrl-C: to the whole group
     rest = (await process.stderr.read()).decode()
 
-    assert await process.wait() in (0, 130), rest
+    assert await process.wait() in statuses, rest
     assert "Traceback" not in rest
     assert not (tmp_path / "data" / "postmaster.pid").exists(), "PostgreSQL is still running"
 
