@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import psutil
+
+#: What stops a ``ledger`` process cleanly: a supervisor's SIGTERM, Ctrl-C, and
+#: the hangup of a terminal closed on it.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def alive(pid: int) -> bool:

@@ -55,11 +55,6 @@ STARTUP_FAILED = 2
 #: Exit status of a service stopped by a worker that died.
 WORKER_DIED = 1
 
-#: What stops the service cleanly: a supervisor's SIGTERM, Ctrl-C, and the
-#: hangup of a terminal closed on it.
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-
-
 #: Seconds aiohttp's own wait for the requests in flight at a stop outlasts
 #: ``LEDGER_SHUTDOWN_TIMEOUT``, when the service cuts its streams
 #: (``OpenStreams.cut_after``): a cut stream has ended before aiohttp stops
@@ -84,7 +79,7 @@ def _ignore_stop_signals(loop: asyncio.AbstractEventLoop | None = None) -> None:
     cut a stop already under way, the embedded server's included. ``loop``:
     the event loop that handles them, which gives each up first (restoring
     the default disposition, which kills: each is ignored right after)."""
-    for signum in _STOP_SIGNALS:
+    for signum in processes.STOP_SIGNALS:
         if loop is not None:
             loop.remove_signal_handler(signum)
         signal.signal(signum, signal.SIG_IGN)
@@ -228,7 +223,7 @@ async def _serve_app(
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in _STOP_SIGNALS:
+    for signum in processes.STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
     if parent is not None:
         _stop_when_orphaned(loop, parent, stop)
@@ -268,7 +263,7 @@ def _stop_when_orphaned(loop: asyncio.AbstractEventLoop, parent: Connection, sto
 def _worker_main(settings: Settings, sock: socket.socket, ready: Connection, parent: Connection) -> None:
     """A worker process: serve until told to stop or its parent is gone;
     exit 0, or 2 if the app cannot start."""
-    for signum in _STOP_SIGNALS:
+    for signum in processes.STOP_SIGNALS:
         # Told to stop before it serves: nothing to finish.
         signal.signal(signum, _exit_now)
     logs.configure(settings.log_format)
@@ -340,7 +335,7 @@ class _Supervisor:
         wake_read, wake_write = socket.socketpair()
         wake_read.setblocking(False)
         wake_write.setblocking(False)
-        previous = {signum: signal.signal(signum, lambda *_: None) for signum in _STOP_SIGNALS}
+        previous = {signum: signal.signal(signum, lambda *_: None) for signum in processes.STOP_SIGNALS}
         old_wakeup = signal.set_wakeup_fd(wake_write.fileno())
         # The workers hold the read end, this process alone the write end,
         # which it closes only when every worker has exited (or by dying).

@@ -2,7 +2,11 @@
 log, differences are named and repaired, tampering with the log is found by
 its hash chain, and every projection can be rebuilt from the log."""
 
+import asyncio
+import multiprocessing
+import os
 import random
+import signal
 import uuid
 
 import msgspec
@@ -284,6 +288,28 @@ async def test_a_chain_checked_in_ranges_reports_as_one_check_does(busy_ledger, 
     assert ranged.ok and alone.ok
     assert (ranged.chain, ranged.mismatches, ranged.totals) == (alone.chain, alone.mismatches, alone.totals)
     assert ranged.events_scanned == alone.events_scanned == ranged.head_seq
+
+
+async def test_stop_signals_sent_to_the_checking_processes_as_they_start_are_not_theirs_to_act_on(
+    busy_ledger, db, database_url
+):
+    # As Ctrl-C at a terminal, or systemd's stop, reaches the whole process
+    # group: the caller acts on it; its checking processes carry on.
+    alone = await reconcile_store(db)
+    ranged = asyncio.create_task(reconcile_store(db, chain=spread(database_url)))
+    signalled: set[int] = set()
+    while not ranged.done():
+        for child in multiprocessing.active_children():
+            if child.pid is not None and child.pid not in signalled:
+                for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    os.kill(child.pid, signum)
+                signalled.add(child.pid)
+        await asyncio.sleep(0.001)
+
+    report = await ranged
+    assert len(signalled) == 3
+    assert report.ok
+    assert (report.chain, report.totals) == (alone.chain, alone.totals)
 
 
 @pytest.mark.parametrize("where", ["first", "before a range", "a range's first", "after a range's first", "last"])

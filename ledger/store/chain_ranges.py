@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import itertools
 import multiprocessing
 import os
 import re
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ..domain.chain import GENESIS
+from ..processes import STOP_SIGNALS
 from .connection import Conn, connect
 from .replay import ChainCheck
 
@@ -64,6 +67,29 @@ async def _check_range(dsn: str, snapshot: str, lo: int, hi: int) -> RangeChecke
     return RangeChecked(chain.first_bad_seq, chain.next_seq - 1, chain.previous, chain.checked, chain.unreadable)
 
 
+@contextlib.contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """The stop signals held back from this thread for the block: a process
+    started in it starts with them held (until :func:`_deaf_to_stop_signals`),
+    not killed or interrupted by one while its interpreter starts. Held, not
+    ignored: this process gets any sent meanwhile once the block ends."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def _deaf_to_stop_signals() -> None:
+    """A checking process ignores the stop signals: it is the caller's, which
+    ends it. A stop sent to the whole process group (Ctrl-C at a terminal,
+    systemd's default stop) is the caller's to act on; the service finishes
+    the reconciliation in flight."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
 def _ranges(head: int, parts: int) -> list[tuple[int, int]]:
     bounds = [1 + head * i // parts for i in range(parts + 1)]
     return [(lo, hi - 1) for lo, hi in itertools.pairwise(bounds) if hi > lo]
@@ -98,14 +124,22 @@ class ChainWorkers:
         loop = asyncio.get_running_loop()
         context = multiprocessing.get_context("spawn")
         ranges = _ranges(head, max(self.processes, -(-head // RANGE_EVENTS)))
-        with concurrent.futures.ProcessPoolExecutor(min(self.processes, len(ranges)), mp_context=context) as pool:
-            pending = [loop.run_in_executor(pool, check_range, self.dsn, snapshot, lo, hi) for lo, hi in ranges]
+        pool = concurrent.futures.ProcessPoolExecutor(
+            min(self.processes, len(ranges)), mp_context=context, initializer=_deaf_to_stop_signals
+        )
+        try:
+            with _stop_signals_held():  # the processes start in the submits
+                pending = [loop.run_in_executor(pool, check_range, self.dsn, snapshot, lo, hi) for lo, hi in ranges]
             done = 0
             for next_done in asyncio.as_completed(pending):
                 done += (await next_done).checked
                 if every is not None:
                     every(done)
             checked = [future.result() for future in pending]
+        finally:
+            # Given up (the caller cancelled): the ranges not begun are
+            # dropped, those begun end first.
+            pool.shutdown(cancel_futures=True)
         bad = [c.first_bad_seq for c in checked if c.first_bad_seq is not None]
         unreadable = min((c.unreadable for c in checked if c.unreadable is not None), default=None)
         last = checked[-1]
