@@ -180,6 +180,20 @@ async def test_metrics_are_summed_over_every_worker(service, tmp_path):
     assert not list(tmp_path.glob("ledger-metrics-*")), "the metrics directory outlived the service"
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_a_scrape_before_any_stream_shows_every_documented_metric_and_no_stream_open(service, workers):
+    served = await service("--workers", workers)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{served.url}/health/live") as response:  # a request counted
+            assert response.status == 200
+        async with session.get(f"{served.url}/metrics") as response:
+            scraped = Scrape(await response.text())
+    assert {name: scraped.types.get(name) for name in DOCUMENTED} == DOCUMENTED
+    for route in ("/v1/events", "/v1/accounts/{id}/entries"):
+        assert scraped.samples[("ledger_open_streams", frozenset({("route", route)}))] == 0
+    assert await served.stop() == 0, served.log
+
+
 async def test_a_stream_cut_at_a_stop_is_counted_with_the_status_it_began_with(database_url, aiohttp_server, db):
     server = await aiohttp_server(create_app(Settings(database_url=database_url, shutdown_timeout=0)))
     began = {"method": "GET", "route": "/v1/events", "status": "200"}

@@ -60,7 +60,6 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[CLOCK] = clock
-    app[STREAMS] = OpenStreams()
     app.cleanup_ctx.extend(
         [
             database_ctx,
@@ -77,6 +76,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     app.on_shutdown.append(_stop_streams)
     for module in (accounts, transfers, history, checkpoints, proofs, admin, health, monitoring, openapi):
         app.router.add_routes(module.routes)
+    app[STREAMS] = OpenStreams(openapi.stream_routes(app))
     return app
 
 

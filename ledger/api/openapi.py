@@ -109,6 +109,17 @@ def documented(
     return register
 
 
+def stream_routes(app: web.Application) -> list[str]:
+    """The templates of ``app``'s routes that answer with an NDJSON stream."""
+    return sorted(
+        {
+            route.resource.canonical
+            for route in app.router.routes()
+            if route.resource is not None and NDJSON in getattr(_OPERATIONS.get(route.handler), "media", ())
+        }
+    )
+
+
 def document(app: web.Application) -> dict[str, Any]:
     """The OpenAPI document of every route of ``app`` (HEAD aside, which
     aiohttp adds to every GET). Raises :class:`Undocumented`."""

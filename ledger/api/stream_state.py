@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from .. import metrics
 
@@ -17,7 +17,11 @@ class OpenStreams:
     wait until none is, and, when the service stops, the end of those that
     run too long."""
 
-    def __init__(self) -> None:
+    def __init__(self, routes: Sequence[str] = ()) -> None:
+        """``routes``: the templates of the routes that stream, each counted
+        from 0 at once, so that a scrape shows them before any stream opens."""
+        for route in routes:
+            metrics.OPEN_STREAMS.labels(route)
         self.count = 0
         self._tasks: set[asyncio.Task[object]] = set()
         self._idle = asyncio.Event()
