@@ -7,6 +7,7 @@ import sys
 import uuid
 
 import jsonschema_rs
+import msgspec
 import pytest
 from aiohttp import web
 
@@ -79,6 +80,12 @@ def test_ledger_openapi_prints_the_served_document(served):
         [sys.executable, "-m", "ledger.cli", "openapi"], capture_output=True, text=True, check=True, timeout=60
     )
     assert json.loads(printed.stdout) == served
+
+
+async def test_the_document_is_messagepack_when_asked_for_as_every_endpoint_is(client, served):
+    response = await client.get("/openapi.json", headers={"Accept": "application/msgpack"})
+    assert response.content_type == "application/msgpack"
+    assert msgspec.msgpack.decode(await response.read()) == served
 
 
 def test_ledger_openapi_reads_no_setting(served):

@@ -34,7 +34,7 @@ from aiohttp import hdrs, web
 
 from ..domain.codes import Code
 from .auth import scope_of
-from .codec import JSON, MSGPACK, REPLAYED
+from .codec import JSON, MSGPACK, REPLAYED, respond
 from .errors import status_of
 from .middlewares import REQUEST_ID
 from .responses import ErrorOut
@@ -280,6 +280,6 @@ routes = web.RouteTableDef()
 
 
 @routes.get("/openapi.json")
-@documented("This document", ok={200: dict[str, Any]}, media=(JSON,), database=False)
+@documented("This document", ok={200: dict[str, Any]}, database=False)
 async def openapi(request: web.Request) -> web.Response:
-    return web.Response(body=msgspec.json.encode(document(request.app)), content_type=JSON)
+    return respond(request, document(request.app))
