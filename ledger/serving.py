@@ -416,7 +416,8 @@ class _Supervisor:
         worker.ready.close()
         worker.ready = None
         if all(w.serving for w in workers):
-            log.info("listening on %s (%d workers)", self._url, len(workers))
+            log.info("%d workers serve", len(workers))
+            log.info("listening on %s", self._url)  # API.md's words, as with one worker
 
     @staticmethod
     def _signal(workers: list[_Worker], signum: signal.Signals) -> None:

@@ -52,7 +52,9 @@ async def test_connections_reach_every_worker(service, database_url):
 
 async def test_workers_settings_come_from_the_environment_too(service, database_url):
     served = await service(LEDGER_WORKERS=WORKERS, LEDGER_DATABASE_URL=database_url)
-    assert "(2 workers)" in served.log
+    assert "INFO ledger: 2 workers serve\n" in served.log
+    [listening] = [line for line in served.lines if "listening on" in line]
+    assert listening.rstrip().endswith(f"INFO ledger: listening on {served.url}")
     assert len(await worker_pids(served.url)) == 2
     assert await served.stop() == 0, served.log
 
