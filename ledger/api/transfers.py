@@ -193,10 +193,12 @@ async def get_transfer(request: web.Request) -> web.Response:
     "Up to 8190 transfers, posts, voids and reversals, decided in order; with `atomic`, all or none",
     ok={200: BatchOut, 422: BatchOut},
     body=BatchIn,
-    errors=(Code.LINKED_TRANSFER_FAILED,),
     says={
         200: "One result per item, in order: `created` or `exists` with its seq, or an error.",
-        422: "An atomic batch that failed: nothing was recorded; each item's result says why.",
+        422: (
+            "An atomic batch that failed: nothing was recorded; the item at fault has its error,"
+            " every other item `linked_transfer_failed`."
+        ),
     },
 )
 async def create_batch(request: web.Request) -> web.Response:
