@@ -13,7 +13,7 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from . import logs
 from .config import ConfigError, Settings, log_format_of
@@ -255,8 +255,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """A command line that cannot be read is one ERROR line in the log's
+    format (one JSON object with ``LEDGER_LOG_FORMAT=json``), as every other
+    mistake in what the service is given, and status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        log.error("%s: %s (see `%s --help`)", self.prog, message, self.prog)
+        sys.exit(2)
+
+
 def _main(argv: list[str] | None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ledger", description="Event-sourced double-entry ledger service (settings: LEDGER_* environment)."
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -294,13 +304,14 @@ def _main(argv: list[str] | None) -> int:
         from . import verify as verifier
 
         return verifier.main(argv[1:], prog="ledger verify")
+    logs.configure()
+    with contextlib.suppress(ConfigError):  # said below, with the other settings
+        logs.configure(log_format_of(os.environ))
     args = parser.parse_args(argv)
     if args.command == "openapi":
         return _openapi()
-    logs.configure()
     try:
-        logs.configure(log_format_of(os.environ))
-        settings = Settings.from_env()
+        settings = Settings.from_env()  # a bad LEDGER_LOG_FORMAT among the rest
         if args.command == "serve" and args.workers is not None:
             settings = settings.with_workers(args.workers)
     except ConfigError as error:

@@ -406,3 +406,20 @@ def test_a_bad_setting_is_one_json_line_when_json_is_asked_for(tmp_path):
     [line] = done.stderr.splitlines()
     logged = json.loads(line)
     assert (logged["level"], logged["message"]) == ("ERROR", "LEDGER_PORT must be an integer, got 'abc'")
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["serve", "--workers", "abc"], "ledger serve: argument --workers: invalid int value: 'abc'"),
+        (["export", "--after-seq", "-1"], "ledger export: argument --after-seq: not a seq: '-1'"),
+        ([], "ledger: the following arguments are required: command"),
+    ],
+)
+def test_a_command_line_that_cannot_be_read_is_one_json_line_when_json_is_asked_for(args, said):
+    done = ledger_with_only(*args, LEDGER_LOG_FORMAT="json")
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.splitlines()
+    logged = json.loads(line)
+    assert logged["level"] == "ERROR"
+    assert logged["message"].startswith(said)
