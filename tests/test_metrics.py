@@ -213,6 +213,22 @@ async def test_a_stream_cut_at_a_stop_is_counted_with_the_status_it_began_with(d
     assert (counted(began), counted(failed)) == (before[0] + 1, before[1])
 
 
+async def test_a_service_just_started_shows_the_head_it_started_on_while_the_database_stops_answering(
+    service, freeze_database
+):
+    first = await service()
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{first.url}/v1/accounts", json={"currency": "USD", "scale": 2}) as response:
+            assert response.status == 201
+    assert await first.stop() == 0, first.log
+    served = await service()  # on the same data
+    freeze_database(served)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+        async with session.get(f"{served.url}/metrics") as response:
+            assert response.status == 200
+            assert Scrape(await response.text())("ledger_event_log_head_seq") == 1
+
+
 async def test_metrics_answer_while_the_database_stops_answering(service, freeze_database):
     served = await service()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from .. import metrics
 from ..config import Settings
 from ..signing import KeyFileError, NoteSigner, load_key
 from ..store import migrations, replica
@@ -18,6 +19,7 @@ from ..store.connection import Closing, connect, create_pool
 from ..store.expiry import Expirer
 from ..store.feed import Feed
 from ..store.follow import HeadPoller, Notifications
+from ..store.head import read_head
 from ..store.retry import CANNOT_OPEN, cannot_open
 from ..store.writer import Clock, Writer
 from . import accounts, admin, checkpoints, health, history, monitoring, openapi, proofs, transfers
@@ -91,6 +93,9 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     conn = await connect(dsn)
     try:
         problem = await migrations.schema_problem(conn)
+        if problem is None:
+            # The head this worker last saw is, until it reads another, the one it started on.
+            metrics.EVENT_LOG_HEAD_SEQ.set((await read_head(conn)).seq)
     finally:
         await conn.close()
     if problem is not None:
