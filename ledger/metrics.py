@@ -110,7 +110,7 @@ def exposition(accept: str | None) -> tuple[bytes, str]:
     absent, as the service takes any ``Accept`` it cannot serve."""
     try:
         encode, content_type = choose_encoder(accept or "")
-    except (ValueError, TypeError):  # as prometheus-client fails on a version that is not digits and dots
+    except (ValueError, TypeError):  # how prometheus-client fails on a version it cannot compare
         encode, content_type = choose_encoder("")
     if MULTIPROCESS_DIR in os.environ:
         registry = CollectorRegistry()

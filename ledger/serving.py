@@ -63,14 +63,27 @@ WORKER_DIED = 1
 _AIOHTTP_WAITS_LONGER = 1.0
 
 
-class _StopRequested(BaseException):
-    """SIGTERM or SIGHUP before the service serves: it unwinds the start,
-    which stops what it started (the embedded server). (Ctrl-C is Python's
-    :class:`KeyboardInterrupt`, which unwinds it alike.)"""
+class _HeldStop:
+    """The stop signal a service gets before it serves. The first is held
+    until the start is done, so that nothing the start runs (initdb, pg_ctl,
+    a migration) is cut midway, which can leave the data unusable; the
+    service then stops instead of serving, stopping what it started. A
+    second Ctrl-C interrupts the start at once, for a start that hangs."""
 
+    def __init__(self) -> None:
+        #: The name of the signal held, once one came.
+        self.signal: str | None = None
 
-def _stop_requested(signum: int, frame: object) -> NoReturn:
-    raise _StopRequested(signal.Signals(signum).name)
+    def __call__(self, signum: int, frame: object) -> None:
+        if signum == signal.SIGINT and self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = self.signal or signal.Signals(signum).name
+
+    def stops(self) -> bool:
+        """Whether a signal was held; if so, says that the service stops."""
+        if self.signal is not None:
+            log.info("stopped by %s before serving", self.signal)
+        return self.signal is not None
 
 
 def _ignore_stop_signals(loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -87,24 +100,22 @@ def _ignore_stop_signals(loop: asyncio.AbstractEventLoop | None = None) -> None:
 
 def serve(settings: Settings) -> int:
     """Run the service until a stop signal; its exit status."""
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _stop_requested)
+    held = _HeldStop()
+    for signum in processes.STOP_SIGNALS:
+        signal.signal(signum, held)
     try:
         with _database(settings) as dsn:
             try:
                 settings = dataclasses.replace(settings, database_url=dsn, signing_key_file=_signing_key_file(settings))
                 sockets = bind(settings.host, settings.port, settings.workers)
                 if settings.workers == 1:
-                    return _run_here(settings, sockets[0])
-                return _Supervisor(settings, sockets).run()
+                    return _run_here(settings, sockets[0], held)
+                return _Supervisor(settings, sockets, held).run()
             finally:
                 _ignore_stop_signals()
     except StartupError as error:
         log.error("%s", error)
         return STARTUP_FAILED
-    except _StopRequested as stopped:
-        log.info("stopped by %s before serving", stopped)
-        return 0
 
 
 @contextlib.contextmanager
@@ -198,24 +209,33 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _run_here(settings: Settings, sock: socket.socket) -> int:
+def _run_here(settings: Settings, sock: socket.socket, held: _HeldStop) -> int:
     url = url_of(sock)
-    _run_worker(settings, sock, lambda: log.info("listening on %s", url))
+    _run_worker(settings, sock, lambda: log.info("listening on %s", url), held=held)
     return 0
 
 
 def _run_worker(
-    settings: Settings, sock: socket.socket, ready: Callable[[], None], parent: Connection | None = None
+    settings: Settings,
+    sock: socket.socket,
+    ready: Callable[[], None],
+    parent: Connection | None = None,
+    held: _HeldStop | None = None,
 ) -> None:
     """Serve the app on ``sock`` until a stop signal, or until ``parent``
-    ends (see :func:`_stop_when_orphaned`); ``ready()`` once it serves."""
+    ends (see :func:`_stop_when_orphaned`); ``ready()`` once it serves. Not
+    at all if ``held`` holds a stop signal."""
     tune_garbage_collector()
     with asyncio.Runner(loop_factory=loop_factory(settings)) as runner:
-        runner.run(_serve_app(settings, sock, ready, parent))
+        runner.run(_serve_app(settings, sock, ready, parent, held))
 
 
 async def _serve_app(
-    settings: Settings, sock: socket.socket, ready: Callable[[], None], parent: Connection | None
+    settings: Settings,
+    sock: socket.socket,
+    ready: Callable[[], None],
+    parent: Connection | None,
+    held: _HeldStop | None,
 ) -> None:
     from aiohttp import web
 
@@ -225,6 +245,9 @@ async def _serve_app(
     loop = asyncio.get_running_loop()
     for signum in processes.STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
+    if held is not None and held.stops():  # a signal that came before the loop took them over
+        _ignore_stop_signals(loop)
+        return
     if parent is not None:
         _stop_when_orphaned(loop, parent, stop)
     access_log = logging.getLogger("aiohttp.access") if settings.access_log else None
@@ -263,29 +286,15 @@ def _stop_when_orphaned(loop: asyncio.AbstractEventLoop, parent: Connection, sto
 def _worker_main(settings: Settings, sock: socket.socket, ready: Connection, parent: Connection) -> None:
     """A worker process: serve until told to stop or its parent is gone;
     exit 0, or 2 if the app cannot start."""
-    for signum in processes.STOP_SIGNALS:
-        # Told to stop before it serves: nothing to finish.
-        signal.signal(signum, _exit_now)
+    # Started with the stop signals held (the supervisor's stop_signals_held):
+    # told to stop before it serves, it has nothing to finish.
+    processes.take_stop_signals(_exit_now)
     logs.configure(settings.log_format)
     try:
         _run_worker(settings, sock, lambda: ready.send("ready"), parent)
     except StartupError as error:
         log.error("%s", error)
         sys.exit(STARTUP_FAILED)
-
-
-@contextlib.contextmanager
-def _ctrl_c_ignored_by_what_starts() -> Iterator[None]:
-    """Ctrl-C ignored for the block, as a process started in it inherits:
-    the SIGINT a terminal sends the whole process group would interrupt a
-    worker that has yet to take the stop signals over (a traceback printed
-    past the log's handler). The supervisor hears it, and passes the stop
-    on as SIGTERM."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _exit_now(signum: int, frame: object) -> NoReturn:
@@ -307,13 +316,6 @@ class _Worker:
     #: before the exit is handled, and a death must never go unhandled.)
     reaped: bool = False
 
-    def failed(self) -> bool:
-        """Whether it ended other than cleanly. One killed by SIGTERM before
-        it served (before it took the stop signals over) had nothing to
-        finish, and did not fail."""
-        code = self.process.exitcode
-        return code != 0 and not (code == -signal.SIGTERM and not self.serving)
-
     def describe(self) -> str:
         code = self.process.exitcode
         if code is not None and code < 0:
@@ -326,21 +328,24 @@ class _Worker:
 class _Supervisor:
     """Starts a process per socket and watches them and the stop signals."""
 
-    def __init__(self, settings: Settings, sockets: list[socket.socket]) -> None:
+    def __init__(self, settings: Settings, sockets: list[socket.socket], held: _HeldStop) -> None:
         self._settings = settings
         self._sockets = sockets
         self._url = url_of(sockets[0])
+        self._held_stop = held
 
     def run(self) -> int:
         wake_read, wake_write = socket.socketpair()
         wake_read.setblocking(False)
         wake_write.setblocking(False)
-        previous = {signum: signal.signal(signum, lambda *_: None) for signum in processes.STOP_SIGNALS}
         old_wakeup = signal.set_wakeup_fd(wake_write.fileno())
+        previous = {signum: signal.signal(signum, lambda *_: None) for signum in processes.STOP_SIGNALS}
         # The workers hold the read end, this process alone the write end,
         # which it closes only when every worker has exited (or by dying).
         lifeline, held = multiprocessing.get_context("spawn").Pipe(duplex=False)
         try:
+            if self._held_stop.stops():  # a signal that came before this took them over
+                return 0
             with _metrics_directory() as directory:
                 workers = self._start(lifeline)
                 return self._watch(workers, wake_read, directory)
@@ -362,7 +367,7 @@ class _Supervisor:
             process = context.Process(
                 target=_worker_main, args=(self._settings, sock, send, lifeline), name=f"ledger-worker-{number}"
             )
-            with _ctrl_c_ignored_by_what_starts():
+            with processes.stop_signals_held():
                 process.start()
             send.close()
             # The worker has its own copy: only it accepts on this socket.
@@ -402,7 +407,7 @@ class _Supervisor:
                             log.error("%s; stopping the service", worker.describe())
                             died, stopping = worker, True
                             self._signal([w for w in alive if w is not worker], signal.SIGTERM)
-        failed = [w for w in workers if w.failed() and w is not died]
+        failed = [w for w in workers if w.process.exitcode != 0 and w is not died]
         for worker in failed:
             log.error("%s", worker.describe())
         if died is not None:

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -33,6 +34,7 @@ from aiohttp.test_utils import TestClient
 
 from ledger.api.app import create_app
 from ledger.config import Settings
+from ledger.processes import running
 from ledger.signing import write_new_key
 from ledger.store import migrations, tree
 from ledger.store.connection import connect
@@ -457,6 +459,17 @@ async def service(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Servi
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(served.process.pid, signal.SIGKILL)
             await served.process.wait()
+
+
+def ends_within(seconds: float, pid: int) -> bool:
+    """Whether process ``pid`` stops running within ``seconds``: a signal is
+    delivered, not waited for."""
+    deadline = time.monotonic() + seconds
+    while running(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def postmaster_pid(data_dir: Path) -> int:

@@ -19,7 +19,7 @@ import pytest
 from ledger.config import ConfigError, Settings
 from ledger.processes import running
 from ledger.store.embedded import EmbeddedPostgres
-from tests.conftest import ledger_cli, postmaster_pid, with_database
+from tests.conftest import ends_within, ledger_cli, postmaster_pid, with_database
 
 #: Nothing listens there.
 UNREACHABLE = "postgresql://postgres@127.0.0.1:9/ledger"
@@ -147,17 +147,6 @@ def test_a_data_directory_that_holds_other_files_is_refused_saying_so_and_left_a
     assert f"cannot run PostgreSQL in {data}: it holds 'notes.txt' but no PostgreSQL data" in line
     assert [p.name for p in data.iterdir()] == ["notes.txt"]
     assert (data / "notes.txt").read_text() == "not PostgreSQL's"
-
-
-def ends_within(seconds: float, pid: int) -> bool:
-    """Whether process ``pid`` stops running within ``seconds``: a signal is
-    delivered, not waited for."""
-    deadline = time.monotonic() + seconds
-    while running(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def damaged(data: Path, how: Callable[[Path], None]) -> Path:
@@ -367,35 +356,47 @@ def test_an_error_nothing_caught_is_one_json_line_when_json_is_asked_for():
     assert (logged["level"], "RuntimeError: boom" in logged["exc_info"]) == ("CRITICAL", True)
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
-@pytest.mark.parametrize(
-    "signum, statuses",
-    [
-        (signal.SIGINT, (0, 130)),  # Ctrl-C: "interrupted" before it serves
-        (signal.SIGTERM, (0,)),
-        (signal.SIGHUP, (0,)),
-    ],
-)
-async def test_a_stop_signal_while_the_service_starts_stops_it_and_its_postgresql_without_a_traceback(
-    tmp_path, signum, statuses, workers
-):
-    env = settings_only(LEDGER_DATA_DIR=str(tmp_path / "data"), LEDGER_PORT="0")
+async def signalled_as_it_starts(data: Path, workers: str, signum: int, after: bytes) -> tuple[int, str]:
+    """``ledger serve`` on ``data``, sent ``signum`` as soon as it logs a line
+    holding ``after``, to its whole process group (as a terminal sends
+    Ctrl-C); its exit status, and its log from then on."""
     process = await asyncio.create_subprocess_exec(
         *[sys.executable, "-m", "ledger.cli", "serve", "--workers", workers],
-        env=env,
+        env=settings_only(LEDGER_DATA_DIR=str(data), LEDGER_PORT="0"),
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,  # a process group of its own, as a terminal gives it
     )
     assert process.stderr is not None
-    async for line in process.stderr:  # PostgreSQL runs; the service is starting or has just started
-        if b"embedded PostgreSQL running" in line:
+    async for line in process.stderr:
+        if after in line:
             break
-    os.killpg(process.pid, signum)  # as a terminal sends Ctrl-C: to the whole group
+    os.killpg(process.pid, signum)
     rest = (await process.stderr.read()).decode()
+    return await process.wait(), rest
 
-    assert await process.wait() in statuses, rest
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+async def test_a_stop_signal_while_the_service_starts_stops_it_and_its_postgresql_without_a_traceback(
+    tmp_path, signum, workers
+):
+    # PostgreSQL runs; the service is migrating, or starting its workers, or has just started.
+    status, rest = await signalled_as_it_starts(tmp_path / "data", workers, signum, b"embedded PostgreSQL running")
+
+    assert status == 0, rest
     assert "Traceback" not in rest
     assert not (tmp_path / "data" / "postmaster.pid").exists(), "PostgreSQL is still running"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+async def test_a_stop_signal_during_the_first_start_leaves_data_that_the_next_start_serves_from(tmp_path, signum):
+    # The embedded server's data is being made (initdb) as the signal comes.
+    status, rest = await signalled_as_it_starts(tmp_path / "data", "1", signum, b"authentication is off")
+
+    assert status == 0, rest
+    assert not (tmp_path / "data" / "postmaster.pid").exists(), "PostgreSQL is still running"
+    again = ledger_with_only("reconcile", LEDGER_DATA_DIR=str(tmp_path / "data"))
+    assert again.returncode == 0, again.stderr
 
 
 def test_a_bad_setting_is_one_json_line_when_json_is_asked_for(tmp_path):

@@ -7,6 +7,8 @@ import multiprocessing
 import os
 import random
 import signal
+import sys
+import time
 import uuid
 
 import msgspec
@@ -17,7 +19,14 @@ from ledger.store.chain_ranges import ChainWorkers
 from ledger.store.rebuild import rebuild_projections
 from ledger.store.reconcile import reconcile as reconcile_store
 from ledger.store.replay import ChainBroken
-from tests.conftest import assert_log_matches_projections, ledger_cli, ledger_snapshot, stored_rows, transfer_body
+from tests.conftest import (
+    assert_log_matches_projections,
+    ends_within,
+    ledger_cli,
+    ledger_snapshot,
+    stored_rows,
+    transfer_body,
+)
 
 ACCOUNTS = 12
 TRANSFERS = 3000
@@ -310,6 +319,46 @@ async def test_stop_signals_sent_to_the_checking_processes_as_they_start_are_not
     assert len(signalled) == 3
     assert report.ok
     assert (report.chain, report.totals) == (alone.chain, alone.totals)
+
+
+#: A caller of checking processes that prints their pids and goes on checking
+#: (ranges of one event: for long enough), until it is killed.
+CALLER = """
+import asyncio, multiprocessing, sys
+from ledger.store import chain_ranges
+from ledger.store.connection import connect
+
+async def main(dsn):
+    chain_ranges.RANGE_EVENTS = 1
+    conn = await connect(dsn)
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        head = await conn.fetchval("SELECT seq FROM ledger_head")
+        snapshot = await chain_ranges.export_snapshot(conn)
+        checking = asyncio.ensure_future(chain_ranges.ChainWorkers(dsn, 2, spread_from=1).check(snapshot, head))
+        while len(multiprocessing.active_children()) < 2:
+            await asyncio.sleep(0.01)
+        print(*(child.pid for child in multiprocessing.active_children()), flush=True)
+        await checking
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+async def test_checking_processes_whose_caller_dies_end_themselves(busy_ledger, database_url, tmp_path):
+    said = tmp_path / "pids"  # a file, not a pipe: the checking processes inherit it
+    with said.open("w") as out:
+        caller = await asyncio.create_subprocess_exec(sys.executable, "-c", CALLER, database_url, stdout=out)
+    deadline = time.monotonic() + 30
+    while not said.read_text().endswith("\n"):
+        assert time.monotonic() < deadline and caller.returncode is None, "the caller never said its processes"
+        await asyncio.sleep(0.01)
+    children = [int(pid) for pid in said.read_text().split()]
+    assert len(children) == 2
+    caller.kill()  # as a stop it does not handle kills it
+    await caller.wait()
+
+    for child in children:  # each within a second of its own check, or so
+        assert ends_within(10, child), f"checking process {child} outlived its caller"
 
 
 @pytest.mark.parametrize("where", ["first", "before a range", "a range's first", "after a range's first", "last"])

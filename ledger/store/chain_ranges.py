@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import itertools
 import multiprocessing
 import os
 import re
 import signal
-from collections.abc import Callable, Iterator
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..domain.chain import GENESIS
-from ..processes import STOP_SIGNALS
+from ..processes import stop_signals_held, take_stop_signals
 from .connection import Conn, connect
 from .replay import ChainCheck
 
@@ -67,27 +68,22 @@ async def _check_range(dsn: str, snapshot: str, lo: int, hi: int) -> RangeChecke
     return RangeChecked(chain.first_bad_seq, chain.next_seq - 1, chain.previous, chain.checked, chain.unreadable)
 
 
-@contextlib.contextmanager
-def _stop_signals_held() -> Iterator[None]:
-    """The stop signals held back from this thread for the block: a process
-    started in it starts with them held (until :func:`_deaf_to_stop_signals`),
-    not killed or interrupted by one while its interpreter starts. Held, not
-    ignored: this process gets any sent meanwhile once the block ends."""
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
-
-
-def _deaf_to_stop_signals() -> None:
-    """A checking process ignores the stop signals: it is the caller's, which
+def _deaf_to_stop_signals(caller: int) -> None:
+    """A checking process ignores the stop signals: it is ``caller``'s, which
     ends it. A stop sent to the whole process group (Ctrl-C at a terminal,
     systemd's default stop) is the caller's to act on; the service finishes
-    the reconciliation in flight."""
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    the reconciliation in flight. If the caller dies without ending it (a
+    stop it does not handle kills it), it ends itself within a second."""
+    take_stop_signals(signal.SIG_IGN)
+    threading.Thread(target=_exit_when_orphaned, args=(caller,), name="orphan-watch", daemon=True).start()
+
+
+def _exit_when_orphaned(caller: int) -> None:
+    """Exit once ``caller`` is no longer this process's parent: it died, and
+    nothing would ever hand this process more work or end it."""
+    while os.getppid() == caller:
+        time.sleep(1)
+    os._exit(1)
 
 
 def _ranges(head: int, parts: int) -> list[tuple[int, int]]:
@@ -125,10 +121,13 @@ class ChainWorkers:
         context = multiprocessing.get_context("spawn")
         ranges = _ranges(head, max(self.processes, -(-head // RANGE_EVENTS)))
         pool = concurrent.futures.ProcessPoolExecutor(
-            min(self.processes, len(ranges)), mp_context=context, initializer=_deaf_to_stop_signals
+            min(self.processes, len(ranges)),
+            mp_context=context,
+            initializer=_deaf_to_stop_signals,
+            initargs=(os.getpid(),),
         )
         try:
-            with _stop_signals_held():  # the processes start in the submits
+            with stop_signals_held():  # the processes start in the submits
                 pending = [loop.run_in_executor(pool, check_range, self.dsn, snapshot, lo, hi) for lo, hi in ranges]
             done = 0
             for next_done in asyncio.as_completed(pending):

@@ -76,19 +76,19 @@ class EmbeddedPostgres:
             return CannotStart(f"cannot migrate PostgreSQL in {self.data_dir}: {error}")
         return CannotStart(f"cannot run PostgreSQL in {self.data_dir}: {why or error}")
 
-    def failing(self) -> bool:
-        """Whether the server has said, since it was started, why it stopped
-        or fails (:meth:`failed` quotes it)."""
-        return self._log is not None and bool(self._log.why_it_stopped())
+    def crash_restarted(self) -> bool:
+        """Whether the server has restarted its processes since it was
+        started, as PostgreSQL does when one of them fails."""
+        return self._log is not None and self._log.crash_restarted()
 
     def stop(self, *, at_once: bool = False) -> None:
         """Stop the server, keeping its data, unless another living process
         still holds it (a ``ledger`` command run beside the service); a server
         that does not stop within pg_ctl's wait (``PGCTLTIMEOUT``, 60 s) is
         killed. ``at_once``: in PostgreSQL's immediate mode, for a server
-        that fails, which may never finish the work a stop asks of it (one
-        that fails each process it starts restarts them for ever). Says which
-        it was. Blocking."""
+        that failed as it started (:meth:`crash_restarted`), which may never
+        finish the work a stop asks of it (one that fails each process it
+        starts restarts them for ever). Says which it was. Blocking."""
         if self._server is None:
             return
         others = [pid for pid in _forget_dead_holders(self.data_dir) if pid != os.getpid()]
@@ -182,6 +182,13 @@ class _ServerLog:
         except OSError:
             self._from = 0
 
+    #: What the postmaster logs as it restarts its processes after one failed.
+    _CRASH_RESTART = "all server processes terminated; reinitializing"
+
+    def crash_restarted(self) -> bool:
+        """Whether the server has logged, since, a restart of its processes."""
+        return self._CRASH_RESTART in self._text()
+
     def why_it_stopped(self) -> str:
         """What the server said, since, of why it stopped or would not start,
         in one line; empty if it said nothing.
@@ -190,15 +197,9 @@ class _ServerLog:
         that line says the configuration holds errors, the lines before it,
         which name each setting at fault. A server that stops before its log
         has a format (no data where it looks) writes bare lines: those."""
-        try:
-            with self._path.open("rb") as log_file:
-                log_file.seek(self._from)
-                text = log_file.read().decode(errors="replace")
-        except OSError:
-            return ""
         bare: list[str] = []
         lines: list[tuple[str, str]] = []
-        for line in text.splitlines():
+        for line in self._text().splitlines():
             if found := self._LINE.search(line):
                 lines.append((found[1], found[2]))
             elif line.strip():
@@ -213,6 +214,15 @@ class _ServerLog:
         while end < len(lines) and lines[end][0] in ("DETAIL", "HINT"):
             end += 1
         return "; ".join(message for _, message in lines[start:end])
+
+    def _text(self) -> str:
+        """What the server has logged since (nothing if its log is unreadable)."""
+        try:
+            with self._path.open("rb") as log_file:
+                log_file.seek(self._from)
+                return log_file.read().decode(errors="replace")
+        except OSError:
+            return ""
 
 
 def _refuse_other_contents(data_dir: Path) -> None:
@@ -288,14 +298,14 @@ def migrated(data_dir: Path) -> Iterator[str]:
     """The embedded server in ``data_dir``, started and migrated to head, for
     the block: its DSN. Stopped (its data kept) when the block ends."""
     server = EmbeddedPostgres(data_dir)
-    dsn = server.start()
     at_once = False
     try:
+        dsn = server.start()
         try:
             migrations.upgrade(dsn)
         except migrations.CannotMigrate as error:
             # Refused, or started and then failed (data it could not read when asked).
-            at_once = server.failing()
+            at_once = server.crash_restarted()
             raise server.failed(error, migrating=True) from error
         yield dsn
     finally:
