@@ -30,6 +30,7 @@ T = TypeVar("T")
 def _serve(settings: Settings) -> int:
     from . import serving
 
+    held = serving.hold_stop_signals()
     if not settings.tokens:
         if not _is_loopback(settings.host):
             log.error(
@@ -39,7 +40,7 @@ def _serve(settings: Settings) -> int:
             )
             return 2
         log.warning("authentication is off (no LEDGER_TOKENS): allowed because %s is a loopback address", settings.host)
-    return serving.serve(settings)
+    return serving.serve(settings, held)
 
 
 def _migrate(settings: Settings) -> int:

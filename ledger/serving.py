@@ -63,7 +63,7 @@ WORKER_DIED = 1
 _AIOHTTP_WAITS_LONGER = 1.0
 
 
-class _HeldStop:
+class HeldStop:
     """The stop signal a service gets before it serves. The first is held
     until the start is done, so that nothing the start runs (initdb, pg_ctl,
     a migration) is cut midway, which can leave the data unusable; the
@@ -98,11 +98,18 @@ def _ignore_stop_signals(loop: asyncio.AbstractEventLoop | None = None) -> None:
         signal.signal(signum, signal.SIG_IGN)
 
 
-def serve(settings: Settings) -> int:
-    """Run the service until a stop signal; its exit status."""
-    held = _HeldStop()
+def hold_stop_signals() -> HeldStop:
+    """From now until the service serves, a stop signal is held (see
+    :class:`HeldStop`): called first thing, before anything is started."""
+    held = HeldStop()
     for signum in processes.STOP_SIGNALS:
         signal.signal(signum, held)
+    return held
+
+
+def serve(settings: Settings, held: HeldStop) -> int:
+    """Run the service until a stop signal, or not at all if ``held`` (see
+    :func:`hold_stop_signals`) holds one already; its exit status."""
     try:
         with _database(settings) as dsn:
             try:
@@ -209,7 +216,7 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _run_here(settings: Settings, sock: socket.socket, held: _HeldStop) -> int:
+def _run_here(settings: Settings, sock: socket.socket, held: HeldStop) -> int:
     url = url_of(sock)
     _run_worker(settings, sock, lambda: log.info("listening on %s", url), held=held)
     return 0
@@ -220,7 +227,7 @@ def _run_worker(
     sock: socket.socket,
     ready: Callable[[], None],
     parent: Connection | None = None,
-    held: _HeldStop | None = None,
+    held: HeldStop | None = None,
 ) -> None:
     """Serve the app on ``sock`` until a stop signal, or until ``parent``
     ends (see :func:`_stop_when_orphaned`); ``ready()`` once it serves. Not
@@ -235,7 +242,7 @@ async def _serve_app(
     sock: socket.socket,
     ready: Callable[[], None],
     parent: Connection | None,
-    held: _HeldStop | None,
+    held: HeldStop | None,
 ) -> None:
     from aiohttp import web
 
@@ -328,7 +335,7 @@ class _Worker:
 class _Supervisor:
     """Starts a process per socket and watches them and the stop signals."""
 
-    def __init__(self, settings: Settings, sockets: list[socket.socket], held: _HeldStop) -> None:
+    def __init__(self, settings: Settings, sockets: list[socket.socket], held: HeldStop) -> None:
         self._settings = settings
         self._sockets = sockets
         self._url = url_of(sockets[0])
