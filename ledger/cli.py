@@ -9,6 +9,7 @@ import dataclasses
 import ipaddress
 import logging
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
@@ -245,10 +246,11 @@ def _is_loopback(host: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command ``argv`` asks for; its exit status. Ctrl-C before a
-    command has set its own handling (during a service's start-up) stops it
-    with status 130 and one line: what it had started is stopped on the way
-    out (the embedded PostgreSQL by the block that started it)."""
+    """Run the command ``argv`` asks for; its exit status. Ctrl-C, and for a
+    command other than ``serve`` SIGTERM and SIGHUP too, stops it with
+    status 130 and one line: what it had started is stopped on the way out
+    (the embedded PostgreSQL by the block that started it). ``serve`` holds
+    a stop signal until its start is done (:class:`~ledger.serving.HeldStop`)."""
     try:
         return _main(argv)
     except KeyboardInterrupt:
@@ -318,10 +320,14 @@ def _main(argv: list[str] | None) -> int:
     except ConfigError as error:
         log.error("%s", error)
         return 2
-    if args.command == "keygen":
-        return _keygen(settings, args.path)
     if args.command == "serve":
         return _serve(settings)
+    # A command stops on SIGTERM and SIGHUP as on Ctrl-C ("interrupted", 130),
+    # stopping on its way out the embedded server it started.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.default_int_handler)
+    if args.command == "keygen":
+        return _keygen(settings, args.path)
     from .store.embedded import CannotStart
     from .store.retry import CANNOT_OPEN, cannot_open
 

@@ -21,13 +21,11 @@ Handler = Callable[[int, Any], None] | signal.Handlers
 
 @contextlib.contextmanager
 def stop_signals_held() -> Iterator[None]:
-    """The stop signals held back from this thread for the block: a process
-    spawned in it (fork and exec keep the mask) starts with them held, so
-    that none kills or interrupts it before it takes them over
-    (:func:`take_stop_signals`). This process gets those sent meanwhile
-    when the block ends. multiprocessing's resource tracker, which lets
-    SIGINT and SIGTERM through as it starts, is started first."""
-    resource_tracker.ensure_running()
+    """The stop signals held back from this thread for the block: a program
+    started in it (fork and exec keep the mask) starts with them held, so
+    that one sent to the whole process group (Ctrl-C at a terminal,
+    systemd's stop) does not cut it midway. This process gets those sent
+    meanwhile when the block ends."""
     held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield
@@ -35,8 +33,22 @@ def stop_signals_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
+@contextlib.contextmanager
+def spawning_with_stop_signals_held() -> Iterator[None]:
+    """:func:`stop_signals_held`, for Python processes that multiprocessing
+    spawns in the block and that take the signals over themselves
+    (:func:`take_stop_signals`). Its resource tracker is started first, and
+    within the block: it lets SIGINT and SIGTERM through as it starts, and
+    ignores those two alone, so that started with SIGHUP held it never hears
+    one (a hang-up would kill it, and its successor print past the log)."""
+    with stop_signals_held():
+        resource_tracker.ensure_running()
+        with stop_signals_held():
+            yield
+
+
 def take_stop_signals(handler: Handler) -> None:
-    """In a process started within :func:`stop_signals_held`: ``handler``
+    """In a process started within :func:`spawning_with_stop_signals_held`: ``handler``
     for each stop signal, then the signals let through (one held meanwhile
     goes to ``handler`` now)."""
     for signum in STOP_SIGNALS:

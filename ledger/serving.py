@@ -293,7 +293,7 @@ def _stop_when_orphaned(loop: asyncio.AbstractEventLoop, parent: Connection, sto
 def _worker_main(settings: Settings, sock: socket.socket, ready: Connection, parent: Connection) -> None:
     """A worker process: serve until told to stop or its parent is gone;
     exit 0, or 2 if the app cannot start."""
-    # Started with the stop signals held (the supervisor's stop_signals_held):
+    # Started with the stop signals held (the supervisor's spawning_with_stop_signals_held):
     # told to stop before it serves, it has nothing to finish.
     processes.take_stop_signals(_exit_now)
     logs.configure(settings.log_format)
@@ -374,7 +374,7 @@ class _Supervisor:
             process = context.Process(
                 target=_worker_main, args=(self._settings, sock, send, lifeline), name=f"ledger-worker-{number}"
             )
-            with processes.stop_signals_held():
+            with processes.spawning_with_stop_signals_held():
                 process.start()
             send.close()
             # The worker has its own copy: only it accepts on this socket.

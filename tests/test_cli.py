@@ -356,12 +356,12 @@ def test_an_error_nothing_caught_is_one_json_line_when_json_is_asked_for():
     assert (logged["level"], "RuntimeError: boom" in logged["exc_info"]) == ("CRITICAL", True)
 
 
-async def signalled_as_it_starts(data: Path, workers: str, signum: int, after: bytes) -> tuple[int, str]:
-    """``ledger serve`` on ``data``, sent ``signum`` as soon as it logs a line
-    holding ``after``, to its whole process group (as a terminal sends
+async def signalled_as_it_starts(command: list[str], data: Path, signum: int, after: bytes) -> tuple[int, str]:
+    """``ledger COMMAND`` on ``data``, sent ``signum`` as soon as it logs a
+    line holding ``after``, to its whole process group (as a terminal sends
     Ctrl-C); its exit status, and its log from then on."""
     process = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "ledger.cli", "serve", "--workers", workers],
+        *[sys.executable, "-m", "ledger.cli", *command],
         env=settings_only(LEDGER_DATA_DIR=str(data), LEDGER_PORT="0"),
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,  # a process group of its own, as a terminal gives it
@@ -381,17 +381,29 @@ async def test_a_stop_signal_while_the_service_starts_stops_it_and_its_postgresq
     tmp_path, signum, workers
 ):
     # PostgreSQL runs; the service is migrating, or starting its workers, or has just started.
-    status, rest = await signalled_as_it_starts(tmp_path / "data", workers, signum, b"embedded PostgreSQL running")
+    status, rest = await signalled_as_it_starts(
+        ["serve", "--workers", workers], tmp_path / "data", signum, b"embedded PostgreSQL running"
+    )
 
     assert status == 0, rest
     assert "Traceback" not in rest
     assert not (tmp_path / "data" / "postmaster.pid").exists(), "PostgreSQL is still running"
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+async def test_a_command_told_to_stop_once_postgresql_runs_is_interrupted_and_stops_it(tmp_path, signum):
+    status, log = await signalled_as_it_starts(["reconcile"], tmp_path / "data", signum, b"embedded PostgreSQL running")
+
+    assert status == 130, log
+    assert "WARNING ledger: interrupted" in log
+    assert "Traceback" not in log
+    assert not (tmp_path / "data" / "postmaster.pid").exists(), "PostgreSQL is still running"
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 async def test_a_stop_signal_during_the_first_start_leaves_data_that_the_next_start_serves_from(tmp_path, signum):
-    # The embedded server's data is being made (initdb) as the signal comes.
-    status, rest = await signalled_as_it_starts(tmp_path / "data", "1", signum, b"authentication is off")
+    # Sent as the service says its first line, before the embedded server's data is made.
+    status, rest = await signalled_as_it_starts(["serve"], tmp_path / "data", signum, b"authentication is off")
 
     assert status == 0, rest
     assert not (tmp_path / "data" / "postmaster.pid").exists(), "PostgreSQL is still running"

