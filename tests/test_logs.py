@@ -22,6 +22,11 @@ from ledger.config import ConfigError, Settings
 Request = tuple[str, str, dict[str, str]]
 
 
+def logged(served) -> list[dict]:
+    """Every line a service stopped with ``LEDGER_LOG_FORMAT=json`` logged, parsed."""
+    return [json.loads(line) for line in served.lines if line.strip()]
+
+
 async def json_log(service, *requests: Request) -> tuple[list[dict], list[aiohttp.ClientResponse]]:
     """Serve with ``LEDGER_LOG_FORMAT=json``, make ``requests`` (method, path,
     headers), stop; every log line parsed, and the responses."""
@@ -33,7 +38,7 @@ async def json_log(service, *requests: Request) -> tuple[list[dict], list[aiohtt
                 await response.read()
                 responses.append(response)
     assert await served.stop() == 0, served.log
-    return [json.loads(line) for line in served.lines if line.strip()], responses
+    return logged(served), responses
 
 
 def access_lines(lines: list[dict]) -> list[dict]:
@@ -50,7 +55,7 @@ async def json_log_of_unparsable_request(service) -> list[dict]:
     assert (await reader.readline()).split()[1] == b"400"
     writer.close()
     assert await served.stop() == 0, served.log
-    return [json.loads(line) for line in served.lines if line.strip()]
+    return logged(served)
 
 
 async def test_every_json_log_line_is_an_object_with_ts_level_logger_and_message(service):
@@ -120,7 +125,7 @@ async def test_a_body_that_is_not_in_its_content_encoding_is_a_warning_without_a
             assert response.status == 400
             assert (await response.json())["error"]["code"] == "malformed_body"
     assert await served.stop() == 0, served.log
-    lines = [json.loads(line) for line in served.lines if line.strip()]
+    lines = logged(served)
     [warning] = [line for line in lines if line["logger"] == "aiohttp.server"]
     assert warning["level"] == "WARNING"
     assert "gzip" in warning["message"]
@@ -137,7 +142,7 @@ async def test_a_stream_cut_at_a_stop_gets_its_access_line(service, database_url
             with pytest.raises(aiohttp.ClientPayloadError):
                 await response.read()
     assert await served.stopped() == 0, served.log
-    [line] = access_lines([json.loads(line) for line in served.lines if line.strip()])
+    [line] = access_lines(logged(served))
     assert (line["request_id"], line["route"], line["status"]) == ("cut-1", "/v1/events", 200)
 
 
@@ -186,7 +191,7 @@ async def test_every_one_of_many_concurrent_requests_gets_one_access_line(servic
 
         sent = await asyncio.gather(*(live(n) for n in range(200)))
     assert await served.stop() == 0, served.log
-    lines = [json.loads(line) for line in served.lines if line.strip()]
+    lines = logged(served)
     assert sorted(line["request_id"] for line in access_lines(lines)) == sorted(sent)
 
 
